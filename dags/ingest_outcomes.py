@@ -1,0 +1,96 @@
+"""
+### ingest_outcomes
+
+Every labelled outcome batch that lands is validated by the spec's Great Expectations suite, then
+**accepted** into the training pool and ground truth, or **quarantined** with its reasons.
+
+* **Runs** when a producer touches `<lake>/landing/_READY` (asset watcher on
+  `label_batches_landed`: event-driven, no worker slot held while waiting), and every 10 minutes
+  as a sweep for files dropped without the marker. Trigger it by hand to look right now.
+* **One mapped task per day** of waiting files; its label in the grid says what happened
+  (`outcomes_2013-01-05.parquet: quarantined (temperature_not_fahrenheit)`).
+* **Emits** `training_pool` + `ground_truth` when a batch was accepted, `batch_quarantined` when
+  one was not; the event extras list the batches (and the reasons).
+* Reports: `<lake>/reports/<model>/ingest/batch-<id>.html`; quarantined files:
+  `<lake>/quarantine/<model>/`. Re-running is idempotent.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pendulum
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, get_current_context, task
+
+from include.mlops.assets import BATCH_QUARANTINED, GROUND_TRUTH, LABEL_BATCHES_LANDED, TRAINING_POOL
+
+
+@dag(
+    dag_id="ingest_outcomes",
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("*/10 * * * *", timezone="UTC"),
+        assets=[LABEL_BATCHES_LANDED],
+    ),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=10)},
+    tags=["mlops-loop", "data"],
+    doc_md=__doc__,
+)
+def ingest_outcomes() -> None:
+    @task
+    def find_batches() -> list[list[str]]:
+        from include.mlops.ingest import find_batch_groups
+
+        return find_batch_groups()
+
+    @task(map_index_template="{{ batch_label }}", max_active_tis_per_dagrun=2)
+    def ingest_day(files: list[str]) -> list[dict[str, Any]]:
+        from include.mlops.ingest import ingest_files
+
+        context = get_current_context()
+        results = ingest_files(files, dag_id=context["dag"].dag_id, run_id=context["run_id"])
+        context["batch_label"] = (
+            "; ".join(  # type: ignore[typeddict-unknown-key]
+                f"{r['file_name']}: {r['status']}" + (f" ({', '.join(r['reason_codes'])})" if r["reason_codes"] else f" ({r['rows']} rows)")
+                for r in results
+            )
+            or ", ".join(files) + ": already handled"
+        )
+        return results
+
+    @task(outlets=[TRAINING_POOL, GROUND_TRUTH])
+    def publish_accepted(results: list[list[dict[str, Any]]], *, outlet_events: Any = None) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from include.mlops.ingest import summarize
+
+        summary = summarize([r for group in results for r in group])
+        if not summary["accepted"]:
+            raise AirflowSkipException("no batch was accepted in this run")
+        extra = {"batches": summary["accepted"], "rows": summary["accepted_rows"]}
+        outlet_events[TRAINING_POOL].extra = extra
+        outlet_events[GROUND_TRUTH].extra = extra
+        return extra
+
+    @task(outlets=[BATCH_QUARANTINED])
+    def publish_quarantined(results: list[list[dict[str, Any]]], *, outlet_events: Any = None) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from include.mlops.ingest import summarize
+
+        summary = summarize([r for group in results for r in group])
+        if not summary["quarantined"]:
+            raise AirflowSkipException("no batch was quarantined in this run")
+        extra = {"batches": summary["quarantined"]}
+        outlet_events[BATCH_QUARANTINED].extra = extra
+        return extra
+
+    results = ingest_day.expand(files=find_batches())
+    publish_accepted(results)
+    publish_quarantined(results)
+
+
+ingest_outcomes()

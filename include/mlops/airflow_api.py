@@ -1,0 +1,88 @@
+"""A small client for Airflow 3's REST API (v2): what the demo, the CLI tools and the live tests
+use to trigger DAGs and follow their runs, authenticated like a user (bearer token)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+TERMINAL = {"success", "failed"}
+
+
+class AirflowAPIError(RuntimeError):
+    pass
+
+
+@dataclass
+class AirflowClient:
+    base_url: str
+    username: str
+    password: str
+    timeout: float = 30.0
+    _token: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def for_home(cls, base_url: str, airflow_home: Path) -> AirflowClient:
+        """A client logged in with the simple auth manager's generated admin password."""
+        path = airflow_home / "simple_auth_manager_passwords.json.generated"
+        try:
+            users = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise AirflowAPIError(f"no Airflow login found at {path}: is the stack up (make up)?") from exc
+        user, password = next(iter(users.items()))
+        return cls(base_url.rstrip("/"), user, password)
+
+    def _headers(self) -> dict[str, str]:
+        if self._token is None:
+            resp = httpx.post(
+                f"{self.base_url}/auth/token", json={"username": self.username, "password": self.password}, timeout=self.timeout
+            )
+            if resp.status_code >= 400:
+                raise AirflowAPIError(f"Airflow login failed ({resp.status_code}): {resp.text[:300]}")
+            self._token = resp.json()["access_token"]
+        return {"Authorization": f"Bearer {self._token}"}
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        resp = httpx.request(method, f"{self.base_url}/api/v2{path}", headers=self._headers(), timeout=self.timeout, **kwargs)
+        if resp.status_code == 401:  # token expired: log in again once
+            self._token = None
+            resp = httpx.request(method, f"{self.base_url}/api/v2{path}", headers=self._headers(), timeout=self.timeout, **kwargs)
+        if resp.status_code >= 400:
+            raise AirflowAPIError(f"{method} {path} -> {resp.status_code}: {resp.text[:500]}")
+        return resp.json() if resp.content else None
+
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
+        """Start a run of ``dag_id`` now; returns its run id."""
+        body = self.request("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}})
+        return str(body["dag_run_id"])
+
+    def run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        return dict(self.request("GET", f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}"))
+
+    def runs(self, dag_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        body = self.request("GET", f"/dags/{dag_id}/dagRuns", params={"limit": limit, "order_by": "-run_after"})
+        return list(body["dag_runs"])
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        body = self.request("GET", f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances", params={"limit": 1000})
+        return list(body["task_instances"])
+
+    def wait(self, dag_id: str, run_id: str, timeout: float = 300.0, poll: float = 2.0) -> dict[str, Any]:
+        """Poll until the run ends; raises on timeout with the run's last state."""
+        deadline = time.monotonic() + timeout
+        state: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            state = self.run(dag_id, run_id)
+            if state.get("state") in TERMINAL:
+                return state
+            time.sleep(poll)
+        raise AirflowAPIError(f"{dag_id} run {run_id} did not finish within {timeout:.0f}s (state {state.get('state')})")
+
+    def dag(self, dag_id: str) -> dict[str, Any]:
+        return dict(self.request("GET", f"/dags/{dag_id}"))

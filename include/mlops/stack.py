@@ -1,0 +1,517 @@
+"""The embedded stack: start, stop and inspect every local service of the loop.
+
+    python -m include.mlops.stack up | down | status | logs [SERVICE] [-f] | clean
+
+Services (all on 127.0.0.1 by default, all state under ``MLOPS_HOME``, default ``.local/``):
+
+* Airflow 3 as its four components (api-server, scheduler, dag-processor, triggerer): the same
+  configuration ``airflow standalone`` uses (SQLite, LocalExecutor, simple auth manager), run as
+  separate processes so each has its own log and health, nothing binds beyond loopback (the
+  scheduler's and triggerer's log servers are skipped: logs are read from local files), and the
+  commands are the ones the docker-compose services run;
+* the MLflow tracking server and model registry (SQLite backend, local artifact root);
+* the Evidently UI over the project's workspace.
+
+``up`` is idempotent: services already running and healthy are left alone. When a service cannot
+start (port taken, crash during start), ``up`` says which and why, shows the end of its log, and
+stops what this invocation started. Standard library only, so ``down`` works without the venv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from include.mlops.settings import PROJECT_ROOT, Settings, get_settings
+
+HOME_MARKER = ".mlops-home"
+SIMPLE_AUTH = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+
+
+class StackError(RuntimeError):
+    """A service could not be started; the message says which, why and where its log is."""
+
+
+@dataclass
+class Service:
+    name: str
+    command: list[str]
+    port: int | None
+    health: Callable[[Settings], bool]
+    url: str | None = None
+    start_timeout: float = 120.0
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def load_dotenv(path: Path) -> None:
+    """Read KEY=VALUE lines of ``.env`` into the environment (existing variables win)."""
+    if not path.is_file():
+        return
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.removeprefix("export ").partition("=")
+        value = value.strip().strip("'\"")
+        os.environ.setdefault(key.strip(), value)
+
+
+def _http_json(url: str, timeout: float = 3.0) -> object | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback URLs built here
+            return json.loads(resp.read().decode() or "null")
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def _http_ok(url: str, timeout: float = 3.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310
+            return 200 <= resp.status < 400
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _airflow_component_healthy(component: str) -> Callable[[Settings], bool]:
+    def check(s: Settings) -> bool:
+        data = _http_json(f"{s.airflow_url}/api/v2/monitor/health")
+        if not isinstance(data, dict):
+            return False
+        part = data.get(component) or {}
+        return isinstance(part, dict) and part.get("status") == "healthy"
+
+    return check
+
+
+def venv_bin() -> Path:
+    return Path(sys.executable).parent
+
+
+def airflow_env(s: Settings) -> dict[str, str]:
+    """Airflow's configuration for the embedded stack (``airflow standalone``'s, on loopback)."""
+    return {
+        "AIRFLOW_HOME": str(s.airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(s.project_root / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(s.project_root / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": os.environ.get("AIRFLOW__CORE__PARALLELISM", "8"),
+        "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH,
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{s.airflow_url}/execution/",
+        "AIRFLOW__API__HOST": s.host,
+        "AIRFLOW__API__PORT": str(s.airflow_port),
+        "AIRFLOW__API__BASE_URL": s.airflow_url,
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": os.environ.get(
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{s.airflow_home / 'airflow.db'}"
+        ),
+        # New DAG files and changes show up within seconds, not the 5-minute default.
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "20",
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
+        "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "10",
+        "AIRFLOW__USAGE_DATA_COLLECTION__ENABLED": "False",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": os.environ.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO"),
+    }
+
+
+def base_env(s: Settings) -> dict[str, str]:
+    """Environment every service and every Airflow task gets."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "PYTHONPATH": str(s.project_root),
+            "PATH": f"{venv_bin()}{os.pathsep}{env.get('PATH', '')}",
+            "MLOPS_HOME": str(s.home),
+            "MLFLOW_TRACKING_URI": s.mlflow_tracking_uri,
+            "MLOPS_SERVING_URL": s.serving_url,
+            # No telemetry: nothing leaves this machine.
+            "GX_ANALYTICS_ENABLED": "False",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "DO_NOT_TRACK": "1",
+            "EVIDENTLY_DISABLE_TELEMETRY": "1",
+            "SCARF_ANALYTICS": "false",
+        }
+    )
+    env.update(airflow_env(s))
+    return env
+
+
+def services(s: Settings) -> list[Service]:
+    airflow = str(venv_bin() / "airflow")
+    return [
+        Service(
+            "mlflow",
+            [
+                str(venv_bin() / "mlflow"),
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{s.mlflow_dir / 'mlflow.db'}",
+                "--artifacts-destination",
+                str(s.mlflow_dir / "artifacts"),
+                "--host",
+                s.host,
+                "--port",
+                str(s.mlflow_port),
+                "--workers",
+                "2",
+            ],
+            s.mlflow_port,
+            lambda st: _http_ok(f"{st.mlflow_url}/health"),
+            url=s.mlflow_url,
+        ),
+        Service(
+            "airflow-api-server",
+            [airflow, "api-server", "--host", s.host, "--port", str(s.airflow_port)],
+            s.airflow_port,
+            lambda st: isinstance(_http_json(f"{st.airflow_url}/api/v2/monitor/health"), dict),
+            url=s.airflow_url,
+        ),
+        Service("airflow-scheduler", [airflow, "scheduler", "--skip-serve-logs"], None, _airflow_component_healthy("scheduler")),
+        Service("airflow-dag-processor", [airflow, "dag-processor"], None, _airflow_component_healthy("dag_processor")),
+        Service("airflow-triggerer", [airflow, "triggerer", "--skip-serve-logs"], None, _airflow_component_healthy("triggerer")),
+        Service(
+            "evidently-ui",
+            [
+                str(venv_bin() / "evidently"),
+                "ui",
+                "--workspace",
+                str(s.evidently_workspace),
+                "--host",
+                s.host,
+                "--port",
+                str(s.evidently_port),
+            ],
+            s.evidently_port,
+            lambda st: _http_ok(f"{st.evidently_url}/api/version") or _http_ok(st.evidently_url),
+            url=s.evidently_url,
+        ),
+    ]
+
+
+# -- process bookkeeping ------------------------------------------------------------------------
+def _pid_file(s: Settings, name: str) -> Path:
+    return s.run_dir / f"{name}.pid"
+
+
+def _log_file(s: Settings, name: str) -> Path:
+    return s.logs_dir / f"{name}.log"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours is not alive
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ")[-1].startswith("Z") is False
+    except OSError:
+        return True
+
+
+def _start_ticks(pid: int) -> str | None:
+    """Start time of a process (clock ticks since boot): with the pid, it names one process."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(") ", 1)[-1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def running_pid(s: Settings, name: str) -> int | None:
+    """The pid of our running ``name`` service, or None (stale pid files are removed)."""
+    path = _pid_file(s, name)
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    pid = int(info.get("pid", 0))
+    if pid > 0 and _alive(pid) and _start_ticks(pid) == info.get("start_ticks"):
+        return pid
+    path.unlink(missing_ok=True)
+    return None
+
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _who_listens(port: int) -> str:
+    ss = shutil.which("ss")
+    if not ss:
+        return ""
+    try:
+        out = subprocess.run([ss, "-ltnpH", f"sport = :{port}"], capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return f" ({out.split('users:')[-1].strip()})" if "users:" in out else ""
+
+
+def tail(path: Path, lines: int = 25) -> str:
+    try:
+        data = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log yet)"
+    return "\n".join(data[-lines:])
+
+
+def _start(s: Settings, svc: Service, env: dict[str, str]) -> int:
+    log_path = _log_file(s, svc.name)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log_fh:
+        log_fh.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(svc.command)}\n".encode())
+        log_fh.flush()
+        proc = subprocess.Popen(
+            svc.command,
+            stdout=log_fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**env, **svc.env},
+            cwd=str(s.project_root),
+            start_new_session=True,
+        )
+    _pid_file(s, svc.name).parent.mkdir(parents=True, exist_ok=True)
+    info = {"pid": proc.pid, "start_ticks": _start_ticks(proc.pid), "command": svc.command}
+    _pid_file(s, svc.name).write_text(json.dumps(info))
+    return proc.pid
+
+
+def _stop_pid(pid: int, grace: float = 20.0) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    except PermissionError:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            break
+        _reap(pid)
+        time.sleep(0.2)
+    else:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    _reap(pid)
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def airflow_login(s: Settings) -> tuple[str, str] | None:
+    path = s.airflow_home / "simple_auth_manager_passwords.json.generated"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if isinstance(data, dict) and data:
+        user, password = next(iter(data.items()))
+        return str(user), str(password)
+    return None
+
+
+def _migrate_airflow(s: Settings, env: dict[str, str]) -> None:
+    log_path = _log_file(s, "airflow-db-migrate")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    _say("  airflow metadata database: migrating ...")
+    with log_path.open("ab") as fh:
+        rc = subprocess.run(
+            [str(venv_bin() / "airflow"), "db", "migrate"],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=str(s.project_root),
+            timeout=600,
+        ).returncode
+    if rc != 0:
+        raise StackError(f"`airflow db migrate` failed (exit {rc}); log: {log_path}\n{tail(log_path)}")
+
+
+def up(s: Settings) -> int:
+    s.home.mkdir(parents=True, exist_ok=True)
+    (s.home / HOME_MARKER).write_text("state folder of mlops-loop; `make clean` deletes it\n")
+    for d in (s.airflow_home, s.mlflow_dir / "artifacts", s.logs_dir, s.run_dir, s.lake / "landing", s.evidently_workspace):
+        d.mkdir(parents=True, exist_ok=True)
+    if not (venv_bin() / "airflow").exists():
+        raise StackError(f"airflow is not installed in {venv_bin()}: run `make up` (it bootstraps .venv) rather than this module directly")
+    env = base_env(s)
+    todo = services(s)
+    # Ports first: a taken port stops everything before anything starts.
+    for svc in todo:
+        if svc.port is not None and running_pid(s, svc.name) is None and not port_free(s.host, svc.port):
+            raise StackError(
+                f"{svc.name} cannot start: port {svc.port} on {s.host} is already in use{_who_listens(svc.port)}. "
+                f"Stop that program, or choose another port (see .env.example), then run `make up` again."
+            )
+    if running_pid(s, "airflow-api-server") is None:
+        _migrate_airflow(s, env)
+    started: list[str] = []
+    try:
+        for svc in todo:
+            pid = running_pid(s, svc.name)
+            if pid is not None:
+                _say(f"  {svc.name}: already running (pid {pid})")
+                continue
+            pid = _start(s, svc, env)
+            started.append(svc.name)
+            _say(f"  {svc.name}: started (pid {pid}), log {_log_file(s, svc.name)}")
+        for svc in todo:
+            _wait_healthy(s, svc)
+    except (StackError, KeyboardInterrupt):
+        for name in reversed(started):
+            pid = running_pid(s, name)
+            if pid is not None:
+                _stop_pid(pid)
+            _pid_file(s, name).unlink(missing_ok=True)
+        if started:
+            _say(f"stopped what this run started: {', '.join(started)}")
+        raise
+    _print_summary(s)
+    return 0
+
+
+def _wait_healthy(s: Settings, svc: Service) -> None:
+    deadline = time.monotonic() + svc.start_timeout
+    while time.monotonic() < deadline:
+        pid = running_pid(s, svc.name)
+        if pid is None:
+            log_path = _log_file(s, svc.name)
+            raise StackError(f"{svc.name} exited during start-up. Last lines of {log_path}:\n{tail(log_path)}")
+        if svc.health(s):
+            _say(f"  {svc.name}: healthy")
+            return
+        time.sleep(1.0)
+    log_path = _log_file(s, svc.name)
+    raise StackError(f"{svc.name} did not become healthy within {svc.start_timeout:.0f}s. Last lines of {log_path}:\n{tail(log_path)}")
+
+
+def _print_summary(s: Settings) -> None:
+    login = airflow_login(s)
+    _say("")
+    _say("mlops-loop stack is up:")
+    _say(f"  Airflow UI    {s.airflow_url}" + (f"   login: {login[0]} / {login[1]}" if login else ""))
+    _say(f"  MLflow UI     {s.mlflow_url}")
+    _say(f"  Evidently UI  {s.evidently_url}")
+    _say(f"  state folder  {s.home}   (logs in {s.logs_dir})")
+    _say("Next: `make replay ARGS='--start 2013-01-01 --days 7'` lands a week of label batches; watch ingest_outcomes in Airflow.")
+
+
+def down(s: Settings) -> int:
+    names = [svc.name for svc in services(s)]
+    stopped = []
+    for name in reversed(names):
+        pid = running_pid(s, name)
+        if pid is not None:
+            _stop_pid(pid)
+            stopped.append(name)
+        _pid_file(s, name).unlink(missing_ok=True)
+    _say(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+    return 0
+
+
+def status(s: Settings) -> int:
+    all_ok = True
+    for svc in services(s):
+        pid = running_pid(s, svc.name)
+        healthy = pid is not None and svc.health(s)
+        all_ok &= healthy
+        state = "healthy" if healthy else ("running, not healthy" if pid else "stopped")
+        _say(f"  {svc.name:22} {state:22} {('pid ' + str(pid)) if pid else '':10} {svc.url or ''}")
+    login = airflow_login(s)
+    if login and all_ok:
+        _say(f"  Airflow login: {login[0]} / {login[1]}")
+    return 0 if all_ok else 1
+
+
+def logs(s: Settings, name: str | None, follow: bool, lines: int) -> int:
+    known = [svc.name for svc in services(s)] + ["airflow-db-migrate"]
+    if name and name not in known:
+        _say(f"unknown service {name!r}; one of: {', '.join(known)}")
+        return 2
+    paths = [_log_file(s, n) for n in ([name] if name else known) if _log_file(s, n).exists()]
+    if not paths:
+        _say(f"no logs yet in {s.logs_dir}")
+        return 0
+    if follow:
+        os.execvp("tail", ["tail", "-n", str(lines), "-F", *map(str, paths)])  # noqa: S606
+    for p in paths:
+        _say(f"==> {p} <==\n{tail(p, lines)}\n")
+    return 0
+
+
+def clean(s: Settings) -> int:
+    down(s)
+    if s.home.exists():
+        inside_project = s.home.is_relative_to(s.project_root)
+        if not inside_project and not (s.home / HOME_MARKER).exists() and any(s.home.iterdir()):
+            _say(f"refusing to delete {s.home}: it has no {HOME_MARKER} marker, so it may not be this project's state folder")
+            return 2
+        shutil.rmtree(s.home)
+        _say(f"deleted {s.home}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m include.mlops.stack", description="Run the embedded mlops-loop stack.")
+    sub = parser.add_subparsers(dest="verb", required=True)
+    sub.add_parser("up", help="start every service and wait until healthy")
+    sub.add_parser("down", help="stop every service")
+    sub.add_parser("status", help="show each service's state")
+    p_logs = sub.add_parser("logs", help="show service logs")
+    p_logs.add_argument("service", nargs="?")
+    p_logs.add_argument("-f", "--follow", action="store_true")
+    p_logs.add_argument("-n", "--lines", type=int, default=40)
+    sub.add_parser("clean", help="stop everything and delete the state folder")
+    args = parser.parse_args(argv)
+    load_dotenv(PROJECT_ROOT / ".env")
+    try:
+        s = get_settings()
+    except ValueError as exc:
+        _say(f"error: {exc}")
+        return 2
+    try:
+        if args.verb == "up":
+            _say(f"starting the mlops-loop stack (state in {s.home}) ...")
+            return up(s)
+        if args.verb == "down":
+            return down(s)
+        if args.verb == "status":
+            return status(s)
+        if args.verb == "logs":
+            return logs(s, args.service, args.follow, args.lines)
+        return clean(s)
+    except StackError as exc:
+        _say(f"error: {exc}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

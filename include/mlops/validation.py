@@ -1,0 +1,350 @@
+"""Great Expectations gate for labelled outcome batches, derived from the spec.
+
+``build_suite(spec, day)`` turns the spec into a GX expectation suite: exact column set, types,
+nulls, ranges, categories, unique entity ids, row-count bounds, freshness (every row's event time
+on the batch's day), the target's raw outcome range and the spec's column relations.
+``validate_frame`` runs it through an ephemeral GX context and turns each failed expectation into
+a reason with a machine-readable code and a sentence a person understands.
+
+GX core is called directly rather than through ``airflow-provider-great-expectations``: that
+provider pins ``structlog<25.5`` and would hold Airflow back at 3.3.0 (see README, "Choices").
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from include.mlops.spec import Spec
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+NUMERIC_TYPES = ["float64", "float32", "int64", "int32", "int16", "int8", "Float64", "Int64", "Int32"]
+TEXT_TYPES = ["str"]  # object columns are checked row by row against Python type names
+TIME_TYPES = ["datetime64", "datetime64[ns]", "datetime64[us]", "datetime64[ms]", "datetime64[s]"]
+
+
+@dataclass
+class Reason:
+    """Why a batch cannot be used: a code for machines, a message for people."""
+
+    code: str
+    message: str
+    column: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class CheckResult:
+    """One expectation as run: what it checked and what it saw."""
+
+    expectation: str
+    column: str | None
+    success: bool
+    summary: str
+
+
+@dataclass
+class ValidationOutcome:
+    passed: bool
+    rows: int
+    reasons: list[Reason]
+    checks: list[CheckResult]
+    gx_result: dict[str, Any]
+
+    @property
+    def reason_codes(self) -> list[str]:
+        return sorted({r.code for r in self.reasons})
+
+
+class BatchReadError(Exception):
+    """A batch file that cannot be read as a table."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def read_batch(path: Path, spec: Spec) -> pd.DataFrame:
+    """Read a parquet or CSV batch; :class:`BatchReadError` when it is not a readable table."""
+    import pandas as pd
+
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            df = pd.read_parquet(path)
+        elif suffix == ".csv":
+            df = pd.read_csv(path)
+            if spec.time_column in df.columns and df[spec.time_column].dtype == object:
+                parsed = pd.to_datetime(df[spec.time_column], errors="coerce", format="mixed")
+                if parsed.notna().sum() == df[spec.time_column].notna().sum():
+                    df[spec.time_column] = parsed
+        else:
+            raise BatchReadError("unsupported_format", f"{path.name}: only .parquet and .csv batches are accepted")
+    except BatchReadError:
+        raise
+    except Exception as exc:  # pyarrow / parser errors have many types; all mean "unreadable"
+        raise BatchReadError(
+            "unreadable_file", f"{path.name} could not be read as {suffix.lstrip('.')}: {type(exc).__name__}: {exc}"[:500]
+        ) from None
+    for col in df.columns:  # pandas/pyarrow string dtypes are checked as plain text columns
+        if str(df[col].dtype) in ("string", "str", "large_string"):
+            df[col] = df[col].astype(object)
+    return df
+
+
+_context: Any = None
+
+
+def _gx() -> Any:
+    """The GX module with this process's ephemeral context created (GX needs one for suites)."""
+    global _context
+    # No analytics calls from GX: this project runs without network access beyond package indexes.
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    import great_expectations as gx
+
+    if _context is None:
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        ctx = gx.get_context(mode="ephemeral")
+        ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+        ctx.data_sources.add_pandas("label_batches").add_dataframe_asset("batch").add_batch_definition_whole_dataframe("whole")
+        _context = ctx
+    return gx
+
+
+def build_suite(spec: Spec, day: date | None) -> Any:
+    """The GX expectation suite for one batch of ``spec``'s outcomes (``day``: the batch's day)."""
+    gx = _gx()
+    E = gx.expectations
+    suite = gx.ExpectationSuite(name=f"{spec.name}.label_batch")
+    add = suite.add_expectation
+    add(E.ExpectTableColumnsToMatchSet(column_set=spec.batch_columns, exact_match=True))
+    add(E.ExpectTableRowCountToBeBetween(min_value=spec.batch.min_rows, max_value=spec.batch.max_rows))
+    add(E.ExpectColumnValuesToNotBeNull(column=spec.entity_id))
+    add(E.ExpectColumnValuesToBeUnique(column=spec.entity_id))
+    add(E.ExpectColumnValuesToBeInTypeList(column=spec.entity_id, type_list=TEXT_TYPES + NUMERIC_TYPES))
+    add(E.ExpectColumnValuesToNotBeNull(column=spec.time_column))
+    add(E.ExpectColumnValuesToBeInTypeList(column=spec.time_column, type_list=TIME_TYPES))
+    if day is not None:
+        start = datetime.combine(day, datetime.min.time())
+        add(
+            E.ExpectColumnValuesToBeBetween(
+                column=spec.time_column, min_value=start, max_value=start + timedelta(days=1) - timedelta(microseconds=1)
+            )
+        )
+    for f in spec.features:
+        if f.nullable:
+            if f.max_null_fraction < 1.0:
+                add(E.ExpectColumnValuesToNotBeNull(column=f.name, mostly=max(1.0 - f.max_null_fraction, 1e-9)))
+        else:
+            add(E.ExpectColumnValuesToNotBeNull(column=f.name))
+        if f.type == "categorical":
+            add(E.ExpectColumnValuesToBeInTypeList(column=f.name, type_list=TEXT_TYPES))
+            add(E.ExpectColumnValuesToBeInSet(column=f.name, value_set=list(f.categories or []), mostly=f.mostly))
+        else:
+            add(E.ExpectColumnValuesToBeInTypeList(column=f.name, type_list=NUMERIC_TYPES))
+            if f.min is not None or f.max is not None:
+                add(E.ExpectColumnValuesToBeBetween(column=f.name, min_value=f.min, max_value=f.max, mostly=f.mostly))
+    t = spec.target
+    add(E.ExpectColumnValuesToNotBeNull(column=t.source_column))
+    add(E.ExpectColumnValuesToBeInTypeList(column=t.source_column, type_list=NUMERIC_TYPES))
+    if t.source_min is not None or t.source_max is not None:
+        add(E.ExpectColumnValuesToBeBetween(column=t.source_column, min_value=t.source_min, max_value=t.source_max))
+    for check in spec.checks:
+        add(
+            E.ExpectColumnPairValuesAToBeGreaterThanB(
+                column_A=check.a,
+                column_B=check.b,
+                or_equal=True,
+                mostly=check.mostly,
+                ignore_row_if="either_value_is_missing",
+                meta={"reason_code": check.reason_code, "meaning": check.meaning},
+            )
+        )
+    return suite
+
+
+def _batch_for(df: pd.DataFrame) -> Any:
+    _gx()
+    definition = _context.data_sources.get("label_batches").get_asset("batch").get_batch_definition("whole")
+    return definition.get_batch(batch_parameters={"dataframe": df})
+
+
+def _examples(values: list[Any] | None, n: int = 3) -> str:
+    if not values:
+        return ""
+    shown = ", ".join(repr(v.item() if hasattr(v, "item") else v) for v in values[:n])
+    return f" (e.g. {shown})"
+
+
+def _fmt_range(lo: Any, hi: Any) -> str:
+    return f"[{'-inf' if lo is None else lo}, {'+inf' if hi is None else hi}]"
+
+
+def validate_frame(df: pd.DataFrame, spec: Spec, day: date | None) -> ValidationOutcome:
+    """Run the spec's suite on ``df`` and explain every failure."""
+    suite = build_suite(spec, day)
+    present = set(map(str, df.columns))
+    result = _batch_for(df).validate(suite, result_format="SUMMARY")
+    reasons: list[Reason] = []
+    checks: list[CheckResult] = []
+    bad_type: set[str] = set()
+    rows = len(df)
+    # Structural results first, so value checks on a missing or mistyped column are not reported twice.
+    ordered = sorted(result.results, key=lambda r: 0 if r.expectation_config.type in _STRUCTURAL else 1)
+    for r in ordered:
+        cfg = r.expectation_config
+        kind = cfg.type
+        kw = cfg.kwargs
+        col = kw.get("column")
+        res = r.result or {}
+        errored = bool(r.exception_info and r.exception_info.get("raised_exception"))
+        if not errored and isinstance(r.exception_info, dict):
+            errored = any(isinstance(v, dict) and v.get("exception_traceback") for v in r.exception_info.values())
+        count = res.get("unexpected_count")
+        pct = res.get("unexpected_percent")
+        examples = _examples(res.get("partial_unexpected_list"))
+        summary = "ok"
+        if kind == "expect_table_columns_to_match_set":
+            mism = (res.get("details") or {}).get("mismatched") or {}
+            miss, extra = sorted(mism.get("missing") or []), sorted(mism.get("unexpected") or [])
+            if miss:
+                reasons.append(Reason("missing_columns", f"missing column(s): {', '.join(miss)}", details={"columns": miss}))
+            if extra:
+                reasons.append(
+                    Reason("unexpected_columns", f"unexpected column(s) not in the spec: {', '.join(extra)}", details={"columns": extra})
+                )
+            summary = "columns match the spec" if r.success else f"missing {miss or '-'}, unexpected {extra or '-'}"
+        elif any(c is not None and c not in present for c in (col, kw.get("column_A"), kw.get("column_B"))):
+            summary = "skipped: column missing"
+        elif any(c in bad_type for c in (col, kw.get("column_A"), kw.get("column_B")) if c is not None):
+            summary = "skipped: wrong type"
+        elif errored:
+            summary = "could not be evaluated"
+            reasons.append(Reason("check_error", f"{kind} on {col or 'the batch'} could not be evaluated", column=col))
+        elif r.success:
+            summary = "ok" if count in (None, 0) else f"ok ({count} exceptions within the allowed share)"
+        elif kind == "expect_table_row_count_to_be_between":
+            n = res.get("observed_value", rows)
+            code = "empty_batch" if n == 0 else "row_count_out_of_bounds"
+            reasons.append(
+                Reason(code, f"batch has {n} rows; expected {kw.get('min_value')} to {kw.get('max_value')}", details={"rows": n})
+            )
+            summary = f"{n} rows"
+        elif kind == "expect_column_values_to_be_in_type_list":
+            bad_type.add(col)
+            observed = res.get("observed_value") or str(df[col].dtype)
+            want = "a date-time" if col == spec.time_column else "text" if kw.get("type_list") == TEXT_TYPES else "a number"
+            reasons.append(Reason("wrong_type", f"column {col} holds {observed} values{examples}; expected {want}", column=col))
+            summary = f"type {observed}"
+        elif kind == "expect_column_values_to_not_be_null":
+            mostly = kw.get("mostly") or 1.0
+            if mostly >= 1.0:
+                msg = f"column {col} has {count} null value(s) ({pct:.1f}%); it may have none"
+            else:
+                msg = f"column {col} is {pct:.1f}% null; at most {100 * (1 - mostly):.0f}% is allowed"
+            reasons.append(Reason("too_many_nulls", msg, column=col, details={"null_count": count, "null_percent": pct}))
+            summary = f"{count} nulls"
+        elif kind == "expect_column_values_to_be_between":
+            rng = _fmt_range(kw.get("min_value"), kw.get("max_value"))
+            if col == spec.time_column:
+                reasons.append(
+                    Reason(
+                        "rows_outside_batch_day",
+                        f"{count} row(s) have {col} outside the batch's day {day}{examples}",
+                        column=col,
+                        details={"count": count},
+                    )
+                )
+            else:
+                reasons.append(
+                    Reason(
+                        "out_of_range",
+                        f"column {col} has {count} value(s) ({pct:.1f}%) outside {rng}{examples}",
+                        column=col,
+                        details={"count": count, "range": rng},
+                    )
+                )
+            summary = f"{count} outside {rng}"
+        elif kind == "expect_column_values_to_be_in_set":
+            reasons.append(
+                Reason(
+                    "unknown_category",
+                    f"column {col} has {count} value(s) not among the spec's categories{examples}",
+                    column=col,
+                    details={"count": count},
+                )
+            )
+            summary = f"{count} unknown"
+        elif kind == "expect_column_values_to_be_unique":
+            reasons.append(
+                Reason("duplicate_ids", f"column {col} has {count} rows with a repeated id{examples}", column=col, details={"count": count})
+            )
+            summary = f"{count} duplicated"
+        elif kind == "expect_column_pair_values_a_to_be_greater_than_b":
+            a, b = kw.get("column_A"), kw.get("column_B")
+            meta = cfg.meta or {}
+            meaning = meta.get("meaning") or ""
+            reasons.append(
+                Reason(
+                    meta.get("reason_code") or "column_relation_violated",
+                    f"{a} < {b} in {pct:.1f}% of rows" + (f": {meaning}" if meaning else ""),
+                    column=a,
+                    details={"a": a, "b": b, "violating_percent": pct},
+                )
+            )
+            summary = f"{pct:.1f}% violate {a} >= {b}"
+        else:  # an expectation added to the suite without an explanation here
+            reasons.append(Reason("expectation_failed", f"{kind} failed on {col or 'the batch'}", column=col))
+            summary = "failed"
+        checks.append(CheckResult(kind, col, bool(r.success), summary))
+    return ValidationOutcome(passed=not reasons, rows=rows, reasons=reasons, checks=checks, gx_result=_to_json(result.to_json_dict()))
+
+
+_STRUCTURAL = {"expect_table_columns_to_match_set", "expect_column_values_to_be_in_type_list", "expect_table_row_count_to_be_between"}
+
+
+def _to_json(value: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(value, default=str))
+
+
+def render_report(title: str, reasons: list[Reason], checks: list[CheckResult], facts: dict[str, Any]) -> str:
+    """A self-contained HTML page: verdict, reasons, then every check that ran."""
+    esc = html.escape
+    verdict = "QUARANTINED" if reasons else "ACCEPTED"
+    color = "#b42318" if reasons else "#067647"
+    fact_rows = "".join(f"<tr><th>{esc(str(k))}</th><td>{esc(str(v))}</td></tr>" for k, v in facts.items())
+    reason_items = "".join(f"<li><code>{esc(r.code)}</code> {esc(r.message)}</li>" for r in reasons) or "<li>none</li>"
+    check_rows = "".join(
+        f"<tr class={'ok' if c.success else 'bad'}><td>{'pass' if c.success else 'FAIL'}</td>"
+        f"<td>{esc(c.expectation)}</td><td>{esc(c.column or '')}</td><td>{esc(c.summary)}</td></tr>"
+        for c in checks
+    )
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{esc(title)}</title>
+<style>body{{font:14px system-ui,sans-serif;margin:2em;max-width:70em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ddd;padding:4px 8px;text-align:left}}tr.bad td{{background:#fef3f2}}
+h1 span{{color:{color}}}</style></head><body>
+<h1>{esc(title)}: <span>{verdict}</span></h1>
+<table>{fact_rows}</table>
+<h2>Reasons</h2><ul>{reason_items}</ul>
+<h2>Great Expectations checks</h2>
+<table><tr><th>result</th><th>expectation</th><th>column</th><th>observed</th></tr>{check_rows}</table>
+<p>The full Great Expectations result is in the JSON file beside this report.</p>
+</body></html>
+"""

@@ -1,0 +1,67 @@
+"""Shared fixtures. Airflow reads its configuration when first imported, so the test session's
+Airflow home (a throwaway SQLite metadata DB under .local/pytest) is set here, before any test
+module imports Airflow. Nothing here touches a running stack's state."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+(ROOT / ".local").mkdir(exist_ok=True)
+_SESSION = Path(tempfile.mkdtemp(prefix="pytest-", dir=ROOT / ".local"))
+
+# Airflow: its own home and metadata DB for this test session; examples off; quiet.
+os.environ["AIRFLOW_HOME"] = str(_SESSION / "airflow")
+os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_SESSION / 'airflow' / 'airflow.db'}"
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
+os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
+os.environ["AIRFLOW__USAGE_DATA_COLLECTION__ENABLED"] = "False"
+# The project's state for tests that do not override it: never the developer's .local/ stack.
+os.environ["MLOPS_HOME"] = str(_SESSION / "home")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+for var in ("MLOPS_OPS_DB_URL", "MLOPS_LAKE", "MLOPS_SPEC", "MLOPS_MODEL_NAME", "MLFLOW_TRACKING_URI"):
+    os.environ.pop(var, None)
+
+SESSION_DIR = _SESSION
+
+
+@pytest.fixture(scope="session")
+def spec():
+    from include.mlops.spec import load_spec
+
+    return load_spec(ROOT / "include/specs/flights.yaml")
+
+
+@pytest.fixture
+def state(tmp_path, monkeypatch):
+    """A fresh state folder (ops store + lake) for one test, through the same settings users set."""
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MLOPS_OPS_DB_URL", f"sqlite:///{tmp_path / 'home' / 'ops.db'}")
+    monkeypatch.setenv("MLOPS_LAKE", str(tmp_path / "home" / "lake"))
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def runtime(state):
+    from include.mlops.runtime import load_runtime
+
+    return load_runtime()
+
+
+@pytest.fixture(scope="session")
+def flights_cache() -> Path:
+    """Where the real flights table is cached once per machine (built from the installed package)."""
+    return ROOT / ".local" / "cache"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Remove this session's state unless MLOPS_KEEP_TEST_STATE=1 (to look at it after a failure)."""
+    if os.environ.get("MLOPS_KEEP_TEST_STATE") != "1":
+        shutil.rmtree(_SESSION, ignore_errors=True)

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from include.mlops.settings import PROJECT_ROOT, VARIABLES, get_settings
+
+pytestmark = pytest.mark.unit
+
+
+def test_defaults_bind_loopback_and_keep_state_in_one_folder(tmp_path):
+    s = get_settings({})
+    assert s.host == "127.0.0.1"
+    assert (s.airflow_port, s.mlflow_port, s.serving_port, s.evidently_port) == (8080, 5000, 8000, 8001)
+    assert s.home == PROJECT_ROOT / ".local"
+    for p in (s.airflow_home, s.mlflow_dir, s.logs_dir, s.run_dir, s.lake, s.evidently_workspace):
+        assert p.is_relative_to(s.home)
+    assert s.ops_db_url == f"sqlite:///{s.home / 'ops.db'}"
+    assert s.mlflow_tracking_uri == "http://127.0.0.1:5000"
+
+
+def test_environment_overrides(tmp_path):
+    s = get_settings(
+        {
+            "MLOPS_HOME": str(tmp_path),
+            "MLOPS_MLFLOW_PORT": "5999",
+            "MLOPS_OPS_DB_URL": "postgresql+psycopg2://u@localhost/ops",
+            "MLOPS_LOG_LEVEL": "debug",
+            "MLOPS_MODEL_NAME": "mine",
+        }
+    )
+    assert s.home == tmp_path
+    assert s.mlflow_tracking_uri == "http://127.0.0.1:5999"
+    assert s.ops_db_url.startswith("postgresql")
+    assert s.log_level == "DEBUG"
+    assert s.model_name_override == "mine"
+
+
+@pytest.mark.parametrize("value", ["eighty", "0", "70000"])
+def test_bad_port_is_a_clear_error(value):
+    with pytest.raises(ValueError, match="MLOPS_AIRFLOW_PORT"):
+        get_settings({"MLOPS_AIRFLOW_PORT": value})
+
+
+def test_reading_settings_creates_nothing(tmp_path):
+    home = tmp_path / "not-yet"
+    get_settings({"MLOPS_HOME": str(home)})
+    assert not home.exists()
+
+
+def test_every_variable_is_documented_in_env_example_and_readme():
+    example = (PROJECT_ROOT / ".env.example").read_text()
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", example, flags=re.M))
+    missing = [v for v in VARIABLES if v not in documented]
+    assert not missing, f".env.example lacks {missing}"
+    missing_readme = [v for v in VARIABLES if v not in readme]
+    assert not missing_readme, f"README lacks {missing_readme}"
+
+
+def test_settings_module_reads_environment_in_one_place():
+    """No other module of include/mlops reads os.environ for deployment settings."""
+    offenders = []
+    for path in Path(PROJECT_ROOT / "include/mlops").glob("*.py"):
+        if path.name in {"settings.py", "stack.py", "validation.py"}:
+            continue
+        if re.search(r"os\.environ|os\.getenv", path.read_text()):
+            offenders.append(path.name)
+    assert not offenders
