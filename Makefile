@@ -12,7 +12,7 @@ PY := $(BIN)/python
 STACK := $(PY) -m include.mlops.stack
 PYTEST_ARGS ?=
 
-.PHONY: help venv up down status logs clean test test-fast lint format unit dags integration live lock replay
+.PHONY: help venv up down status logs clean test test-fast lint format unit dags integration live lock replay trigger
 
 help:
 	@echo "make up        start Airflow, MLflow and the Evidently UI on 127.0.0.1 (bootstraps .venv)"
@@ -22,6 +22,7 @@ help:
 	@echo "make clean     stop everything and delete all local state (.local/)"
 	@echo "make test      lint + unit + DAG integrity + integration + live-stack tests"
 	@echo "make replay    write label batches into the landing folder (ARGS='--start 2013-01-01 --days 7')"
+	@echo "make trigger   run a DAG now and wait (DAG=train_candidate CONF='{\"train_end\": \"2013-01-31\"}')"
 	@echo "make lock      regenerate requirements*.txt from requirements*.in"
 
 $(STAMP): requirements-dev.txt requirements.txt
@@ -50,6 +51,11 @@ clean:
 
 replay: venv
 	@$(PY) -m include.mlops.replay $(ARGS)
+
+CONF ?= {}
+trigger: venv
+	@test -n "$(DAG)" || { echo "usage: make trigger DAG=<dag_id> [CONF='{...}']"; exit 2; }
+	@$(PY) -m include.mlops.cli trigger $(DAG) --conf '$(CONF)' --wait
 
 lint: venv
 	$(BIN)/ruff check .

@@ -44,3 +44,12 @@ def make_batch(spec: Spec, day: date, n: int = 150, seed: int = 0) -> pd.DataFra
 
 def days(start: date, count: int) -> list[date]:
     return [start + timedelta(days=i) for i in range(count)]
+
+
+def weak_pipeline(spec: Spec, params: dict) -> object:
+    """A deliberately poor model for refusal tests: logistic regression on distance alone."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    return Pipeline([("pre", ColumnTransformer([("d", "passthrough", ["distance"])])), ("clf", LogisticRegression())])

@@ -33,3 +33,7 @@ LABEL_BATCHES_LANDED = Asset(
 TRAINING_POOL = Asset(name="training_pool", uri="mlops://loop/training_pool", group="data")
 GROUND_TRUTH = Asset(name="ground_truth", uri="mlops://loop/ground_truth", group="data")
 BATCH_QUARANTINED = Asset(name="batch_quarantined", uri="mlops://loop/batch_quarantined", group="data")
+RETRAIN_REQUESTED = Asset(name="retrain_requested", uri="mlops://loop/retrain_requested", group="model")
+CANDIDATE_REGISTERED = Asset(name="candidate_registered", uri="mlops://loop/candidate_registered", group="model")
+MODEL_DEPLOYED = Asset(name="model_deployed", uri="mlops://loop/model_deployed", group="model")
+CANDIDATE_REFUSED = Asset(name="candidate_refused", uri="mlops://loop/candidate_refused", group="model")

@@ -124,6 +124,60 @@ class PairCheck(_Model):
     meaning: str = ""
 
 
+MetricName = Literal["roc_auc", "precision_recall_auc", "log_loss", "brier_score", "accuracy_score", "f1_score"]
+#: Metrics where smaller is better.
+LOWER_IS_BETTER = {"log_loss", "brier_score"}
+
+
+class Training(_Model):
+    """How a candidate is trained: the window, the time-based holdout and the pipeline."""
+
+    #: Days of the training pool in one training window (the last N days before the holdout).
+    window_days: int = Field(default=28, ge=1)
+    #: Days right after the training window used as the holdout (time-based, never shuffled).
+    holdout_days: int = Field(default=7, ge=1)
+    min_rows: int = Field(default=1000, ge=10)
+    min_holdout_rows: int = Field(default=200, ge=10)
+    #: Allowed share of positive labels in the training window (GX gate).
+    positive_rate_min: float = Field(default=0.01, ge=0.0, le=1.0)
+    positive_rate_max: float = Field(default=0.99, ge=0.0, le=1.0)
+    #: ``module:function`` returning an unfitted scikit-learn estimator: ``f(spec, params)``.
+    pipeline: str = Field(default="include.mlops.pipelines:default_pipeline", pattern=r"^[\w.]+:\w+$")
+    params: dict[str, float | int | str | bool | None] = {}
+    random_state: int = 42
+    #: Types skops may load for this pipeline (exactly those of the pipeline, never "everything").
+    skops_trusted_types: list[str] = [
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+        "sklearn.utils.validation.check_array",
+        "functools.partial",
+    ]
+    #: Rows of training inputs / holdout predictions kept as the reference sample for monitoring.
+    reference_rows: int = Field(default=5000, ge=100)
+
+    @model_validator(mode="after")
+    def _rates(self) -> Training:
+        if self.positive_rate_min > self.positive_rate_max:
+            raise ValueError("positive_rate_min is greater than positive_rate_max")
+        return self
+
+
+class Deployment(_Model):
+    """Offline gates and how a candidate that passes them starts serving."""
+
+    strategy: Literal["canary", "shadow", "direct"] = "canary"
+    #: Share of traffic (sticky by entity id) the challenger answers in canary mode.
+    canary_share: float = Field(default=0.2, gt=0.0, lt=1.0)
+    require_approval: bool = False
+    #: The metric the champion comparison uses (MLflow's builtin classifier metric names).
+    primary_metric: MetricName = "roc_auc"
+    #: Absolute floors every candidate must clear on its holdout.
+    floors: dict[MetricName, float] = {"roc_auc": 0.55}
+    #: The candidate must beat the champion on the same holdout by at least this much.
+    min_gain: float = 0.0
+    #: Rows of the fixed, spec-derived probe set.
+    probe_rows: int = Field(default=200, ge=10)
+
+
 class Spec(_Model):
     """A monitored model, as declared in its spec file."""
 
@@ -139,6 +193,8 @@ class Spec(_Model):
     target: Target
     batch: BatchPolicy = BatchPolicy()
     checks: list[PairCheck] = []
+    training: Training = Training()
+    deployment: Deployment = Deployment()
 
     @model_validator(mode="after")
     def _names(self) -> Spec:

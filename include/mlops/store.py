@@ -494,6 +494,76 @@ class Store:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(ground_truth).where(ground_truth.c.model_name == model)).scalar_one())
 
+    # -- deployment ledger ----------------------------------------------------------------------
+    def ledger_entry(self, op_key: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(deployment_ledger).where(deployment_ledger.c.op_key == op_key)).mappings().first()
+        return dict(row) if row else None
+
+    def ledger_latest(self, model: str, alias: str) -> dict[str, Any] | None:
+        """The last ledger row of ``alias``: its ``to_version`` is who holds the alias, per the ledger."""
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(
+                    select(deployment_ledger)
+                    .where(deployment_ledger.c.model_name == model, deployment_ledger.c.alias == alias)
+                    .order_by(deployment_ledger.c.id.desc())
+                )
+                .mappings()
+                .first()
+            )
+        return dict(row) if row else None
+
+    def append_ledger(
+        self,
+        *,
+        model: str,
+        alias: str,
+        action: str,
+        from_version: str | None,
+        to_version: str | None,
+        strategy: str | None,
+        reason: str,
+        actor: str,
+        op_key: str,
+        dag_id: str | None = None,
+        run_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Append one alias change; a second call with the same ``op_key`` returns the first row."""
+        existing = self.ledger_entry(op_key)
+        if existing:
+            return existing
+        with self.begin() as conn:
+            result = conn.execute(
+                insert(deployment_ledger).values(
+                    model_name=model,
+                    alias=alias,
+                    action=action,
+                    from_version=from_version,
+                    to_version=to_version,
+                    strategy=strategy,
+                    reason=reason,
+                    actor=actor,
+                    dag_id=dag_id,
+                    run_id=run_id,
+                    op_key=op_key,
+                    created_at=utcnow(),
+                )
+            )
+            new_id = _new_id(result)
+        row = self.ledger_entry(op_key)
+        assert row is not None and row["id"] == new_id
+        return row
+
+    def list_ledger(self, model: str | None = None, alias: str | None = None) -> list[dict[str, Any]]:
+        q = select(deployment_ledger).order_by(deployment_ledger.c.id)
+        if model:
+            q = q.where(deployment_ledger.c.model_name == model)
+        if alias:
+            q = q.where(deployment_ledger.c.alias == alias)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
+
     # -- decisions and alerts -----------------------------------------------------------------
     def record_decision(
         self,

@@ -126,14 +126,26 @@ def _gx() -> Any:
     return gx
 
 
-def build_suite(spec: Spec, day: date | None) -> Any:
-    """The GX expectation suite for one batch of ``spec``'s outcomes (``day``: the batch's day)."""
+def build_suite(spec: Spec, day: date | None, *, training: bool = False) -> Any:
+    """The GX expectation suite of ``spec``: for one label batch (``day``: the batch's day) or, with
+    ``training=True``, for an assembled training set (pool rows with the derived label)."""
     gx = _gx()
     E = gx.expectations
-    suite = gx.ExpectationSuite(name=f"{spec.name}.label_batch")
+    suite = gx.ExpectationSuite(name=f"{spec.name}.{'training_set' if training else 'label_batch'}")
     add = suite.add_expectation
-    add(E.ExpectTableColumnsToMatchSet(column_set=spec.batch_columns, exact_match=True))
-    add(E.ExpectTableRowCountToBeBetween(min_value=spec.batch.min_rows, max_value=spec.batch.max_rows))
+    if training:
+        add(E.ExpectTableColumnsToMatchSet(column_set=[*spec.batch_columns, spec.target.name], exact_match=True))
+        add(E.ExpectTableRowCountToBeBetween(min_value=spec.training.min_rows, max_value=None))
+        add(E.ExpectColumnValuesToNotBeNull(column=spec.target.name))
+        add(E.ExpectColumnValuesToBeInSet(column=spec.target.name, value_set=[0, 1]))
+        add(
+            E.ExpectColumnMeanToBeBetween(
+                column=spec.target.name, min_value=spec.training.positive_rate_min, max_value=spec.training.positive_rate_max
+            )
+        )
+    else:
+        add(E.ExpectTableColumnsToMatchSet(column_set=spec.batch_columns, exact_match=True))
+        add(E.ExpectTableRowCountToBeBetween(min_value=spec.batch.min_rows, max_value=spec.batch.max_rows))
     add(E.ExpectColumnValuesToNotBeNull(column=spec.entity_id))
     add(E.ExpectColumnValuesToBeUnique(column=spec.entity_id))
     add(E.ExpectColumnValuesToBeInTypeList(column=spec.entity_id, type_list=TEXT_TYPES + NUMERIC_TYPES))
@@ -195,9 +207,9 @@ def _fmt_range(lo: Any, hi: Any) -> str:
     return f"[{'-inf' if lo is None else lo}, {'+inf' if hi is None else hi}]"
 
 
-def validate_frame(df: pd.DataFrame, spec: Spec, day: date | None) -> ValidationOutcome:
+def validate_frame(df: pd.DataFrame, spec: Spec, day: date | None, *, training: bool = False) -> ValidationOutcome:
     """Run the spec's suite on ``df`` and explain every failure."""
-    suite = build_suite(spec, day)
+    suite = build_suite(spec, day, training=training)
     present = set(map(str, df.columns))
     result = _batch_for(df).validate(suite, result_format="SUMMARY")
     reasons: list[Reason] = []
@@ -241,9 +253,10 @@ def validate_frame(df: pd.DataFrame, spec: Spec, day: date | None) -> Validation
         elif kind == "expect_table_row_count_to_be_between":
             n = res.get("observed_value", rows)
             code = "empty_batch" if n == 0 else "row_count_out_of_bounds"
-            reasons.append(
-                Reason(code, f"batch has {n} rows; expected {kw.get('min_value')} to {kw.get('max_value')}", details={"rows": n})
-            )
+            lo, hi = kw.get("min_value"), kw.get("max_value")
+            bounds = f"at least {lo}" if hi is None else f"{lo} to {hi}"
+            what = "training set" if training else "batch"
+            reasons.append(Reason(code, f"{what} has {n} rows; expected {bounds}", details={"rows": n}))
             summary = f"{n} rows"
         elif kind == "expect_column_values_to_be_in_type_list":
             bad_type.add(col)
@@ -295,6 +308,17 @@ def validate_frame(df: pd.DataFrame, spec: Spec, day: date | None) -> Validation
                 Reason("duplicate_ids", f"column {col} has {count} rows with a repeated id{examples}", column=col, details={"count": count})
             )
             summary = f"{count} duplicated"
+        elif kind == "expect_column_mean_to_be_between":
+            observed = res.get("observed_value")
+            reasons.append(
+                Reason(
+                    "label_rate_out_of_bounds",
+                    f"share of positive {col} is {observed:.3f}; expected {kw.get('min_value')} to {kw.get('max_value')}",
+                    column=col,
+                    details={"observed": observed},
+                )
+            )
+            summary = f"mean {observed:.3f}"
         elif kind == "expect_column_pair_values_a_to_be_greater_than_b":
             a, b = kw.get("column_A"), kw.get("column_B")
             meta = cfg.meta or {}

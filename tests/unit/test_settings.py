@@ -61,11 +61,12 @@ def test_every_variable_is_documented_in_env_example_and_readme():
 
 
 def test_settings_module_reads_environment_in_one_place():
-    """No other module of include/mlops reads os.environ for deployment settings."""
+    """No other module of include/mlops reads a setting from the environment (passing the whole
+    environment on to a child process is fine)."""
     offenders = []
-    for path in Path(PROJECT_ROOT / "include/mlops").glob("*.py"):
-        if path.name in {"settings.py", "stack.py", "validation.py"}:
+    for path in Path(PROJECT_ROOT / "include/mlops").rglob("*.py"):
+        if path.name in {"settings.py", "stack.py"}:
             continue
-        if re.search(r"os\.environ|os\.getenv", path.read_text()):
+        if re.search(r"os\.environ\.get\(|os\.environ\[|os\.getenv\(", path.read_text()):
             offenders.append(path.name)
     assert not offenders

@@ -1,0 +1,70 @@
+"""
+### train_candidate
+
+Trains a candidate model on a window of the validated training pool and registers it in MLflow.
+
+* **Runs** on a `retrain_requested` asset event (its extra may name the window) and on manual
+  trigger (params below; empty dates = the spec's policy: the newest `holdout_days` of the pool are
+  the holdout and the `window_days` before them the training window).
+* **Refuses to train** when the assembled training set fails its Great Expectations gate or the
+  window/holdout has too few labels: the run fails with the reason, a decision and an alert.
+* **Logs** params, holdout metrics, the model (signature, input example), the datasets with their
+  batch ids, the GX result, the reference profile, the holdout and probe scores; **registers** a
+  new version tagged `mlops.status=candidate`; **emits** `candidate_registered` (extra: version).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pendulum
+from airflow.sdk import Param, dag, get_current_context, task
+
+from include.mlops.assets import CANDIDATE_REGISTERED, RETRAIN_REQUESTED
+
+
+@dag(
+    dag_id="train_candidate",
+    schedule=[RETRAIN_REQUESTED],
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 1, "retry_delay": timedelta(seconds=20)},
+    params={
+        "train_start": Param(None, type=["null", "string"], format="date", description="First day of the training window (empty: policy)"),
+        "train_end": Param(None, type=["null", "string"], format="date", description="Last day of the training window (empty: policy)"),
+        "window_days": Param(None, type=["null", "integer"], minimum=1, description="Days in the window (empty: spec)"),
+        "holdout_days": Param(None, type=["null", "integer"], minimum=1, description="Holdout days after the window (empty: spec)"),
+        "reason": Param("manual", type="string", description="Why this candidate is trained (kept with the version)"),
+    },
+    tags=["mlops-loop", "model"],
+    doc_md=__doc__,
+)
+def train_candidate() -> None:
+    @task(outlets=[CANDIDATE_REGISTERED])
+    def train(*, outlet_events: Any = None) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from include.mlops.training import TrainingRefused, run_training
+
+        context = get_current_context()
+        params = dict(context["params"])
+        for events in (context.get("triggering_asset_events") or {}).values():
+            for event in events:  # a governed retrain request names its window and reason
+                params.update({k: v for k, v in (event.extra or {}).items() if k in params and v not in (None, "")})
+        try:
+            summary = run_training(params, dag_id=context["dag"].dag_id, run_id=context["run_id"])
+        except TrainingRefused as exc:
+            raise AirflowFailException(f"training refused ({exc.code}): {exc.message}") from exc
+        outlet_events[CANDIDATE_REGISTERED].extra = {
+            "version": summary["version"],
+            "metrics": summary["metrics"],
+            "window": summary["window"],
+        }
+        return summary
+
+    train()
+
+
+train_candidate()

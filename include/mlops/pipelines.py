@@ -1,0 +1,47 @@
+"""Model pipelines. A spec names its pipeline factory as ``module:function`` (``training.pipeline``);
+the factory gets the spec and the spec's ``training.params`` and returns an unfitted scikit-learn
+estimator whose ``predict_proba`` takes a DataFrame with the spec's feature columns.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from include.mlops.spec import Spec
+
+
+def default_pipeline(spec: Spec, params: dict[str, Any]) -> Any:
+    """Ordinal-encoded categoricals (unknown and missing -> -1) + histogram gradient boosting.
+
+    HistGradientBoosting treats the encoded columns as categorical and handles missing numeric
+    values natively, so the weather gaps need no imputation.
+    """
+    import numpy as np
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OrdinalEncoder
+
+    cats = [f.name for f in spec.features if f.type == "categorical"]
+    nums = [f.name for f in spec.features if f.type != "categorical"]
+    encoder = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-1, dtype=np.float64)
+    pre = ColumnTransformer([("cat", encoder, cats), ("num", "passthrough", nums)], verbose_feature_names_out=False)
+    clf = HistGradientBoostingClassifier(
+        categorical_features=list(range(len(cats))),
+        random_state=spec.training.random_state,
+        early_stopping=False,
+        **params,
+    )
+    return Pipeline([("pre", pre), ("clf", clf)])
+
+
+def build_pipeline(spec: Spec) -> Any:
+    """Import the spec's pipeline factory and build an unfitted estimator."""
+    module_name, _, func_name = spec.training.pipeline.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), func_name)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"training.pipeline {spec.training.pipeline!r} cannot be imported: {exc}") from None
+    return factory(spec, dict(spec.training.params))

@@ -1,0 +1,246 @@
+"""MLflow registry conventions and the deployment ledger.
+
+Aliases, never stages: ``champion`` serves; ``challenger`` is a candidate running as a canary (it
+answers a sticky share of traffic) or in shadow (it scores, the champion answers). How the
+challenger runs is kept as registered-model tags, written *before* the alias moves, so a reader
+that sees the alias also sees its mode:
+
+    mlops.challenger_mode = canary | shadow
+    mlops.canary_share    = 0.2
+
+Every alias change goes through :func:`set_alias` / :func:`remove_alias`, which append it to the
+ledger in the ops store (who, which DAG run, from which version to which, strategy, reason) and
+mirror it as MLflow version tags. The alias is written first, then the ledger row keyed by an
+idempotency key: a retry after a failure between the two finds the alias already set and writes the
+missing row with the *ledger's* previous holder, so the two never disagree once the task has been
+retried. :func:`reconcile` repairs what a task that never came back left behind (or a change made
+by hand in the MLflow UI) by appending the observed change, and runs before every change.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from include.mlops.store import Store
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+ALIASES = (CHAMPION, CHALLENGER)
+TAG_MODE = "mlops.challenger_mode"
+TAG_SHARE = "mlops.canary_share"
+#: Version tags.
+TAG_STATUS = "mlops.status"  # candidate | refused | challenger | champion | retired | rolled_back
+TAG_DAG_RUN = "mlops.dag_run_id"
+TAG_REASON = "mlops.reason"
+TAG_LEDGER_PREFIX = "mlops.ledger."
+
+
+def mlflow_client(tracking_uri: str) -> MlflowClient:
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(tracking_uri)
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def aliases(client: MlflowClient, model: str) -> dict[str, str]:
+    """Current aliases of ``model`` (alias -> version); empty when the model is not registered."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        rm = client.get_registered_model(model)
+    except MlflowException as exc:
+        if getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
+            return {}
+        raise
+    return {k: str(v) for k, v in (rm.aliases or {}).items()}
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """What the serving API should serve right now."""
+
+    champion: str | None
+    challenger: str | None
+    mode: str | None  # canary | shadow | None
+    canary_share: float
+
+
+def serving_config(client: MlflowClient, model: str, default_share: float) -> ServingConfig:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        rm = client.get_registered_model(model)
+    except MlflowException as exc:
+        if getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
+            return ServingConfig(None, None, None, default_share)
+        raise
+    al = {k: str(v) for k, v in (rm.aliases or {}).items()}
+    tags = rm.tags or {}
+    challenger = al.get(CHALLENGER)
+    mode = tags.get(TAG_MODE, "canary") if challenger else None
+    try:
+        share = float(tags.get(TAG_SHARE, default_share))
+    except ValueError:
+        share = default_share
+    return ServingConfig(al.get(CHAMPION), challenger, mode, min(max(share, 0.0), 1.0))
+
+
+def _mirror(client: MlflowClient, model: str, row: dict[str, Any]) -> None:
+    """Write the ledger row as a tag on the versions it concerns (MLflow's UI then tells the story)."""
+    when = row["created_at"].strftime("%Y-%m-%dT%H:%M:%SZ") if row.get("created_at") else ""
+    text = (
+        f"{when} {row['alias']}: {row['from_version'] or '-'} -> {row['to_version'] or '-'}"
+        f" ({row['strategy'] or row['action']}) by {row['actor']}: {row['reason']}"
+    )[:4900]
+    for version in {row["from_version"], row["to_version"]} - {None}:
+        client.set_model_version_tag(model, str(version), f"{TAG_LEDGER_PREFIX}{row['id']:06d}", text)
+
+
+def _status_tags(client: MlflowClient, model: str, row: dict[str, Any]) -> None:
+    alias, to_v, from_v = row["alias"], row["to_version"], row["from_version"]
+    if to_v is not None:
+        client.set_model_version_tag(model, str(to_v), TAG_STATUS, alias)
+    if from_v is not None and from_v != to_v:
+        current = aliases(client, model)
+        if str(from_v) not in current.values():
+            status = "rolled_back" if row["action"] == "rolled_back" else "retired"
+            client.set_model_version_tag(model, str(from_v), TAG_STATUS, status)
+
+
+def reconcile(store: Store, client: MlflowClient, model: str, actor: str = "reconcile") -> list[dict[str, Any]]:
+    """Append a ledger row for every alias whose MLflow holder differs from the ledger's."""
+    current = aliases(client, model)
+    fixed = []
+    for alias in ALIASES:
+        latest = store.ledger_latest(model, alias)
+        in_ledger = latest["to_version"] if latest else None
+        in_mlflow = current.get(alias)
+        if in_ledger == in_mlflow:
+            continue
+        row = store.append_ledger(
+            model=model,
+            alias=alias,
+            action="set" if in_mlflow else "removed",
+            from_version=in_ledger,
+            to_version=in_mlflow,
+            strategy=None,
+            reason="MLflow alias differs from the ledger (an interrupted task or a change made outside the loop); recorded as observed",
+            actor=actor,
+            op_key=f"reconcile:{model}:{alias}:{latest['id'] if latest else 0}:{in_mlflow}",
+        )
+        _mirror(client, model, row)
+        fixed.append(row)
+        log.warning("ledger reconciled: %s %s %s -> %s", model, alias, in_ledger, in_mlflow)
+    return fixed
+
+
+def set_alias(
+    store: Store,
+    client: MlflowClient,
+    model: str,
+    alias: str,
+    version: str,
+    *,
+    strategy: str | None,
+    reason: str,
+    actor: str,
+    op_key: str,
+    dag_id: str | None = None,
+    run_id: str | None = None,
+    action: str = "set",
+) -> dict[str, Any]:
+    """Point ``alias`` at ``version`` and append the change to the ledger (idempotent by ``op_key``)."""
+    done = store.ledger_entry(op_key)
+    if done is None:
+        latest = store.ledger_latest(model, alias)
+        previous = latest["to_version"] if latest else None
+        client.set_registered_model_alias(model, alias, str(version))
+        done = store.append_ledger(
+            model=model,
+            alias=alias,
+            action=action,
+            from_version=previous,
+            to_version=str(version),
+            strategy=strategy,
+            reason=reason,
+            actor=actor,
+            op_key=op_key,
+            dag_id=dag_id,
+            run_id=run_id,
+        )
+    else:  # the ledger has it: make sure MLflow does too (a retry after the row was written)
+        client.set_registered_model_alias(model, alias, str(version))
+    _mirror(client, model, done)
+    _status_tags(client, model, done)
+    return done
+
+
+def remove_alias(
+    store: Store,
+    client: MlflowClient,
+    model: str,
+    alias: str,
+    *,
+    reason: str,
+    actor: str,
+    op_key: str,
+    dag_id: str | None = None,
+    run_id: str | None = None,
+    action: str = "removed",
+) -> dict[str, Any] | None:
+    """Remove ``alias`` and record it; None when neither MLflow nor the ledger has it."""
+    from mlflow.exceptions import MlflowException
+
+    done = store.ledger_entry(op_key)
+    if done is None:
+        latest = store.ledger_latest(model, alias)
+        previous = latest["to_version"] if latest else None
+        current = aliases(client, model).get(alias)
+        if previous is None and current is None:
+            return None
+        if current is not None:
+            try:
+                client.delete_registered_model_alias(model, alias)
+            except MlflowException as exc:  # already gone: fine
+                if getattr(exc, "error_code", "") != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+        done = store.append_ledger(
+            model=model,
+            alias=alias,
+            action=action,
+            from_version=previous,
+            to_version=None,
+            strategy=None,
+            reason=reason,
+            actor=actor,
+            op_key=op_key,
+            dag_id=dag_id,
+            run_id=run_id,
+        )
+    elif aliases(client, model).get(alias) is not None:
+        client.delete_registered_model_alias(model, alias)
+    _mirror(client, model, done)
+    _status_tags(client, model, done)
+    return done
+
+
+def previously_serving(store: Store, model: str) -> str | None:
+    """The version that was champion before the current one, from the ledger (never "version - 1")."""
+    latest = store.ledger_latest(model, CHAMPION)
+    if latest is None:
+        return None
+    return str(latest["from_version"]) if latest["from_version"] else None
+
+
+def set_challenger_mode(client: MlflowClient, model: str, mode: str, share: float) -> None:
+    """Tags the serving API reads with the challenger alias; written before the alias moves."""
+    client.set_registered_model_tag(model, TAG_MODE, mode)
+    client.set_registered_model_tag(model, TAG_SHARE, f"{share:.4f}")

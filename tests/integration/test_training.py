@@ -1,0 +1,80 @@
+"""Training against a real MLflow server on real 2013 flights in the pool."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from include.mlops.registry import mlflow_client
+from include.mlops.training import TrainingRefused, train_candidate
+from tests.integration.conftest import fill_pool
+
+pytestmark = pytest.mark.integration
+
+
+def test_training_registers_a_fully_logged_candidate(ml_runtime, mlflow_env, model_name, flights):
+    runtime = ml_runtime
+    import mlflow
+
+    fill_pool(runtime, flights, date(2013, 1, 1), date(2013, 2, 7))
+    out = train_candidate(runtime, train_start=date(2013, 1, 1), train_end=date(2013, 1, 31), reason="test", run_id="run-1", dag_id="t")
+    assert out["version"] == "1"
+    assert out["window"] == {
+        "train_start": "2013-01-01",
+        "train_end": "2013-01-31",
+        "holdout_start": "2013-02-01",
+        "holdout_end": "2013-02-07",
+    }
+    assert 0.58 < out["metrics"]["roc_auc"] < 0.85, out["metrics"]
+    client = mlflow_client(mlflow_env["url"])
+    mv = client.get_model_version(model_name, "1")
+    assert mv.tags["mlops.status"] == "candidate" and mv.tags["mlops.dag_run_id"] == "run-1"
+    run = client.get_run(mv.run_id)
+    assert run.data.params["train_rows"] == str(out["train_rows"]) and run.data.metrics["roc_auc"] == pytest.approx(
+        out["metrics"]["roc_auc"]
+    )
+    artifacts = {a.path for a in client.list_artifacts(mv.run_id, "reference")} | {
+        a.path for a in client.list_artifacts(mv.run_id, "validation")
+    }
+    assert {
+        "reference/profile.json",
+        "reference/sample.parquet",
+        "reference/holdout_predictions.parquet",
+        "reference/probe_scores.parquet",
+    } <= artifacts
+    assert "validation/gx_training_set.json" in artifacts
+    assert [a.path for a in client.list_artifacts(mv.run_id, "holdout")] == ["holdout/holdout.parquet"]
+    contexts = {t.value for i in run.inputs.dataset_inputs for t in i.tags if t.key == "mlflow.data.context"}
+    assert {"training", "holdout"} <= contexts
+    batch_tags = [t.value for i in run.inputs.dataset_inputs for t in i.tags if t.key == "batch_ids"]
+    assert all(batch_tags) and len(batch_tags) == 2
+    profile = json.loads(Path(mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="reference/profile.json")).read_text())
+    assert set(profile["features"]) == set(runtime.spec.feature_names) and profile["prediction"]["score"]["quantiles"]
+    info = mlflow.models.get_model_info(f"models:/{model_name}/1")
+    assert [c.name for c in info.signature.inputs.inputs] == runtime.spec.feature_names
+
+    # a retry of the same DAG run does not register a second version
+    again = train_candidate(runtime, train_start=date(2013, 1, 1), train_end=date(2013, 1, 31), reason="test", run_id="run-1", dag_id="t")
+    assert again["version"] == "1"
+    assert len(client.search_model_versions(f"name = '{model_name}'")) == 1
+
+
+def test_training_refuses_a_window_that_fails_the_gx_gate(ml_runtime, mlflow_env, model_name, flights):
+    runtime = ml_runtime
+    fill_pool(runtime, flights, date(2013, 1, 1), date(2013, 1, 12))
+    with pytest.raises(TrainingRefused) as exc:
+        train_candidate(runtime, train_start=date(2013, 1, 1), train_end=date(2013, 1, 5), reason="test")
+    assert exc.value.code == "training_set_invalid"
+    assert "training set has" in exc.value.message and "expected at least 5000" in exc.value.message
+    assert mlflow_client(mlflow_env["url"]).search_model_versions(f"name = '{model_name}'") == []
+
+
+def test_training_refuses_without_a_holdout(ml_runtime, mlflow_env, model_name, flights):
+    runtime = ml_runtime
+    fill_pool(runtime, flights, date(2013, 1, 1), date(2013, 1, 31))
+    with pytest.raises(TrainingRefused) as exc:
+        train_candidate(runtime, train_start=date(2013, 1, 1), train_end=date(2013, 1, 31))
+    assert exc.value.code == "holdout_missing"
