@@ -7,7 +7,8 @@ Every labelled outcome batch that lands is validated by the spec's Great Expecta
 * **Runs** when a producer touches `<lake>/landing/_READY` (asset watcher on
   `label_batches_landed`: event-driven, no worker slot held while waiting), and every 10 minutes
   as a sweep for files dropped without the marker. Trigger it by hand to look right now.
-* **One mapped task per day** of waiting files; its label in the grid says what happened
+* **Mapped tasks** over the waiting files (at most 4, whole days each, so a backlog costs a few
+  interpreter starts, not one per day); each label in the grid says what happened
   (`outcomes_2013-01-05.parquet: quarantined (temperature_not_fahrenheit)`).
 * **Emits** `training_pool` + `ground_truth` when a batch was accepted, `batch_quarantined` when
   one was not; the event extras list the batches (and the reasons).
@@ -47,7 +48,7 @@ def ingest_outcomes() -> None:
         return find_batch_groups()
 
     @task(map_index_template="{{ batch_label }}", max_active_tis_per_dagrun=2)
-    def ingest_day(files: list[str]) -> list[dict[str, Any]]:
+    def ingest_batches(files: list[str]) -> list[dict[str, Any]]:
         from include.mlops.ingest import ingest_files
 
         context = get_current_context()
@@ -88,7 +89,7 @@ def ingest_outcomes() -> None:
         outlet_events[BATCH_QUARANTINED].extra = extra
         return extra
 
-    results = ingest_day.expand(files=find_batches())
+    results = ingest_batches.expand(files=find_batches())
     publish_accepted(results)
     publish_quarantined(results)
 

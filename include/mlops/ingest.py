@@ -60,7 +60,7 @@ class BatchResult:
 
     @property
     def label(self) -> str:
-        """One line for the Airflow UI."""
+        """One line per delivery for the Airflow UI."""
         if self.status == "accepted":
             return f"{self.file_name}: accepted ({self.rows} rows)"
         return f"{self.file_name}: quarantined ({', '.join(self.reason_codes)})"
@@ -93,6 +93,19 @@ def group_by_day(paths: list[Path]) -> list[list[str]]:
         m = _DAY_IN_NAME.search(p.name)
         groups[m.group(1) if m else "undated"].append(p.name)
     return [v for _, v in sorted(groups.items())]
+
+
+def chunk_groups(groups: list[list[str]], max_chunks: int) -> list[list[str]]:
+    """Spread day groups over at most ``max_chunks`` task chunks, days kept whole and in order.
+
+    Every mapped task pays a fresh interpreter's imports (pandas, GX: seconds), so a backlog of
+    many days is ingested by a few tasks working through several days each.
+    """
+    if not groups:
+        return []
+    n = max(1, min(max_chunks, len(groups)))
+    size = -(-len(groups) // n)  # ceil
+    return [[name for group in groups[i : i + size] for name in group] for i in range(0, len(groups), size)]
 
 
 def day_of(file_name: str, df: Any | None, spec: Spec) -> date | None:
@@ -315,14 +328,19 @@ def notify_landing(lake: Lake) -> Path:
 
 
 # -- entry points of the ingest_outcomes DAG --------------------------------------------------
-def find_batch_groups() -> list[list[str]]:
-    """File names waiting in the landing folder, grouped by day (one mapped task per group)."""
+MAX_INGEST_TASKS = 4
+
+
+def find_batch_groups(max_chunks: int = MAX_INGEST_TASKS) -> list[list[str]]:
+    """File names waiting in the landing folder, in at most ``max_chunks`` chunks of whole days
+    (one mapped task per chunk)."""
     from include.mlops.runtime import load_runtime
 
     rt = load_runtime()
     groups = group_by_day(discover(rt.lake))
-    log.info("%s file(s) waiting in %s, in %s day group(s)", sum(map(len, groups)), rt.lake.landing, len(groups))
-    return groups
+    chunks = chunk_groups(groups, max_chunks)
+    log.info("%s file(s) waiting in %s: %s day(s) in %s chunk(s)", sum(map(len, groups)), rt.lake.landing, len(groups), len(chunks))
+    return chunks
 
 
 def ingest_files(file_names: list[str], *, dag_id: str | None = None, run_id: str | None = None) -> list[dict[str, Any]]:
@@ -352,3 +370,20 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
         ],
         "accepted_rows": sum(r["rows"] for r in accepted),
     }
+
+
+def task_label(results: list[dict[str, Any]], files: list[str], limit: int = 240) -> str:
+    """The mapped task's label in the Airflow grid: every verdict, or a summary when too long."""
+    if not results:
+        return ", ".join(files)[:limit] + ": already handled"
+    parts = [
+        f"{r['file_name']}: {r['status']}" + (f" ({', '.join(r['reason_codes'])})" if r["reason_codes"] else f" ({r['rows']} rows)")
+        for r in results
+    ]
+    text = "; ".join(parts)
+    if len(text) <= limit:
+        return text
+    accepted = sum(r["status"] == "accepted" for r in results)
+    bad = [f"{r['file_name']} ({', '.join(r['reason_codes'])})" for r in results if r["status"] != "accepted"]
+    summary = f"{accepted} accepted, {len(bad)} quarantined" + (": " + "; ".join(bad) if bad else "")
+    return summary if len(summary) <= limit else summary[: limit - 3] + "..."

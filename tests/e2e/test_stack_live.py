@@ -91,7 +91,7 @@ def test_replayed_week_is_ingested_through_the_rest_api(stack, flights_cache):
     run = client.wait("ingest_outcomes", run_id, timeout=600)
     assert run["state"] == "success"
     labels = sorted(
-        t.get("rendered_map_index") or "" for t in client.task_instances("ingest_outcomes", run_id) if t["task_id"] == "ingest_day"
+        t.get("rendered_map_index") or "" for t in client.task_instances("ingest_outcomes", run_id) if t["task_id"] == "ingest_batches"
     )
     assert any("quarantined (temperature_not_fahrenheit)" in label for label in labels), labels
 
