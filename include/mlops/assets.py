@@ -37,3 +37,6 @@ RETRAIN_REQUESTED = Asset(name="retrain_requested", uri="mlops://loop/retrain_re
 CANDIDATE_REGISTERED = Asset(name="candidate_registered", uri="mlops://loop/candidate_registered", group="model")
 MODEL_DEPLOYED = Asset(name="model_deployed", uri="mlops://loop/model_deployed", group="model")
 CANDIDATE_REFUSED = Asset(name="candidate_refused", uri="mlops://loop/candidate_refused", group="model")
+EARLY_WINDOW_PASSED = Asset(name="early_window_passed", uri="mlops://loop/early_window_passed", group="model")
+MODEL_PROMOTED = Asset(name="model_promoted", uri="mlops://loop/model_promoted", group="model")
+MODEL_ROLLED_BACK = Asset(name="model_rolled_back", uri="mlops://loop/model_rolled_back", group="model")

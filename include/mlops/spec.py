@@ -178,6 +178,41 @@ class Deployment(_Model):
     probe_rows: int = Field(default=200, ge=10)
 
 
+class EarlyWindow(_Model):
+    """The bake window after a deployment: how long to watch, and the limits that roll back."""
+
+    #: Requests the new version must have scored before it can pass.
+    min_requests: int = Field(default=300, ge=1)
+    #: Longest wait for them (minutes of wall time); then the window is judged inconclusive.
+    max_minutes: float = Field(default=30.0, gt=0)
+    max_error_rate: float = Field(default=0.02, ge=0.0, le=1.0)
+    max_p95_latency_ms: float = Field(default=250.0, gt=0)
+    #: New version's p95 latency over the champion's over the same period.
+    max_latency_ratio: float = Field(default=3.0, gt=0)
+    #: Share of requests failing schema validation during the window.
+    max_rejected_share: float = Field(default=0.05, ge=0.0, le=1.0)
+    #: PSI of the live score distribution against the version's own holdout predictions. A short
+    #: window sees one day's weather, so this catches gross output failures (constant or flipped
+    #: scores), not ordinary day-to-day movement; empty: reported only.
+    max_score_psi_vs_holdout: float | None = 2.0
+    #: PSI against the champion's live scores; empty: reported only (a better model may differ).
+    max_score_psi_vs_champion: float | None = None
+    max_rss_mb: float = Field(default=3072.0, gt=0)
+    max_cpu_cores: float = Field(default=1.9, gt=0)
+
+
+class Promotion(_Model):
+    """The final call after the early window."""
+
+    #: Promote automatically when the early window passes (else wait for a manual trigger).
+    auto_promote: bool = True
+    #: Labelled requests needed before realized quality can refuse a promotion.
+    min_labelled_rows: int = Field(default=300, ge=1)
+    metric: MetricName = "roc_auc"
+    #: How much worse than the champion the challenger may be on production labels.
+    tolerance: float = Field(default=0.005, ge=0.0)
+
+
 class Spec(_Model):
     """A monitored model, as declared in its spec file."""
 
@@ -195,6 +230,8 @@ class Spec(_Model):
     checks: list[PairCheck] = []
     training: Training = Training()
     deployment: Deployment = Deployment()
+    early_window: EarlyWindow = EarlyWindow()
+    promotion: Promotion = Promotion()
 
     @model_validator(mode="after")
     def _names(self) -> Spec:

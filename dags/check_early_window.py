@@ -1,0 +1,117 @@
+"""
+### check_early_window
+
+The bake window after every deployment. Watches the new version on live traffic until it has
+scored `early_window.min_requests` requests (or `max_minutes` pass), then compares it with the
+champion over the same period: error rate, p95 latency (absolute and vs the champion), share of
+schema-rejected requests, output shift (Evidently PSI of scores and predicted classes vs its own
+holdout predictions and vs the champion's live output), CPU and memory of the serving process.
+
+* **Hard breach** (thresholds in the spec's `early_window`): rolled back at once (challenger
+  alias removed, or the champion restored from the ledger), ledger row, critical alert, decision
+  with the breached signals and their values; emits `model_rolled_back`.
+* **Pass**: emits `early_window_passed` (promote_or_rollback takes it from there).
+* **Too few requests** when the window ends: inconclusive, nothing changes, a person decides.
+* Waiting holds no worker slot (sensor in reschedule mode). The Evidently HTML report is kept
+  under `<lake>/reports/<model>/early_window/` and linked from the decision.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pendulum
+from airflow.sdk import Param, PokeReturnValue, dag, get_current_context, task
+
+from include.mlops.assets import EARLY_WINDOW_PASSED, MODEL_DEPLOYED, MODEL_ROLLED_BACK
+
+
+@dag(
+    dag_id="check_early_window",
+    schedule=[MODEL_DEPLOYED],
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=2,
+    default_args={"retries": 1, "retry_delay": timedelta(seconds=15)},
+    params={
+        "version": Param(None, type=["null", "string", "integer"], description="Deployed version to watch (empty: the triggering one)")
+    },
+    tags=["mlops-loop", "model", "deployment"],
+    doc_md=__doc__,
+)
+def check_early_window() -> None:
+    @task
+    def start() -> dict[str, Any]:
+        from include.mlops.release import find_release, serving_process
+        from include.mlops.runtime import load_runtime
+
+        context = get_current_context()
+        version = context["params"].get("version")
+        for events in (context.get("triggering_asset_events") or {}).values():
+            for event in events:
+                version = version or (event.extra or {}).get("version")
+        rt = load_runtime()
+        release = find_release(rt, str(version) if version else None)
+        return {"release": release.to_dict(), "serving_at_start": serving_process(rt.settings.serving_url)}
+
+    @task.sensor(poke_interval=10, timeout=timedelta(hours=6), mode="reschedule")
+    def wait_for_traffic(state: dict[str, Any]) -> PokeReturnValue:
+        from include.mlops.release import Release, poke
+        from include.mlops.runtime import load_runtime
+
+        done, info = poke(load_runtime(), Release(**state["release"]))
+        return PokeReturnValue(is_done=done, xcom_value=info)
+
+    @task
+    def judge(state: dict[str, Any], traffic: dict[str, Any]) -> dict[str, Any]:
+        from include.mlops.release import Release, judge, record_window
+        from include.mlops.runtime import load_runtime
+
+        context = get_current_context()
+        rt = load_runtime()
+        rel = Release(**state["release"])
+        report_dir = rt.lake.root / "reports" / rt.model_name / "early_window" / context["run_id"].replace(":", "_")
+        verdict, inputs = judge(rt, rel, state.get("serving_at_start"), report_dir)
+        return record_window(rt, rel, verdict, inputs, dag_id=context["dag"].dag_id, run_id=context["run_id"])
+
+    @task.branch
+    def route(result: dict[str, Any]) -> str:
+        return {"rollback": "roll_back", "passed": "passed"}.get(result["verdict"]["outcome"], "inconclusive")
+
+    @task(outlets=[MODEL_ROLLED_BACK])
+    def roll_back(result: dict[str, Any], *, outlet_events: Any = None) -> dict[str, Any]:
+        from include.mlops.release import Release, roll_back_release
+        from include.mlops.runtime import load_runtime
+
+        context = get_current_context()
+        out = roll_back_release(
+            load_runtime(),
+            Release(**result["release"]),
+            result["verdict"]["reasons"],
+            dag_id=context["dag"].dag_id,
+            run_id=context["run_id"],
+        )
+        outlet_events[MODEL_ROLLED_BACK].extra = {**out, "reasons": result["verdict"]["reasons"], "report": result["report"]}
+        return out
+
+    @task(outlets=[EARLY_WINDOW_PASSED])
+    def passed(result: dict[str, Any], *, outlet_events: Any = None) -> dict[str, Any]:
+        extra = {
+            "version": result["release"]["version"],
+            "strategy": result["release"]["strategy"],
+            "signals": result["verdict"]["details"],
+        }
+        outlet_events[EARLY_WINDOW_PASSED].extra = extra
+        return extra
+
+    @task
+    def inconclusive(result: dict[str, Any]) -> dict[str, Any]:
+        return {"version": result["release"]["version"], "reasons": result["verdict"]["reasons"]}
+
+    state = start()
+    result = judge(state, wait_for_traffic(state))
+    route(result) >> [roll_back(result), passed(result), inconclusive(result)]
+
+
+check_early_window()

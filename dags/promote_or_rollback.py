@@ -1,0 +1,107 @@
+"""
+### promote_or_rollback
+
+The final call with production evidence.
+
+* **Promote** (after `early_window_passed`, or by hand): the challenger becomes champion, the old
+  champion is recorded as previously serving, the challenger alias is cleared. When labels have
+  arrived for the window (at least `promotion.min_labelled_rows`), both versions are scored on the
+  *same* labelled requests and a promotion that loses by more than `promotion.tolerance` is
+  refused (the challenger is removed). Emits `model_promoted`.
+* **Rollback** (by hand: *Trigger DAG w/ config*, `action` = rollback): the champion goes back to
+  the version that served before it, read from the ledger (a refused candidate never served, so it
+  is never "the previous one"), or to a named `version` that has served. Emits
+  `model_rolled_back`.
+* Every outcome is a decision with inputs and a reason code, an alert and ledger rows. Triggering
+  the same action twice changes nothing the second time; with nothing to roll back to it refuses.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pendulum
+from airflow.sdk import Param, dag, get_current_context, task
+
+from include.mlops.assets import EARLY_WINDOW_PASSED, MODEL_PROMOTED, MODEL_ROLLED_BACK
+
+
+@dag(
+    dag_id="promote_or_rollback",
+    schedule=[EARLY_WINDOW_PASSED],
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 1, "retry_delay": timedelta(seconds=15)},
+    params={
+        "action": Param(
+            "promote", type="string", enum=["promote", "rollback"], description="promote the challenger, or roll back the champion"
+        ),
+        "version": Param(
+            None,
+            type=["null", "string", "integer"],
+            description="Version to promote / roll back to (empty: the challenger / the previous one)",
+        ),
+        "reason": Param("manual", type="string", description="Why (kept in the ledger and the decision)"),
+    },
+    tags=["mlops-loop", "model", "deployment"],
+    doc_md=__doc__,
+)
+def promote_or_rollback() -> None:
+    @task
+    def decide() -> dict[str, Any]:
+        from include.mlops.policy import Verdict
+        from include.mlops.release import decide_final
+        from include.mlops.runtime import load_runtime
+
+        context = get_current_context()
+        params = context["params"]
+        action, version, reason = params.get("action") or "promote", params.get("version"), params.get("reason") or "manual"
+        triggered = False
+        for events in (context.get("triggering_asset_events") or {}).values():
+            for event in events:
+                triggered = True
+                action, version, reason = "promote", (event.extra or {}).get("version") or version, "early window passed"
+        rt = load_runtime()
+        if triggered and not rt.spec.promotion.auto_promote:
+            verdict, inputs = Verdict("noop", "auto_promote_off", ["promotion.auto_promote is off: promote by hand"]), {"action": action}
+        else:
+            verdict, inputs = decide_final(rt, action, str(version) if version else None)
+        return {"verdict": verdict.to_dict(), "inputs": inputs, "reason": reason}
+
+    @task.branch
+    def route(d: dict[str, Any]) -> str:
+        return {"promote": "promote", "rollback": "rollback"}.get(d["verdict"]["outcome"], "no_change")
+
+    def _act(d: dict[str, Any]) -> dict[str, Any]:
+        from include.mlops.policy import Verdict
+        from include.mlops.release import act_final
+        from include.mlops.runtime import load_runtime
+
+        context = get_current_context()
+        return act_final(
+            load_runtime(), Verdict(**d["verdict"]), d["inputs"], d["reason"], dag_id=context["dag"].dag_id, run_id=context["run_id"]
+        )
+
+    @task(outlets=[MODEL_PROMOTED])
+    def promote(d: dict[str, Any], *, outlet_events: Any = None) -> dict[str, Any]:
+        out = _act(d)
+        outlet_events[MODEL_PROMOTED].extra = out
+        return out
+
+    @task(outlets=[MODEL_ROLLED_BACK])
+    def rollback(d: dict[str, Any], *, outlet_events: Any = None) -> dict[str, Any]:
+        out = _act(d)
+        outlet_events[MODEL_ROLLED_BACK].extra = out
+        return out
+
+    @task
+    def no_change(d: dict[str, Any]) -> dict[str, Any]:
+        return _act(d)
+
+    d = decide()
+    route(d) >> [promote(d), rollback(d), no_change(d)]
+
+
+promote_or_rollback()

@@ -1,0 +1,217 @@
+"""Pure decision functions of the loop: inputs in, a :class:`Verdict` with a reason code out.
+
+DAG tasks gather the inputs, call these, record the verdict as a decision and act on it. Nothing
+here reads a clock, a database or the network, so every branch is tested table-driven.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: str
+    reason_code: str
+    reasons: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- early window ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class WindowSignals:
+    """What the early window observed for the new version (and the champion over the same period).
+
+    ``None`` means "not measured" (e.g. no champion traffic to compare with); checks on a missing
+    signal are skipped and listed, never guessed.
+    """
+
+    requests: int
+    errors: int
+    p95_latency_ms: float | None
+    champion_requests: int = 0
+    champion_p95_latency_ms: float | None = None
+    rejected_share: float | None = None
+    score_shift_vs_holdout: float | None = None  # PSI of the score distribution
+    score_shift_vs_champion: float | None = None  # PSI vs the champion's live scores
+    rss_mb: float | None = None
+    cpu_cores: float | None = None
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+
+@dataclass(frozen=True)
+class WindowPolicy:
+    min_requests: int
+    max_error_rate: float
+    max_p95_latency_ms: float
+    max_latency_ratio: float
+    max_rejected_share: float
+    max_score_psi_vs_holdout: float | None  # None: reported, never a breach
+    max_score_psi_vs_champion: float | None  # None: reported, never a breach
+    max_rss_mb: float
+    max_cpu_cores: float
+
+
+def decide_early_window(s: WindowSignals, p: WindowPolicy, *, waited_out: bool) -> Verdict:
+    """``rollback`` on any hard breach; ``passed`` when every measured signal is within bounds and
+    enough requests were seen; ``wait`` while too few requests and time remains; ``inconclusive``
+    when the window ran out with too few requests (nothing is changed, a person decides)."""
+    breaches: list[str] = []
+    details: dict[str, Any] = {"requests": s.requests, "error_rate": round(s.error_rate, 6)}
+    skipped: list[str] = []
+
+    # An error-rate breach needs no minimum sample: a model failing live is rolled back at once.
+    if s.requests and s.error_rate > p.max_error_rate:
+        breaches.append(f"error rate {s.error_rate:.2%} > {p.max_error_rate:.2%} ({s.errors} of {s.requests} rows failed)")
+    if s.rss_mb is not None and s.rss_mb > p.max_rss_mb:
+        breaches.append(f"serving memory {s.rss_mb:.0f} MB > {p.max_rss_mb:.0f} MB")
+    if breaches:
+        return Verdict("rollback", "hard_breach", breaches, details)
+    if s.requests < p.min_requests:
+        if waited_out:
+            return Verdict(
+                "inconclusive",
+                "too_few_requests",
+                [f"only {s.requests} requests reached the new version within the window; {p.min_requests} are needed"],
+                details,
+            )
+        return Verdict("wait", "collecting", [f"{s.requests}/{p.min_requests} requests"], details)
+
+    checks: list[tuple[str, float | None, float | None, str]] = [
+        ("p95_latency_ms", s.p95_latency_ms, p.max_p95_latency_ms, "p95 latency {v:.1f} ms > {t:.1f} ms"),
+        ("rejected_share", s.rejected_share, p.max_rejected_share, "requests failing schema validation {v:.2%} > {t:.2%}"),
+        (
+            "score_psi_vs_holdout",
+            s.score_shift_vs_holdout,
+            p.max_score_psi_vs_holdout,
+            "score distribution shift vs its holdout PSI {v:.3f} > {t:.3f}",
+        ),
+        ("cpu_cores", s.cpu_cores, p.max_cpu_cores, "serving CPU {v:.2f} cores > {t:.2f}"),
+    ]
+    if s.p95_latency_ms is not None and s.champion_p95_latency_ms:
+        ratio = s.p95_latency_ms / s.champion_p95_latency_ms
+        checks.append(("latency_ratio", ratio, p.max_latency_ratio, "p95 latency {v:.2f}x the champion's > {t:.2f}x"))
+    if p.max_score_psi_vs_champion is not None:
+        checks.append(
+            (
+                "score_psi_vs_champion",
+                s.score_shift_vs_champion,
+                p.max_score_psi_vs_champion,
+                "score shift vs the champion PSI {v:.3f} > {t:.3f}",
+            )
+        )
+    for name, value, limit, text in checks:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            skipped.append(name)
+            continue
+        details[name] = round(float(value), 6)
+        if limit is not None and value > limit:
+            breaches.append(text.format(v=value, t=limit))
+    if s.score_shift_vs_champion is not None:
+        details.setdefault("score_psi_vs_champion", round(s.score_shift_vs_champion, 6))
+    details["not_measured"] = skipped
+    if breaches:
+        return Verdict("rollback", "hard_breach", breaches, details)
+    return Verdict("passed", "early_window_passed", [f"{s.requests} requests, every measured signal within bounds"], details)
+
+
+# -- promotion and rollback -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Realized:
+    """Realized quality of champion and challenger on the same labelled requests."""
+
+    rows: int
+    metric: str
+    champion: float | None
+    challenger: float | None
+    greater_is_better: bool = True
+
+
+def decide_promotion(
+    champion: str | None, challenger: str | None, version: str | None, realized: Realized | None, *, min_rows: int, tolerance: float
+) -> Verdict:
+    """Promote the challenger (or the named version) unless production evidence says it loses."""
+    target = version or challenger
+    if target is None:
+        return Verdict("refused", "nothing_to_promote", ["there is no challenger to promote"])
+    if target == champion:
+        return Verdict("noop", "already_champion", [f"version {target} is already the champion"])
+    if challenger is not None and target != challenger:
+        return Verdict(
+            "refused", "not_the_challenger", [f"version {target} is not the challenger (v{challenger}); only the challenger is promoted"]
+        )
+    if challenger is None:
+        return Verdict("refused", "not_the_challenger", [f"version {target} is not serving as challenger"])
+    if realized is None or realized.rows < min_rows or realized.champion is None or realized.challenger is None:
+        rows = realized.rows if realized else 0
+        return Verdict(
+            "promote",
+            "promoted_without_labels",
+            [f"{rows} labelled requests in the window (< {min_rows}): promoted on the early-window evidence alone"],
+            {"labelled_rows": rows},
+        )
+    diff = realized.challenger - realized.champion
+    if not realized.greater_is_better:
+        diff = -diff
+    details = {"labelled_rows": realized.rows, "metric": realized.metric, "champion": realized.champion, "challenger": realized.challenger}
+    if diff < -tolerance:
+        return Verdict(
+            "refused",
+            "loses_on_production_labels",
+            [
+                f"on {realized.rows} labelled requests {realized.metric} is {realized.challenger:.4f} for v{target} vs "
+                f"{realized.champion:.4f} for champion v{champion} (tolerance {tolerance})"
+            ],
+            details,
+        )
+    return Verdict(
+        "promote",
+        "wins_on_production_labels",
+        [f"{realized.metric} {realized.challenger:.4f} vs champion {realized.champion:.4f} on {realized.rows} labelled requests"],
+        details,
+    )
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    alias: str
+    action: str
+    from_version: str | None
+    to_version: str | None
+
+
+def rollback_target(champion_history: list[LedgerRow], current: str | None, requested: str | None) -> Verdict:
+    """Where a rollback of the champion goes, from the ledger (never "version minus one").
+
+    Without ``requested``: the version that served before the current champion. A repeat of a
+    rollback that just happened (the last champion change was a rollback *to* the current
+    champion) changes nothing. With ``requested``: that version, if it has served as champion.
+    """
+    if current is None:
+        return Verdict("refused", "no_champion", ["there is no champion to roll back"])
+    served = [r.to_version for r in champion_history if r.to_version]
+    if requested is not None:
+        if requested == current:
+            return Verdict("noop", "already_champion", [f"version {requested} is already the champion"])
+        if requested not in served:
+            return Verdict(
+                "refused", "never_served", [f"version {requested} never served as champion; rollback only returns to a version that did"]
+            )
+        return Verdict("rollback", "rollback_to_requested", [f"champion v{current} -> v{requested} (requested)"], {"to": requested})
+    last = champion_history[-1] if champion_history else None
+    if last is not None and last.action == "rolled_back" and last.to_version == current:
+        return Verdict("noop", "already_rolled_back", [f"v{current} is serving after a rollback; name a version to go further back"])
+    previous = last.from_version if last is not None and last.to_version == current else None
+    if previous is None:
+        return Verdict("refused", "nothing_to_roll_back_to", [f"no version served as champion before v{current}"])
+    return Verdict(
+        "rollback", "rollback_to_previous", [f"champion v{current} -> v{previous}, the version that served before it"], {"to": previous}
+    )

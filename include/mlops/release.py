@@ -1,0 +1,530 @@
+"""After a deployment: watch the early window, then promote or roll back.
+
+The early window compares the new version with the champion over the same period, from the
+inference log (requests, errors, p95 latency, scores, schema-rejected requests) and the serving
+API's ``/metrics`` (CPU and memory of the serving process). Evidently measures the output shift:
+the new version's live scores and predicted classes against its own holdout predictions, and
+against the champion's live output; its HTML report is kept with the decision.
+
+The verdict comes from :func:`include.mlops.policy.decide_early_window`; a hard breach rolls back
+at once (challenger alias removed, or the champion restored from the ledger). Promotion and manual
+rollback use :func:`~include.mlops.policy.decide_promotion` and
+:func:`~include.mlops.policy.rollback_target`, with realized quality measured by scoring the same
+labelled requests with both versions' registry artifacts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import and_, func, select
+
+from include.mlops.policy import LedgerRow, Realized, Verdict, WindowPolicy, WindowSignals, decide_early_window
+from include.mlops.store import deployment_ledger, ground_truth, inference_log, utcnow
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from include.mlops.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+OK_STATUSES = ("ok", "error")
+
+
+@dataclass(frozen=True)
+class Release:
+    """One deployment being watched: which version, how it serves, since when (naive UTC)."""
+
+    model: str
+    version: str
+    strategy: str  # canary | shadow | direct
+    since: str
+    champion: str | None  # the champion it is compared with (None for a direct deployment)
+    ledger_id: int | None = None
+
+    @property
+    def routes(self) -> tuple[str, ...]:
+        return {"canary": ("challenger",), "shadow": ("shadow",), "direct": ("champion",)}[self.strategy]
+
+    @property
+    def since_dt(self) -> datetime:
+        return datetime.fromisoformat(self.since)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def find_release(rt: Runtime, version: str | None) -> Release:
+    """The deployment of ``version`` (default: the latest one) from the ledger."""
+    with rt.store.engine.connect() as conn:
+        q = select(deployment_ledger).where(
+            deployment_ledger.c.model_name == rt.model_name,
+            deployment_ledger.c.to_version.is_not(None),
+            deployment_ledger.c.strategy.in_(["canary", "shadow", "direct"]),
+        )
+        if version:
+            q = q.where(deployment_ledger.c.to_version == str(version))
+        row = conn.execute(q.order_by(deployment_ledger.c.id.desc())).mappings().first()
+        if row is None:
+            raise LookupError(f"no deployment of {rt.model_name}{' v' + str(version) if version else ''} in the ledger")
+        champion = None
+        if row["alias"] == "challenger":
+            champ = (
+                conn.execute(
+                    select(deployment_ledger)
+                    .where(deployment_ledger.c.model_name == rt.model_name, deployment_ledger.c.alias == "champion")
+                    .order_by(deployment_ledger.c.id.desc())
+                )
+                .mappings()
+                .first()
+            )
+            champion = champ["to_version"] if champ else None
+    return Release(rt.model_name, str(row["to_version"]), str(row["strategy"]), row["created_at"].isoformat(), champion, int(row["id"]))
+
+
+def traffic(rt: Runtime, rel: Release) -> tuple[int, int]:
+    """(rows scored by the new version, of which errors) since the deployment: a cheap query."""
+    with rt.store.engine.connect() as conn:
+        rows = conn.execute(
+            select(inference_log.c.status, func.count())
+            .where(
+                inference_log.c.model_name == rel.model,
+                inference_log.c.model_version == rel.version,
+                inference_log.c.route.in_(rel.routes),
+                inference_log.c.created_at >= rel.since_dt,
+            )
+            .group_by(inference_log.c.status)
+        ).all()
+    counts = {str(status): int(n) for status, n in rows}
+    return sum(counts.get(s, 0) for s in OK_STATUSES), counts.get("error", 0)
+
+
+def window_policy(rt: Runtime) -> WindowPolicy:
+    ew = rt.spec.early_window
+    return WindowPolicy(
+        min_requests=ew.min_requests,
+        max_error_rate=ew.max_error_rate,
+        max_p95_latency_ms=ew.max_p95_latency_ms,
+        max_latency_ratio=ew.max_latency_ratio,
+        max_rejected_share=ew.max_rejected_share,
+        max_score_psi_vs_holdout=ew.max_score_psi_vs_holdout,
+        max_score_psi_vs_champion=ew.max_score_psi_vs_champion,
+        max_rss_mb=ew.max_rss_mb,
+        max_cpu_cores=ew.max_cpu_cores,
+    )
+
+
+def waited_out(rt: Runtime, rel: Release, now: datetime | None = None) -> bool:
+    return ((now or utcnow()) - rel.since_dt) >= timedelta(minutes=rt.spec.early_window.max_minutes)
+
+
+def poke(rt: Runtime, rel: Release) -> tuple[bool, dict[str, Any]]:
+    """Is the window ready to judge? Enough requests, a visible hard breach, or time is up."""
+    requests, errors = traffic(rt, rel)
+    p = window_policy(rt)
+    quick = decide_early_window(WindowSignals(requests=requests, errors=errors, p95_latency_ms=None), p, waited_out=waited_out(rt, rel))
+    done = quick.outcome != "wait"
+    return done, {"requests": requests, "errors": errors, "state": quick.outcome}
+
+
+# -- serving process metrics -------------------------------------------------------------------
+def serving_process(url: str) -> dict[str, float] | None:
+    """CPU seconds and resident memory of the serving process, from its Prometheus /metrics."""
+    import httpx
+
+    try:
+        text = httpx.get(f"{url}/metrics", timeout=5.0).text
+    except httpx.HTTPError:
+        return None
+    out: dict[str, float] = {"at": time.time()}
+    for line in text.splitlines():
+        if line.startswith("process_cpu_seconds_total "):
+            out["cpu_seconds"] = float(line.split()[-1])
+        elif line.startswith("process_resident_memory_bytes "):
+            out["rss_mb"] = float(line.split()[-1]) / 2**20
+    return out if "cpu_seconds" in out else None
+
+
+# -- the judgment ------------------------------------------------------------------------------
+def _frame(rt: Runtime, rel: Release, versions: list[str], routes: tuple[str, ...] | None = None) -> pd.DataFrame:
+    import pandas as pd
+
+    cond = [
+        inference_log.c.model_name == rel.model,
+        inference_log.c.created_at >= rel.since_dt,
+        inference_log.c.model_version.in_(versions),
+    ]
+    if routes:
+        cond.append(inference_log.c.route.in_(routes))
+    cols = [inference_log.c.model_version, inference_log.c.route, inference_log.c.status, inference_log.c.score, inference_log.c.prediction]
+    cols.append(inference_log.c.latency_ms)
+    with rt.store.engine.connect() as conn:
+        rows = conn.execute(select(*cols).where(and_(*cond))).all()
+    return pd.DataFrame(rows, columns=["model_version", "route", "status", "score", "prediction", "latency_ms"])
+
+
+def _rejected_share(rt: Runtime, rel: Release) -> float | None:
+    with rt.store.engine.connect() as conn:
+        rows = conn.execute(
+            select(inference_log.c.status, func.count(func.distinct(inference_log.c.request_id)))
+            .where(inference_log.c.model_name == rel.model, inference_log.c.created_at >= rel.since_dt)
+            .group_by(inference_log.c.status)
+        ).all()
+    counts = {str(s): int(n) for s, n in rows}
+    total = sum(counts.values())
+    return counts.get("rejected", 0) / total if total else None
+
+
+def _holdout_predictions(rt: Runtime, rel: Release) -> pd.DataFrame | None:
+    import mlflow
+    import pandas as pd
+
+    from include.mlops.registry import mlflow_client
+
+    try:
+        run_id = mlflow_client(rt.settings.mlflow_tracking_uri).get_model_version(rel.model, rel.version).run_id
+        return pd.read_parquet(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="reference/holdout_predictions.parquet"))
+    except Exception as exc:
+        log.warning("no holdout predictions for v%s: %s", rel.version, exc)
+        return None
+
+
+def _psi_report(reference: pd.DataFrame, current: pd.DataFrame, html: Path | None) -> dict[str, float]:
+    """Evidently PSI of score and predicted class; saves the HTML report when ``html`` is given."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import ValueDrift
+
+    dd = DataDefinition(numerical_columns=["score"], categorical_columns=["prediction"])
+    report = Report([ValueDrift(column="score", method="psi", threshold=0.2), ValueDrift(column="prediction", method="psi", threshold=0.2)])
+    snap = report.run(
+        Dataset.from_pandas(current[["score", "prediction"]], data_definition=dd),
+        Dataset.from_pandas(reference[["score", "prediction"]], data_definition=dd),
+    )
+    if html is not None:
+        html.parent.mkdir(parents=True, exist_ok=True)
+        snap.save_html(str(html))
+    values = [float(m["value"]) for m in snap.dict()["metrics"]]
+    return {"score": values[0], "prediction": values[1]}
+
+
+def judge(rt: Runtime, rel: Release, start_metrics: dict[str, float] | None, report_dir: Path) -> tuple[Verdict, dict[str, Any]]:
+    """Gather every signal of the window and decide."""
+    import numpy as np
+
+    frame = _frame(rt, rel, [v for v in (rel.version, rel.champion) if v])
+    new = frame[(frame["model_version"] == rel.version) & frame["route"].isin(rel.routes) & frame["status"].isin(OK_STATUSES)]
+    champ = (
+        frame[(frame["model_version"] == rel.champion) & (frame["route"] == "champion") & (frame["status"] == "ok")]
+        if rel.champion
+        else frame.iloc[0:0]
+    )
+    scored = new[new["status"] == "ok"].dropna(subset=["score"])
+    extra: dict[str, Any] = {}
+    psi_holdout = psi_champion = None
+    if len(scored):
+        holdout = _holdout_predictions(rt, rel)
+        if holdout is not None and len(holdout):
+            psi = _psi_report(holdout, scored, report_dir / "vs_holdout.html")
+            psi_holdout = psi["score"]
+            extra["class_psi_vs_holdout"] = psi["prediction"]
+            extra["report_vs_holdout"] = str(report_dir / "vs_holdout.html")
+        if len(champ) >= 20:
+            psi = _psi_report(champ.dropna(subset=["score"]), scored, report_dir / "vs_champion.html")
+            psi_champion = psi["score"]
+            extra["class_psi_vs_champion"] = psi["prediction"]
+            extra["report_vs_champion"] = str(report_dir / "vs_champion.html")
+    end_metrics = serving_process(rt.settings.serving_url)
+    cpu = rss = None
+    if end_metrics:
+        rss = end_metrics.get("rss_mb")
+        if start_metrics and end_metrics["at"] > start_metrics.get("at", 0) + 1:
+            cpu = (end_metrics["cpu_seconds"] - start_metrics["cpu_seconds"]) / (end_metrics["at"] - start_metrics["at"])
+    signals = WindowSignals(
+        requests=len(new),
+        errors=int((new["status"] == "error").sum()),
+        p95_latency_ms=float(np.percentile(scored["latency_ms"].dropna(), 95)) if scored["latency_ms"].notna().any() else None,
+        champion_requests=len(champ),
+        champion_p95_latency_ms=float(np.percentile(champ["latency_ms"].dropna(), 95)) if champ["latency_ms"].notna().any() else None,
+        rejected_share=_rejected_share(rt, rel),
+        score_shift_vs_holdout=psi_holdout,
+        score_shift_vs_champion=psi_champion,
+        rss_mb=rss,
+        cpu_cores=cpu,
+    )
+    verdict = decide_early_window(signals, window_policy(rt), waited_out=waited_out(rt, rel))
+    if verdict.outcome == "wait":  # judged before the window filled (e.g. a manual run): do not guess
+        verdict = Verdict("inconclusive", "too_few_requests", verdict.reasons, verdict.details)
+    return verdict, {"signals": asdict(signals), **extra}
+
+
+# -- acting on verdicts ---------------------------------------------------------------------------
+def _client(rt: Runtime) -> Any:
+    from include.mlops.registry import mlflow_client
+
+    return mlflow_client(rt.settings.mlflow_tracking_uri)
+
+
+def roll_back_release(rt: Runtime, rel: Release, reasons: list[str], *, dag_id: str | None, run_id: str | None) -> dict[str, Any]:
+    """Undo a deployment: remove the challenger, or restore the champion that served before."""
+    from include.mlops.deploy import notify_serving
+    from include.mlops.registry import CHALLENGER, CHAMPION, aliases, previously_serving, reconcile, remove_alias, set_alias
+
+    client = _client(rt)
+    reconcile(rt.store, client, rel.model)
+    actor = f"{dag_id}/{run_id}" if dag_id else "release"
+    why = "early window breach: " + "; ".join(reasons)
+    key = f"{run_id or 'manual'}:rollback:{rel.version}"
+    current = aliases(client, rel.model)
+    if rel.strategy in ("canary", "shadow"):
+        if current.get(CHALLENGER) != rel.version:
+            return {"version": rel.version, "action": "none", "why": f"v{rel.version} is no longer the challenger"}
+        row = remove_alias(
+            rt.store, client, rel.model, CHALLENGER, reason=why, actor=actor, op_key=key, dag_id=dag_id, run_id=run_id, action="rolled_back"
+        )
+        notify_serving(rt)
+        return {"version": rel.version, "action": "challenger_removed", "ledger_id": row["id"] if row else None}
+    if current.get(CHAMPION) != rel.version:
+        return {"version": rel.version, "action": "none", "why": f"v{rel.version} is no longer the champion"}
+    previous = previously_serving(rt.store, rel.model)
+    if previous is None:
+        return {"version": rel.version, "action": "none", "why": "nothing served before it: it stays (alerted)"}
+    row = set_alias(
+        rt.store,
+        client,
+        rel.model,
+        CHAMPION,
+        previous,
+        strategy="rollback",
+        reason=why,
+        actor=actor,
+        op_key=key,
+        dag_id=dag_id,
+        run_id=run_id,
+        action="rolled_back",
+    )
+    notify_serving(rt)
+    return {"version": rel.version, "action": "champion_restored", "restored": previous, "ledger_id": row["id"]}
+
+
+def realized_quality(rt: Runtime, since: datetime, champion: str, challenger: str) -> Realized | None:
+    """Both versions scored offline (registry artifacts) on the same labelled requests of the window."""
+    import mlflow.sklearn
+    import numpy as np
+    import pandas as pd
+
+    from include.mlops.spec import LOWER_IS_BETTER
+    from include.mlops.training import classification_metrics
+
+    metric = rt.spec.promotion.metric
+    with rt.store.engine.connect() as conn:
+        rows = conn.execute(
+            select(inference_log.c.entity_id, inference_log.c.features, ground_truth.c.label)
+            .join(
+                ground_truth,
+                and_(ground_truth.c.entity_id == inference_log.c.entity_id, ground_truth.c.model_name == inference_log.c.model_name),
+            )
+            .where(
+                inference_log.c.model_name == rt.model_name,
+                inference_log.c.created_at >= since,
+                inference_log.c.status == "ok",
+                inference_log.c.route.in_(["champion", "challenger"]),
+            )
+        ).all()
+    if not rows:
+        return Realized(0, metric, None, None, metric not in LOWER_IS_BETTER)
+    df = pd.DataFrame([{**(json.loads(f) if isinstance(f, str) else f or {}), "_id": e, "_y": y} for e, f, y in rows]).drop_duplicates(
+        "_id"
+    )
+    x = df.reindex(columns=rt.spec.feature_names)
+    y = df["_y"].astype(int).to_numpy()
+    values = {}
+    for v in (champion, challenger):
+        scores = mlflow.sklearn.load_model(f"models:/{rt.model_name}/{v}").predict_proba(x)[:, 1]
+        values[v] = classification_metrics(y, np.asarray(scores)).get(metric)
+    c, n = values[champion], values[challenger]
+    ok = [v for v in (c, n) if v is not None and not np.isnan(v)]
+    return Realized(len(df), metric, c if len(ok) == 2 else None, n if len(ok) == 2 else None, metric not in LOWER_IS_BETTER)
+
+
+def champion_history(rt: Runtime) -> list[LedgerRow]:
+    return [LedgerRow(r["alias"], r["action"], r["from_version"], r["to_version"]) for r in rt.store.list_ledger(rt.model_name, "champion")]
+
+
+def decide_final(rt: Runtime, action: str, version: str | None) -> tuple[Verdict, dict[str, Any]]:
+    """The promote-or-rollback verdict, with the inputs it was made on."""
+    from include.mlops.policy import decide_promotion, rollback_target
+    from include.mlops.registry import CHALLENGER, CHAMPION, aliases, reconcile
+
+    client = _client(rt)
+    reconcile(rt.store, client, rt.model_name)
+    current = aliases(client, rt.model_name)
+    champion, challenger = current.get(CHAMPION), current.get(CHALLENGER)
+    inputs: dict[str, Any] = {"action": action, "requested_version": version, "champion": champion, "challenger": challenger}
+    if action == "rollback":
+        return rollback_target(champion_history(rt), champion, version), inputs
+    if action != "promote":
+        return Verdict("refused", "unknown_action", [f"action must be promote or rollback, not {action!r}"]), inputs
+    realized = None
+    target = version or challenger
+    if champion and challenger and target == challenger:
+        rel = find_release(rt, challenger)
+        realized = realized_quality(rt, rel.since_dt, champion, challenger)
+        inputs["realized"] = asdict(realized) if realized else None
+        inputs["window_since"] = rel.since
+    p = rt.spec.promotion
+    return decide_promotion(champion, challenger, version, realized, min_rows=p.min_labelled_rows, tolerance=p.tolerance), inputs
+
+
+def act_final(
+    rt: Runtime, verdict: Verdict, inputs: dict[str, Any], reason: str, *, dag_id: str | None, run_id: str | None
+) -> dict[str, Any]:
+    """Carry out a promote-or-rollback verdict: ledger rows + tags, a decision, an alert."""
+    from include.mlops.alerts import Severity, raise_alert
+    from include.mlops.deploy import notify_serving
+    from include.mlops.registry import CHALLENGER, CHAMPION, remove_alias, set_alias
+
+    client = _client(rt)
+    severity: Severity
+    actor = f"{dag_id}/{run_id}" if dag_id else "manual"
+    key = run_id or f"manual-{utcnow().isoformat()}"
+    champion, challenger = inputs.get("champion"), inputs.get("challenger")
+    text = "; ".join(verdict.reasons)
+    result: dict[str, Any] = {"outcome": verdict.outcome, "reason_code": verdict.reason_code, "reasons": verdict.reasons}
+    if verdict.outcome == "promote":
+        target = inputs.get("requested_version") or challenger
+        set_alias(
+            rt.store,
+            client,
+            rt.model_name,
+            CHAMPION,
+            str(target),
+            strategy="promote",
+            reason=f"{reason}: {text}",
+            actor=actor,
+            op_key=f"{key}:promote:{target}",
+            dag_id=dag_id,
+            run_id=run_id,
+            action="promoted",
+        )
+        remove_alias(
+            rt.store,
+            client,
+            rt.model_name,
+            CHALLENGER,
+            reason=f"v{target} promoted to champion",
+            actor=actor,
+            op_key=f"{key}:promote:{target}:clear",
+            dag_id=dag_id,
+            run_id=run_id,
+            action="promoted",
+        )
+        result.update(version=str(target), previous_champion=champion)
+        severity, kind = "info", "model_promoted"
+    elif verdict.outcome == "rollback":
+        target = str(verdict.details["to"])
+        set_alias(
+            rt.store,
+            client,
+            rt.model_name,
+            CHAMPION,
+            target,
+            strategy="rollback",
+            reason=f"{reason}: {text}",
+            actor=actor,
+            op_key=f"{key}:rollback:{target}",
+            dag_id=dag_id,
+            run_id=run_id,
+            action="rolled_back",
+        )
+        result.update(version=target, rolled_back_from=champion)
+        severity, kind = "warning", "model_rolled_back"
+    elif verdict.outcome == "refused" and verdict.reason_code == "loses_on_production_labels" and challenger:
+        remove_alias(
+            rt.store,
+            client,
+            rt.model_name,
+            CHALLENGER,
+            reason=f"promotion refused: {text}",
+            actor=actor,
+            op_key=f"{key}:refuse:{challenger}",
+            dag_id=dag_id,
+            run_id=run_id,
+            action="rolled_back",
+        )
+        result.update(version=challenger, challenger_removed=True)
+        severity, kind = "warning", "promotion_refused"
+    else:
+        severity, kind = ("warning", "promotion_refused") if verdict.outcome == "refused" else ("info", "no_change")
+    rt.store.record_decision(
+        rt.model_name,
+        "promotion" if inputs.get("action") == "promote" else "rollback",
+        verdict.outcome,
+        verdict.reason_code,
+        subject=f"version {result.get('version') or inputs.get('requested_version') or challenger or champion}",
+        reasons=verdict.reasons,
+        inputs={**inputs, **verdict.details},
+        dag_id=dag_id,
+        run_id=run_id,
+    )
+    raise_alert(
+        rt.store,
+        rt.model_name,
+        severity=severity,
+        kind=kind,
+        dedupe_key=f"{kind}:{key}",
+        message=f"{inputs.get('action')}: {verdict.outcome} ({verdict.reason_code}): {text}",
+        payload=result,
+    )
+    if verdict.outcome in ("promote", "rollback") or result.get("challenger_removed"):
+        notify_serving(rt)
+    return result
+
+
+def record_window(
+    rt: Runtime, rel: Release, verdict: Verdict, inputs: dict[str, Any], *, dag_id: str | None, run_id: str | None
+) -> dict[str, Any]:
+    """The early-window decision, with every signal and the Evidently report, plus an alert when it
+    is not a pass. Returns what the next task needs."""
+    from include.mlops.alerts import raise_alert
+
+    report = inputs.get("report_vs_holdout") or inputs.get("report_vs_champion")
+    rt.store.record_decision(
+        rt.model_name,
+        "early_window",
+        verdict.outcome,
+        verdict.reason_code,
+        subject=f"version {rel.version} ({rel.strategy})",
+        reasons=verdict.reasons,
+        inputs={"release": rel.to_dict(), **inputs, **verdict.details},
+        report_uri=report,
+        dag_id=dag_id,
+        run_id=run_id,
+    )
+    if verdict.outcome == "rollback":
+        raise_alert(
+            rt.store,
+            rt.model_name,
+            severity="critical",
+            kind="early_window_breach",
+            dedupe_key=f"early_window_breach:{rel.version}",
+            message=f"v{rel.version} ({rel.strategy}) breached its early window: " + "; ".join(verdict.reasons),
+            payload={"release": rel.to_dict(), "report": report},
+        )
+    elif verdict.outcome == "inconclusive":
+        raise_alert(
+            rt.store,
+            rt.model_name,
+            severity="warning",
+            kind="early_window_inconclusive",
+            dedupe_key=f"early_window_inconclusive:{rel.version}",
+            message=f"v{rel.version}: " + "; ".join(verdict.reasons),
+            payload={"release": rel.to_dict()},
+        )
+    return {"release": rel.to_dict(), "verdict": verdict.to_dict(), "report": report}

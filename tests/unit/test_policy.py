@@ -1,0 +1,148 @@
+"""Early-window, promotion and rollback policies: every branch, table-driven."""
+
+from __future__ import annotations
+
+import pytest
+
+from include.mlops.policy import LedgerRow, Realized, WindowPolicy, WindowSignals, decide_early_window, decide_promotion, rollback_target
+
+pytestmark = pytest.mark.unit
+
+POLICY = WindowPolicy(
+    min_requests=100,
+    max_error_rate=0.02,
+    max_p95_latency_ms=200.0,
+    max_latency_ratio=3.0,
+    max_rejected_share=0.05,
+    max_score_psi_vs_holdout=0.25,
+    max_score_psi_vs_champion=None,
+    max_rss_mb=2048.0,
+    max_cpu_cores=1.8,
+)
+GOOD = dict(requests=500, errors=0, p95_latency_ms=20.0, champion_requests=2000, champion_p95_latency_ms=18.0, rejected_share=0.0,
+            score_shift_vs_holdout=0.05, score_shift_vs_champion=0.4, rss_mb=600.0, cpu_cores=0.5)  # fmt: skip
+
+
+def sig(**over):
+    return WindowSignals(**{**GOOD, **over})
+
+
+@pytest.mark.parametrize(
+    ("signals", "waited_out", "outcome", "code", "words"),
+    [
+        (sig(), False, "passed", "early_window_passed", "500 requests"),
+        (sig(errors=11), False, "rollback", "hard_breach", "error rate 2.20%"),
+        (sig(requests=20, errors=5), False, "rollback", "hard_breach", "5 of 20 rows failed"),  # errors need no minimum sample
+        (sig(errors=10), False, "passed", "early_window_passed", ""),  # exactly at the limit passes
+        (sig(p95_latency_ms=250.0), False, "rollback", "hard_breach", "p95 latency 250.0 ms > 200.0 ms"),
+        (sig(p95_latency_ms=60.0, champion_p95_latency_ms=15.0), False, "rollback", "hard_breach", "4.00x the champion's"),
+        (sig(rejected_share=0.2), False, "rollback", "hard_breach", "schema validation 20.00%"),
+        (sig(score_shift_vs_holdout=0.6), False, "rollback", "hard_breach", "PSI 0.600"),
+        (sig(rss_mb=4096.0), False, "rollback", "hard_breach", "memory 4096 MB"),
+        (sig(cpu_cores=1.95), False, "rollback", "hard_breach", "CPU 1.95 cores"),
+        (sig(requests=40), False, "wait", "collecting", "40/100"),
+        (sig(requests=40), True, "inconclusive", "too_few_requests", "only 40 requests"),
+        (sig(requests=0, errors=0), True, "inconclusive", "too_few_requests", "only 0 requests"),
+        (
+            sig(
+                p95_latency_ms=None,
+                champion_p95_latency_ms=None,
+                rejected_share=None,
+                score_shift_vs_holdout=None,
+                cpu_cores=None,
+                rss_mb=None,
+            ),
+            False,
+            "passed",
+            "early_window_passed",
+            "",
+        ),  # fmt: skip
+    ],
+    ids=[
+        "good",
+        "errors",
+        "errors-small-sample",
+        "error-at-limit",
+        "latency",
+        "latency-ratio",
+        "rejected",
+        "score-shift",
+        "memory",
+        "cpu",
+        "collecting",
+        "too-few-after-window",
+        "no-traffic",
+        "nothing-measured",
+    ],  # fmt: skip
+)
+def test_early_window(signals, waited_out, outcome, code, words):
+    v = decide_early_window(signals, POLICY, waited_out=waited_out)
+    assert (v.outcome, v.reason_code) == (outcome, code)
+    assert words in " ".join(v.reasons)
+
+
+def test_missing_signals_are_listed_not_guessed():
+    v = decide_early_window(sig(rejected_share=None, cpu_cores=None), POLICY, waited_out=False)
+    assert v.outcome == "passed" and set(v.details["not_measured"]) == {"rejected_share", "cpu_cores"}
+
+
+def test_score_shift_vs_champion_is_reported_unless_a_limit_is_set():
+    assert decide_early_window(sig(), POLICY, waited_out=False).details["score_psi_vs_champion"] == 0.4
+    strict = WindowPolicy(**{**POLICY.__dict__, "max_score_psi_vs_champion": 0.3})
+    assert decide_early_window(sig(), strict, waited_out=False).outcome == "rollback"
+
+
+def real(rows=1000, champ=0.65, chal=0.66, metric="roc_auc", gib=True):
+    return Realized(rows, metric, champ, chal, gib)
+
+
+@pytest.mark.parametrize(
+    ("champion", "challenger", "version", "realized", "outcome", "code"),
+    [
+        ("1", "2", None, real(), "promote", "wins_on_production_labels"),
+        ("1", "2", None, real(chal=0.65), "promote", "wins_on_production_labels"),  # a tie is not a loss
+        ("1", "2", None, real(chal=0.62), "refused", "loses_on_production_labels"),
+        ("1", "2", None, real(rows=50, chal=0.1), "promote", "promoted_without_labels"),  # too few labels to judge
+        ("1", "2", None, None, "promote", "promoted_without_labels"),
+        ("1", "2", "2", real(), "promote", "wins_on_production_labels"),
+        ("1", None, None, None, "refused", "nothing_to_promote"),
+        ("2", None, "2", None, "noop", "already_champion"),  # promoting twice changes nothing
+        ("1", "2", "3", None, "refused", "not_the_challenger"),
+        ("1", None, "3", None, "refused", "not_the_challenger"),
+        ("1", "2", None, real(metric="log_loss", champ=0.45, chal=0.50, gib=False), "refused", "loses_on_production_labels"),
+        ("1", "2", None, real(metric="log_loss", champ=0.50, chal=0.45, gib=False), "promote", "wins_on_production_labels"),
+    ],
+)
+def test_promotion(champion, challenger, version, realized, outcome, code):
+    v = decide_promotion(champion, challenger, version, realized, min_rows=200, tolerance=0.005)
+    assert (v.outcome, v.reason_code) == (outcome, code), v
+
+
+def test_promotion_tolerance():
+    assert decide_promotion("1", "2", None, real(chal=0.646), min_rows=200, tolerance=0.005).outcome == "promote"
+    assert decide_promotion("1", "2", None, real(chal=0.644), min_rows=200, tolerance=0.005).outcome == "refused"
+
+
+H = [
+    LedgerRow("champion", "set", None, "1"),
+    LedgerRow("champion", "set", "1", "3"),  # v2 was refused and never served
+]
+
+
+@pytest.mark.parametrize(
+    ("history", "current", "requested", "outcome", "to"),
+    [
+        (H, "3", None, "rollback", "1"),  # the version that served before, not 3 - 1
+        ([*H, LedgerRow("champion", "rolled_back", "3", "1")], "1", None, "noop", None),  # a repeated rollback changes nothing
+        ([LedgerRow("champion", "set", None, "1")], "1", None, "refused", None),  # nothing before the first model
+        ([], None, None, "refused", None),
+        (H, "3", "1", "rollback", "1"),
+        (H, "3", "2", "refused", None),  # never served
+        (H, "3", "3", "noop", None),
+    ],
+    ids=["previous", "repeat", "first-model", "no-champion", "requested", "requested-never-served", "requested-current"],
+)
+def test_rollback_target(history, current, requested, outcome, to):
+    v = rollback_target(history, current, requested)
+    assert v.outcome == outcome
+    assert v.details.get("to") == to
