@@ -12,7 +12,7 @@ PY := $(BIN)/python
 STACK := $(PY) -m include.mlops.stack
 PYTEST_ARGS ?=
 
-.PHONY: help venv up down status logs clean test test-fast lint format unit dags integration live lock replay trigger
+.PHONY: help venv up down status logs clean test test-fast lint format unit dags integration live lock replay bench-serving trigger
 
 help:
 	@echo "make up        start Airflow, MLflow and the Evidently UI on 127.0.0.1 (bootstraps .venv)"
@@ -24,6 +24,7 @@ help:
 	@echo "make replay    write label batches into the landing folder (ARGS='--start 2013-01-01 --days 7')"
 	@echo "make trigger   run a DAG now and wait (DAG=train_candidate CONF='{\"train_end\": \"2013-01-31\"}')"
 	@echo "make lock      regenerate requirements*.txt from requirements*.in"
+	@echo "make bench-serving  serving API vs mlflow models serve under wrk (needs wrk: apt-get install -y wrk)"
 
 $(STAMP): requirements-dev.txt requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -88,3 +89,14 @@ test-fast: lint
 
 lock:
 	PYTHON=$(PYTHON) bash scripts/lock.sh
+
+# Serving benchmark (not part of `make test`): throwaway MLflow + state on free ports, about 3 minutes.
+bench-serving: venv
+	@command -v wrk >/dev/null || { echo "wrk is not installed: apt-get install -y wrk"; exit 2; }
+	$(PY) benchmarks/serving/bench.py $(ARGS)
+
+# Monitoring-pass benchmark (not part of `make test`): include.mlops.drift vs Evidently's DataDriftPreset
+# on synthetic flights-shaped windows of 100k and 1M rows; about 5 minutes, mostly Evidently at 1M.
+.PHONY: bench-monitoring
+bench-monitoring: venv
+	$(PY) benchmarks/monitoring/bench.py $(ARGS)

@@ -25,9 +25,26 @@ os.environ["AIRFLOW__USAGE_DATA_COLLECTION__ENABLED"] = "False"
 # The project's state for tests that do not override it: never the developer's .local/ stack.
 os.environ["MLOPS_HOME"] = str(_SESSION / "home")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+# A test talking to a server that is gone fails in seconds, not after MLflow's minutes of retries.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
 os.environ.setdefault("DO_NOT_TRACK", "1")
-for var in ("MLOPS_OPS_DB_URL", "MLOPS_LAKE", "MLOPS_SPEC", "MLOPS_MODEL_NAME", "MLFLOW_TRACKING_URI"):
+for var in ("MLOPS_OPS_DB_URL", "MLOPS_LAKE", "MLOPS_SPEC", "MLOPS_MODEL_NAME", "MLFLOW_TRACKING_URI", "MLOPS_SERVING_URL"):
     os.environ.pop(var, None)
+
+
+def _unused_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# Services a test does not start itself are unreachable, never a developer's running stack.
+for var in ("MLOPS_AIRFLOW_PORT", "MLOPS_MLFLOW_PORT", "MLOPS_SERVING_PORT", "MLOPS_EVIDENTLY_PORT"):
+    os.environ[var] = str(_unused_port())
 
 SESSION_DIR = _SESSION
 

@@ -47,6 +47,7 @@ def mlflow_client(tracking_uri: str) -> MlflowClient:
     from mlflow import MlflowClient
 
     mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)  # log_model(registered_model_name=...) uses the global one
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 

@@ -10,6 +10,8 @@ Services (all on 127.0.0.1 by default, all state under ``MLOPS_HOME``, default `
   scheduler's and triggerer's log servers are skipped: logs are read from local files), and the
   commands are the ones the docker-compose services run;
 * the MLflow tracking server and model registry (SQLite backend, local artifact root);
+* the serving API (uvicorn running ``include.mlops.serving.app:create_app``), health-checked on
+  ``GET /health``;
 * the Evidently UI over the project's workspace.
 
 ``up`` is idempotent: services already running and healthy are left alone. When a service cannot
@@ -121,8 +123,8 @@ def airflow_env(s: Settings) -> dict[str, str]:
         ),
         # New DAG files and changes show up within seconds, not the 5-minute default.
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "20",
-        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
-        "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "10",
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
+        "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "30",
         "AIRFLOW__USAGE_DATA_COLLECTION__ENABLED": "False",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": os.environ.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO"),
     }
@@ -144,10 +146,45 @@ def base_env(s: Settings) -> dict[str, str]:
             "DO_NOT_TRACK": "1",
             "EVIDENTLY_DISABLE_TELEMETRY": "1",
             "SCARF_ANALYTICS": "false",
+            # MLflow's background job runner (GenAI features) is not used by the loop.
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            # A task that cannot reach MLflow fails within a minute and Airflow retries it, rather
+            # than sitting in the client's default minutes of backoff.
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3"),
+            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": os.environ.get("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "2"),
         }
     )
     env.update(airflow_env(s))
     return env
+
+
+#: MLflow client settings of the serving API: fail a registry poll or a model download in seconds
+#: (the poller simply tries again) instead of MLflow's default minutes of retries; no progress bars
+#: in the service log. A value already in the environment wins.
+SERVING_MLFLOW_ENV = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
+
+
+def serving_command(s: Settings) -> list[str]:
+    """The serving API's command line (also what a container or a process manager runs)."""
+    return [
+        str(venv_bin() / "uvicorn"),
+        "include.mlops.serving.app:create_app",
+        "--factory",
+        "--host",
+        s.host,
+        "--port",
+        str(s.serving_port),
+        "--workers",
+        str(s.serving_workers),
+        "--no-access-log",  # every request is in the inference log already
+        "--timeout-graceful-shutdown",
+        "10",  # in-flight requests finish, then the inference log drains (within `down`'s 20 s grace)
+    ]
 
 
 def services(s: Settings) -> list[Service]:
@@ -172,6 +209,14 @@ def services(s: Settings) -> list[Service]:
             s.mlflow_port,
             lambda st: _http_ok(f"{st.mlflow_url}/health"),
             url=s.mlflow_url,
+        ),
+        Service(
+            "serving",
+            serving_command(s),
+            s.serving_port,
+            lambda st: _http_ok(f"http://{st.host}:{st.serving_port}/health"),
+            url=f"http://{s.host}:{s.serving_port}",
+            env={k: os.environ.get(k, v) for k, v in SERVING_MLFLOW_ENV.items()},
         ),
         Service(
             "airflow-api-server",
@@ -419,6 +464,7 @@ def _print_summary(s: Settings) -> None:
     _say("mlops-loop stack is up:")
     _say(f"  Airflow UI    {s.airflow_url}" + (f"   login: {login[0]} / {login[1]}" if login else ""))
     _say(f"  MLflow UI     {s.mlflow_url}")
+    _say(f"  Serving API   http://{s.host}:{s.serving_port}   (POST /predict, GET /health, GET /metrics)")
     _say(f"  Evidently UI  {s.evidently_url}")
     _say(f"  state folder  {s.home}   (logs in {s.logs_dir})")
     _say("Next: `make replay ARGS='--start 2013-01-01 --days 7'` lands a week of label batches; watch ingest_outcomes in Airflow.")

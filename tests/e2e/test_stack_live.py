@@ -50,15 +50,17 @@ def test_make_up_is_harmless_twice_and_status_is_healthy(stack):
     env, _ = stack
     again = subprocess.run(["make", "up"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert again.returncode == 0, again.stdout[-3000:]
-    assert again.stdout.count("already running") == 6
+    assert again.stdout.count("already running") == 7
     status = subprocess.run(["make", "status"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert status.returncode == 0, status.stdout
-    assert status.stdout.count("healthy") >= 6 and "not healthy" not in status.stdout
+    assert status.stdout.count("healthy") >= 7 and "not healthy" not in status.stdout
 
 
 def test_port_taken_is_reported_and_nothing_is_left_running(stack, tmp_path):
     env, _ = stack
-    other = {**env, "MLOPS_HOME": str(tmp_path / "other"), "MLOPS_MLFLOW_PORT": str(free_port())}
+    other = {**env, "MLOPS_HOME": str(tmp_path / "other")}
+    for var in ("MLOPS_MLFLOW_PORT", "MLOPS_SERVING_PORT", "MLOPS_EVIDENTLY_PORT"):
+        other[var] = str(free_port())
     other["MLOPS_AIRFLOW_PORT"] = env["MLOPS_AIRFLOW_PORT"]  # taken by the running stack
     out = subprocess.run(["make", "up"], cwd=ROOT, env=other, capture_output=True, text=True, timeout=300, check=False)
     assert out.returncode != 0

@@ -1,0 +1,194 @@
+"""The inference log writer: every scored (or rejected) row reaches ``inference_log``, off the request path.
+
+A request hands its records to :meth:`InferenceLogWriter.submit` (a queue put, no I/O) and answers;
+one background thread drains the queue and writes bulk inserts of up to ``batch_size`` records with
+SQLAlchemy Core. When the database is unavailable (locked, restarting, network), the batch is
+retried with a capped exponential back-off rather than dropped; :meth:`close` (called from the app's
+shutdown, i.e. on SIGTERM) stops taking records and drains the queue, giving up only after
+``drain_timeout`` seconds of failures, and says how many records it could not write. A record the
+database refuses as data (not a connection problem) is written alone so it cannot block the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import insert
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError, SQLAlchemyError
+
+from include.mlops.store import inference_log
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from include.mlops.serving.metrics import ServingMetrics
+
+log = logging.getLogger(__name__)
+
+Record = dict[str, Any]
+
+
+def _transient(exc: SQLAlchemyError) -> bool:
+    """A failure worth retrying as is: the database is unreachable, locked or restarting."""
+    if isinstance(exc, (OperationalError, DisconnectionError)):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+class InferenceLogWriter:
+    """Queue + one writer thread doing batched inserts into ``inference_log``."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        metrics: ServingMetrics | None = None,
+        batch_size: int = 1000,
+        flush_seconds: float = 0.2,
+        max_pending: int = 200_000,
+        drain_timeout: float = 30.0,
+    ):
+        self._engine = engine
+        self._metrics = metrics
+        self.batch_size = batch_size
+        self.flush_seconds = flush_seconds
+        self.max_pending = max_pending
+        self.drain_timeout = drain_timeout
+        self._queue: queue.SimpleQueue[list[Record] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._pending = 0
+        self.written = 0
+        self.dropped = 0
+        self._closing = threading.Event()
+        self._deadline = float("inf")
+        self._thread: threading.Thread | None = None
+        self._last_warning = 0.0
+
+    @property
+    def depth(self) -> int:
+        """Records accepted but not yet written."""
+        return self._pending
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="inference-log-writer", daemon=True)
+            self._thread.start()
+
+    def submit(self, records: list[Record]) -> bool:
+        """Queue records for writing (never blocks). False when they had to be dropped."""
+        if not records:
+            return True
+        with self._lock:
+            if self._pending + len(records) > self.max_pending:
+                self.dropped += len(records)
+                full = True
+            else:
+                self._pending += len(records)
+                full = False
+        if full:
+            if self._metrics:
+                self._metrics.log_dropped.inc(len(records))
+            self._warn(f"inference log queue is full ({self.max_pending} records): {len(records)} records dropped")
+            return False
+        self._queue.put(records)
+        return True
+
+    def close(self) -> int:
+        """Write everything queued, then stop; returns the number of records that could not be written."""
+        self._deadline = time.monotonic() + self.drain_timeout
+        self._closing.set()
+        self._queue.put(None)  # wake the writer
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        else:  # never started: drain in the caller
+            self._run()
+        lost = self.dropped
+        if lost:
+            log.error("inference log: %d records were not written (see earlier errors)", lost)
+        else:
+            log.info("inference log drained: %d records written in total", self.written)
+        return lost
+
+    # -- writer thread ------------------------------------------------------------------------
+    def _run(self) -> None:
+        """Collect records for up to ``flush_seconds`` (or ``batch_size`` of them), then insert them in one go."""
+        buf: list[Record] = []
+        due = 0.0
+        while True:
+            wait = self.flush_seconds if not buf else due - time.monotonic()
+            try:
+                item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                item = None
+            if item:
+                if not buf:
+                    due = time.monotonic() + self.flush_seconds
+                buf.extend(item)
+            closing = self._closing.is_set()
+            if buf and (len(buf) >= self.batch_size or (closing and self._queue.empty()) or (not closing and time.monotonic() >= due)):
+                self._write(buf)
+                buf = []
+            if closing and not buf and self._queue.empty():
+                return
+
+    def _write(self, records: list[Record]) -> None:
+        delay = 0.05
+        while True:
+            try:
+                with self._engine.begin() as conn:
+                    conn.execute(insert(inference_log), records)
+            except SQLAlchemyError as exc:
+                if self._metrics:
+                    self._metrics.log_write_errors.inc()
+                if not _transient(exc):
+                    self._write_one_by_one(records, exc)
+                    return
+                if self._closing.is_set() and time.monotonic() > self._deadline:
+                    self._done(0, len(records))
+                    log.error("inference log: database still unavailable at shutdown, %d records not written: %s", len(records), exc)
+                    return
+                self._warn(f"inference log: database unavailable, retrying {len(records)} records in {delay:.2f}s: {exc}")
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            else:
+                self._done(len(records), 0)
+                return
+
+    def _write_one_by_one(self, records: list[Record], first: SQLAlchemyError) -> None:
+        log.warning("inference log: bulk insert refused (%s); writing %d records one by one", first, len(records))
+        for record in records:
+            try:
+                with self._engine.begin() as conn:
+                    conn.execute(insert(inference_log), [record])
+            except SQLAlchemyError as exc:
+                if _transient(exc):
+                    self._write([record])  # back to retrying
+                    continue
+                self._done(0, 1)
+                log.error(
+                    "inference log: record refused and dropped (%s): %r", exc, {k: record.get(k) for k in ("request_id", "entity_id")}
+                )
+            else:
+                self._done(1, 0)
+
+    def _done(self, written: int, dropped: int) -> None:
+        with self._lock:
+            self._pending -= written + dropped
+            self.written += written
+            self.dropped += dropped
+        if self._metrics:
+            if written:
+                self._metrics.log_written.inc(written)
+            if dropped:
+                self._metrics.log_dropped.inc(dropped)
+
+    def _warn(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last_warning > 5.0:  # at most one warning every 5 s
+            self._last_warning = now
+            log.warning(message)
