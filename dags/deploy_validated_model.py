@@ -26,6 +26,7 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param, dag, get_current_context, task
 
 from include.mlops.assets import CANDIDATE_REFUSED, CANDIDATE_REGISTERED, MODEL_DEPLOYED
+from include.mlops.notifiers import LoopFailureNotifier
 
 GATE_TASKS = ["loads", "signature", "evaluation", "probe"]
 
@@ -36,7 +37,7 @@ GATE_TASKS = ["loads", "signature", "evaluation", "probe"]
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 1, "retry_delay": timedelta(seconds=20)},
+    default_args={"retries": 1, "retry_delay": timedelta(seconds=20), "on_failure_callback": LoopFailureNotifier()},
     params={
         "version": Param(
             None, type=["null", "string", "integer"], description="Model version to validate (empty: the triggering or newest candidate)"

@@ -25,6 +25,7 @@ import pendulum
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, get_current_context, task
 
 from include.mlops.assets import BATCH_QUARANTINED, GROUND_TRUTH, LABEL_BATCHES_LANDED, TRAINING_POOL
+from include.mlops.notifiers import LoopFailureNotifier
 
 
 @dag(
@@ -36,7 +37,7 @@ from include.mlops.assets import BATCH_QUARANTINED, GROUND_TRUTH, LABEL_BATCHES_
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 2, "retry_delay": timedelta(seconds=10)},
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=10), "on_failure_callback": LoopFailureNotifier()},
     tags=["mlops-loop", "data"],
     doc_md=__doc__,
 )

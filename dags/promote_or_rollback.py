@@ -25,6 +25,7 @@ import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
 from include.mlops.assets import EARLY_WINDOW_PASSED, MODEL_PROMOTED, MODEL_ROLLED_BACK
+from include.mlops.notifiers import LoopFailureNotifier
 
 
 @dag(
@@ -33,7 +34,7 @@ from include.mlops.assets import EARLY_WINDOW_PASSED, MODEL_PROMOTED, MODEL_ROLL
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 1, "retry_delay": timedelta(seconds=15)},
+    default_args={"retries": 1, "retry_delay": timedelta(seconds=15), "on_failure_callback": LoopFailureNotifier()},
     params={
         "action": Param(
             "promote", type="string", enum=["promote", "rollback"], description="promote the challenger, or roll back the champion"

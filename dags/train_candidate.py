@@ -22,6 +22,7 @@ import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
 from include.mlops.assets import CANDIDATE_REGISTERED, RETRAIN_REQUESTED
+from include.mlops.notifiers import LoopFailureNotifier
 
 
 @dag(
@@ -30,13 +31,14 @@ from include.mlops.assets import CANDIDATE_REGISTERED, RETRAIN_REQUESTED
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 1, "retry_delay": timedelta(seconds=20)},
+    default_args={"retries": 1, "retry_delay": timedelta(seconds=20), "on_failure_callback": LoopFailureNotifier()},
     params={
         "train_start": Param(None, type=["null", "string"], format="date", description="First day of the training window (empty: policy)"),
         "train_end": Param(None, type=["null", "string"], format="date", description="Last day of the training window (empty: policy)"),
         "window_days": Param(None, type=["null", "integer"], minimum=1, description="Days in the window (empty: spec)"),
         "holdout_days": Param(None, type=["null", "integer"], minimum=1, description="Holdout days after the window (empty: spec)"),
         "reason": Param("manual", type="string", description="Why this candidate is trained (kept with the version)"),
+        "pipeline": Param(None, type=["null", "string"], description="module:function of another pipeline factory (empty: the spec's)"),
     },
     tags=["mlops-loop", "model"],
     doc_md=__doc__,

@@ -40,3 +40,16 @@ CANDIDATE_REFUSED = Asset(name="candidate_refused", uri="mlops://loop/candidate_
 EARLY_WINDOW_PASSED = Asset(name="early_window_passed", uri="mlops://loop/early_window_passed", group="model")
 MODEL_PROMOTED = Asset(name="model_promoted", uri="mlops://loop/model_promoted", group="model")
 MODEL_ROLLED_BACK = Asset(name="model_rolled_back", uri="mlops://loop/model_rolled_back", group="model")
+#: Announced by whoever knows a window of traffic is complete (the demo's replay, after a day's
+#: requests): POST /api/v2/assets/events with extra {"window_start": ..., "window_end": ...}.
+INFERENCE_WINDOW_CLOSED = Asset(name="inference_window_closed", uri="mlops://loop/inference_window_closed", group="monitoring")
+DRIFT_DETECTED = Asset(name="drift_detected", uri="mlops://loop/drift_detected", group="monitoring")
+PERFORMANCE_DEGRADED = Asset(name="performance_degraded", uri="mlops://loop/performance_degraded", group="monitoring")
+
+
+def monitoring_schedule() -> str:
+    """monitor_model's cron, from the spec (a light YAML read at parse time; a broken spec shows as
+    the DAG's import error, which is where a person will look)."""
+    from include.mlops.spec import load_spec
+
+    return load_spec(get_settings().spec_path).monitoring.schedule

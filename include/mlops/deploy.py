@@ -461,9 +461,16 @@ def refuse(
     client.set_model_version_tag(c.model, c.version, "mlops.refusal", " | ".join(messages)[:4900])
     code = next((r["reason_code"] for r in results if not r["passed"]), "refused")
     rt.store.record_decision(
-        rt.model_name, "deployment", "refused", code, subject=f"version {c.version}", reasons=messages,
-        inputs={"failed_gates": failed, "champion": c.champion}, dag_id=dag_id, run_id=run_id,
-    )  # fmt: skip
+        rt.model_name,
+        "deployment",
+        "refused",
+        code,
+        subject=f"version {c.version}",
+        reasons=messages,
+        inputs={"failed_gates": failed, "champion": c.champion},
+        dag_id=dag_id,
+        run_id=run_id,
+    )
     raise_alert(
         rt.store,
         rt.model_name,

@@ -252,9 +252,17 @@ def ingest_file(
         codes = sorted({r.code for r in reasons})
         dest = lake.quarantine / f"{batch_id:06d}-{name}"
         decision = Decision(
-            model, "ingest", "quarantined", codes[0], subject, [r.to_dict() for r in reasons],
-            {"file": name, "sha256": sha, "day": day_s, "rows": rows}, str(report), dag_id, run_id,
-        )  # fmt: skip
+            model,
+            "ingest",
+            "quarantined",
+            codes[0],
+            subject,
+            [r.to_dict() for r in reasons],
+            {"file": name, "sha256": sha, "day": day_s, "rows": rows},
+            str(report),
+            dag_id,
+            run_id,
+        )
         is_new = store.quarantine_batch(batch_id, model, name, [r.to_dict() for r in reasons], str(dest), str(report), decision)
         if is_new:
             raise_alert(
@@ -284,9 +292,17 @@ def ingest_file(
         )
     ]
     decision = Decision(
-        model, "ingest", "accepted", "batch_valid", subject, [],
-        {"file": name, "sha256": sha, "day": day_s, "rows": rows, "checks": len(checks)}, str(report), dag_id, run_id,
-    )  # fmt: skip
+        model,
+        "ingest",
+        "accepted",
+        "batch_valid",
+        subject,
+        [],
+        {"file": name, "sha256": sha, "day": day_s, "rows": rows, "checks": len(checks)},
+        str(report),
+        dag_id,
+        run_id,
+    )
     store.accept_batch(batch_id, model, day, str(pool_path), truth, decision)
     dest = _move(path, lake.archive, batch_id)
     store.mark_moved(batch_id, str(dest))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 
@@ -215,3 +216,70 @@ def rollback_target(champion_history: list[LedgerRow], current: str | None, requ
     return Verdict(
         "rollback", "rollback_to_previous", [f"champion v{current} -> v{previous}, the version that served before it"], {"to": previous}
     )
+
+
+# -- retraining governance ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class RetrainTrigger:
+    cause: str  # drift_detected | performance_degraded
+    key: str  # what the trigger is about, e.g. "drift_detected:v3" (dedupe)
+    event_time: datetime  # end of the window that raised it (event time)
+
+
+@dataclass(frozen=True)
+class RetrainState:
+    """What governance knows, from the ops store."""
+
+    requests: list[tuple[datetime, str]]  # (event time, key) of accepted retrain requests, oldest first
+    in_flight: bool  # an accepted request whose candidate has not reached a verdict yet
+    new_rows: int  # validated labelled rows since the last training window ended
+    pool_invalid: bool  # the last training attempt was refused because the pool failed validation
+
+
+@dataclass(frozen=True)
+class RetrainPolicy:
+    cooldown: timedelta
+    max_retrains: int
+    period: timedelta
+    min_new_rows: int
+    dedupe: timedelta
+
+
+def decide_retrain(t: RetrainTrigger, s: RetrainState, p: RetrainPolicy) -> Verdict:
+    """Governance first: every rule that can refuse a retrain, in a fixed order, else accept."""
+    details: dict[str, Any] = {"cause": t.cause, "key": t.key, "event_time": t.event_time.isoformat(), "new_rows": s.new_rows}
+    if s.pool_invalid:
+        return Verdict("refused", "training_pool_invalid", ["the last training was refused: the training pool failed validation"], details)
+    if s.in_flight:
+        return Verdict("refused", "retrain_in_progress", ["a retrain is already running; this trigger joins it"], details)
+    for at, key in reversed(s.requests):
+        if key == t.key and timedelta(0) <= t.event_time - at < p.dedupe:
+            return Verdict(
+                "refused", "duplicate_trigger", [f"the same cause ({t.key}) already triggered a retrain at {at:%Y-%m-%d %H:%M}"], details
+            )
+    if s.requests:
+        last = s.requests[-1][0]
+        if t.event_time - last < p.cooldown:
+            wait = p.cooldown - (t.event_time - last)
+            return Verdict(
+                "refused",
+                "cooldown",
+                [f"last retrain at {last:%Y-%m-%d}; cooldown of {p.cooldown.days} days has {wait.days} day(s) left"],
+                details,
+            )
+    recent = [at for at, _ in s.requests if timedelta(0) <= t.event_time - at < p.period]
+    if len(recent) >= p.max_retrains:
+        return Verdict(
+            "refused",
+            "retrain_budget_exhausted",
+            [f"{len(recent)} retrains in the last {p.period.days} days (max {p.max_retrains})"],
+            details,
+        )
+    if s.new_rows < p.min_new_rows:
+        return Verdict(
+            "refused",
+            "not_enough_new_rows",
+            [f"{s.new_rows} new validated labelled rows since the last training window; {p.min_new_rows} needed"],
+            details,
+        )
+    return Verdict("accepted", "retrain_requested", [f"{t.cause} ({t.key}): governance allows a retrain"], details)

@@ -213,6 +213,53 @@ class Promotion(_Model):
     tolerance: float = Field(default=0.005, ge=0.0)
 
 
+class DriftOverride(_Model):
+    """A feature's own drift test (else chosen by type and reference size, as Evidently does).
+    Either field alone keeps the default for the other."""
+
+    method: Literal["ks", "chisquare", "z", "wasserstein", "jensenshannon", "psi", "kl_div"] | None = None
+    threshold: float | None = Field(default=None, ge=0)
+
+
+class Monitoring(_Model):
+    """What monitor_model checks on each window of live traffic, and when it calls drift or decay."""
+
+    #: Cron of monitor_model (it also runs when a replayed window closes).
+    schedule: str = "@hourly"
+    #: Width of a monitoring window in event time.
+    window_hours: int = Field(default=24, ge=1)
+    #: A window with fewer scored rows says so instead of guessing.
+    min_rows: int = Field(default=200, ge=1)
+    #: Dataset drift when at least this share of features drifted (Evidently's default rule).
+    dataset_drift_share: float = Field(default=0.5, gt=0.0, le=1.0)
+    #: Per-feature drift tests: {feature: {method, threshold}}.
+    drift_overrides: dict[str, DriftOverride] = {}
+    #: Prediction drift: threshold of the score's drift test against the holdout predictions.
+    score_drift_threshold: float = Field(default=0.1, gt=0)
+    #: Realized quality over the trailing days of labelled predictions of the version.
+    quality_days: int = Field(default=7, ge=1)
+    min_labelled_rows: int = Field(default=300, ge=1)
+    #: Decay when the realized metric falls below the holdout value by more than this.
+    max_quality_drop: float = Field(default=0.05, ge=0.0)
+    max_error_rate: float = Field(default=0.01, ge=0.0, le=1.0)
+    max_p95_latency_ms: float = Field(default=250.0, gt=0)
+    max_rejected_share: float = Field(default=0.05, ge=0.0, le=1.0)
+    #: Largest difference between live and registry scores on the probe set.
+    probe_tolerance: float = Field(default=1e-6, ge=0.0)
+
+
+class Retraining(_Model):
+    """Governance: when drift or decay may trigger a retrain, in event time."""
+
+    cooldown_days: float = Field(default=14.0, ge=0.0)
+    max_retrains: int = Field(default=4, ge=1)
+    period_days: float = Field(default=90.0, gt=0)
+    #: Newly validated labelled rows needed since the last training window ended.
+    min_new_rows: int = Field(default=5000, ge=0)
+    #: The same cause again within this many hours is one trigger.
+    dedupe_hours: float = Field(default=24.0, ge=0.0)
+
+
 class Spec(_Model):
     """A monitored model, as declared in its spec file."""
 
@@ -232,6 +279,8 @@ class Spec(_Model):
     deployment: Deployment = Deployment()
     early_window: EarlyWindow = EarlyWindow()
     promotion: Promotion = Promotion()
+    monitoring: Monitoring = Monitoring()
+    retraining: Retraining = Retraining()
 
     @model_validator(mode="after")
     def _names(self) -> Spec:
@@ -245,6 +294,9 @@ class Spec(_Model):
         clash = sorted(reserved & set(names))
         if clash:
             raise ValueError(f"{', '.join(clash)} cannot be both a feature and the id/time/target column")
+        unknown = sorted(set(self.monitoring.drift_overrides) - set(names))
+        if unknown:
+            raise ValueError(f"monitoring.drift_overrides names unknown features: {', '.join(unknown)}")
         numeric = {f.name for f in self.features if f.type != "categorical"}
         for i, check in enumerate(self.checks):
             for col in (check.a, check.b):

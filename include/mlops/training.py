@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import date, timedelta
 from importlib.metadata import version as pkg_version
 from pathlib import Path
@@ -198,6 +198,7 @@ def train_candidate(
     import numpy as np
     from mlflow.models import infer_signature
 
+    from include.mlops.drift import reference_stats
     from include.mlops.pipelines import build_pipeline
     from include.mlops.profiles import build_profile, probe_frame
     from include.mlops.registry import TAG_DAG_RUN, TAG_REASON, TAG_STATUS, mlflow_client
@@ -275,6 +276,8 @@ def train_candidate(
             ref.mkdir()
             profile = build_profile(spec, x_train, scores, y_hold)
             (ref / "profile.json").write_text(json.dumps(profile, indent=1))
+            # Precomputed once per version: every monitoring run compares against these statistics.
+            (ref / "drift_stats.json").write_text(json.dumps(reference_stats(x_train, spec, score=scores)))
             sample = x_train.sample(n=min(spec.training.reference_rows, len(x_train)), random_state=spec.training.random_state)
             sample.to_parquet(ref / "sample.parquet", index=False)
             preds = holdout_df[[spec.entity_id, spec.time_column, target]].copy()
@@ -363,7 +366,7 @@ def _log_datasets(
 # -- entry point of the train_candidate DAG ----------------------------------------------------
 def run_training(params: dict[str, Any], *, dag_id: str | None, run_id: str | None) -> dict[str, Any]:
     """Train from DAG params (dates as ISO strings or empty); records the decision either way."""
-    from include.mlops.alerts import raise_alert
+    from include.mlops.alerts import mark_alerted, raise_alert
     from include.mlops.runtime import load_runtime
 
     rt = load_runtime()
@@ -373,6 +376,9 @@ def run_training(params: dict[str, Any], *, dag_id: str | None, run_id: str | No
         return date.fromisoformat(str(value)) if value else None
 
     reason = str(params.get("reason") or "manual")
+    if params.get("pipeline"):  # a one-off pipeline (e.g. a fire drill); the spec stays the contract
+        spec = rt.spec.model_copy(update={"training": rt.spec.training.model_copy(update={"pipeline": str(params["pipeline"])})})
+        rt = replace(rt, spec=spec)
     try:
         summary = train_candidate(
             rt,
@@ -396,7 +402,7 @@ def run_training(params: dict[str, Any], *, dag_id: str | None, run_id: str | No
             dag_id=dag_id,
             run_id=run_id,
         )
-        raise_alert(
+        alert = raise_alert(
             rt.store,
             rt.model_name,
             severity="warning",
@@ -405,7 +411,7 @@ def run_training(params: dict[str, Any], *, dag_id: str | None, run_id: str | No
             message=f"training refused ({exc.code}): {exc.message}",
             payload={"params": params, "run_id": run_id},
         )
-        raise
+        raise mark_alerted(exc, alert) from None
     already = any(d["run_id"] == run_id and d["outcome"] == "registered" for d in rt.store.list_decisions(rt.model_name, "training"))
     if run_id is None or not already:
         rt.store.record_decision(

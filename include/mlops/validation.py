@@ -126,12 +126,15 @@ def _gx() -> Any:
     return gx
 
 
-def build_suite(spec: Spec, day: date | None, *, training: bool = False) -> Any:
-    """The GX expectation suite of ``spec``: for one label batch (``day``: the batch's day) or, with
-    ``training=True``, for an assembled training set (pool rows with the derived label)."""
+def build_suite(spec: Spec, day: date | None, *, training: bool = False, inputs: bool = False) -> Any:
+    """The GX expectation suite of ``spec``: for one label batch (``day``: the batch's day); with
+    ``training=True`` for an assembled training set (pool rows with the derived label); with
+    ``inputs=True`` for a window of live model inputs (feature columns only: nulls, types, ranges,
+    categories; no row count, ids or target)."""
     gx = _gx()
     E = gx.expectations
-    suite = gx.ExpectationSuite(name=f"{spec.name}.{'training_set' if training else 'label_batch'}")
+    name = "live_inputs" if inputs else "training_set" if training else "label_batch"
+    suite = gx.ExpectationSuite(name=f"{spec.name}.{name}")
     add = suite.add_expectation
     if training:
         add(E.ExpectTableColumnsToMatchSet(column_set=[*spec.batch_columns, spec.target.name], exact_match=True))
@@ -143,15 +146,16 @@ def build_suite(spec: Spec, day: date | None, *, training: bool = False) -> Any:
                 column=spec.target.name, min_value=spec.training.positive_rate_min, max_value=spec.training.positive_rate_max
             )
         )
-    else:
+    elif not inputs:
         add(E.ExpectTableColumnsToMatchSet(column_set=spec.batch_columns, exact_match=True))
         add(E.ExpectTableRowCountToBeBetween(min_value=spec.batch.min_rows, max_value=spec.batch.max_rows))
-    add(E.ExpectColumnValuesToNotBeNull(column=spec.entity_id))
-    add(E.ExpectColumnValuesToBeUnique(column=spec.entity_id))
-    add(E.ExpectColumnValuesToBeInTypeList(column=spec.entity_id, type_list=TEXT_TYPES + NUMERIC_TYPES))
-    add(E.ExpectColumnValuesToNotBeNull(column=spec.time_column))
-    add(E.ExpectColumnValuesToBeInTypeList(column=spec.time_column, type_list=TIME_TYPES))
-    if day is not None:
+    if not inputs:
+        add(E.ExpectColumnValuesToNotBeNull(column=spec.entity_id))
+        add(E.ExpectColumnValuesToBeUnique(column=spec.entity_id))
+        add(E.ExpectColumnValuesToBeInTypeList(column=spec.entity_id, type_list=TEXT_TYPES + NUMERIC_TYPES))
+        add(E.ExpectColumnValuesToNotBeNull(column=spec.time_column))
+        add(E.ExpectColumnValuesToBeInTypeList(column=spec.time_column, type_list=TIME_TYPES))
+    if day is not None and not inputs:
         start = datetime.combine(day, datetime.min.time())
         add(
             E.ExpectColumnValuesToBeBetween(
@@ -171,11 +175,12 @@ def build_suite(spec: Spec, day: date | None, *, training: bool = False) -> Any:
             add(E.ExpectColumnValuesToBeInTypeList(column=f.name, type_list=NUMERIC_TYPES))
             if f.min is not None or f.max is not None:
                 add(E.ExpectColumnValuesToBeBetween(column=f.name, min_value=f.min, max_value=f.max, mostly=f.mostly))
-    t = spec.target
-    add(E.ExpectColumnValuesToNotBeNull(column=t.source_column))
-    add(E.ExpectColumnValuesToBeInTypeList(column=t.source_column, type_list=NUMERIC_TYPES))
-    if t.source_min is not None or t.source_max is not None:
-        add(E.ExpectColumnValuesToBeBetween(column=t.source_column, min_value=t.source_min, max_value=t.source_max))
+    if not inputs:
+        t = spec.target
+        add(E.ExpectColumnValuesToNotBeNull(column=t.source_column))
+        add(E.ExpectColumnValuesToBeInTypeList(column=t.source_column, type_list=NUMERIC_TYPES))
+        if t.source_min is not None or t.source_max is not None:
+            add(E.ExpectColumnValuesToBeBetween(column=t.source_column, min_value=t.source_min, max_value=t.source_max))
     for check in spec.checks:
         add(
             E.ExpectColumnPairValuesAToBeGreaterThanB(
@@ -207,9 +212,9 @@ def _fmt_range(lo: Any, hi: Any) -> str:
     return f"[{'-inf' if lo is None else lo}, {'+inf' if hi is None else hi}]"
 
 
-def validate_frame(df: pd.DataFrame, spec: Spec, day: date | None, *, training: bool = False) -> ValidationOutcome:
+def validate_frame(df: pd.DataFrame, spec: Spec, day: date | None, *, training: bool = False, inputs: bool = False) -> ValidationOutcome:
     """Run the spec's suite on ``df`` and explain every failure."""
-    suite = build_suite(spec, day, training=training)
+    suite = build_suite(spec, day, training=training, inputs=inputs)
     present = set(map(str, df.columns))
     result = _batch_for(df).validate(suite, result_format="SUMMARY")
     reasons: list[Reason] = []

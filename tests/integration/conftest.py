@@ -40,7 +40,7 @@ def mlflow_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow")
     port = _free_port()
     log = (root / "server.log").open("wb")
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"}
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     proc = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "mlflow"),
@@ -90,6 +90,7 @@ def mlflow_env(mlflow_server, monkeypatch):
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server["url"])
     mlflow.set_tracking_uri(mlflow_server["url"])
+    mlflow.set_registry_uri(mlflow_server["url"])
     return mlflow_server
 
 

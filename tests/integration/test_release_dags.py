@@ -3,17 +3,12 @@ real MLflow registry and a temporary ops store."""
 
 from __future__ import annotations
 
-import json
-from datetime import date, timedelta
 from pathlib import Path
 
-import numpy as np
 import pytest
-from sqlalchemy import insert
 
 from include.mlops.registry import CHALLENGER, CHAMPION, aliases, mlflow_client, set_alias, set_challenger_mode
-from include.mlops.replay import day_frame
-from include.mlops.store import ground_truth, inference_log, utcnow
+from tests.integration.loop_helpers import log_traffic
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,46 +68,6 @@ def deploy_canary(rt, client, model_name, champion, challenger):
     set_alias(
         rt.store, client, model_name, CHALLENGER, challenger, strategy="canary", reason="test", actor="test", op_key=f"ch{challenger}"
     )
-
-
-def log_traffic(rt, flights, model_name, versions_routes, *, day=date(2013, 2, 10), errors_for=None, error_share=0.0, labels=True):
-    """Insert scored requests into the inference log (and their ground truth), as serving would."""
-    import mlflow.sklearn
-
-    df = day_frame(flights, rt.spec, day)
-    now = utcnow()
-    rows, truth = [], []
-    models = {v: mlflow.sklearn.load_model(f"models:/{model_name}/{v}") for v, _ in versions_routes}
-    rng = np.random.default_rng(0)
-    for i, rec in enumerate(df.to_dict(orient="records")):
-        version, route = versions_routes[i % len(versions_routes)]
-        feats = {k: (None if isinstance(rec[k], float) and np.isnan(rec[k]) else rec[k]) for k in rt.spec.feature_names}
-        failed = version == errors_for and rng.random() < error_share
-        score = None if failed else float(models[version].predict_proba(df.iloc[[i]][rt.spec.feature_names])[:, 1][0])
-        rows.append(
-            dict(
-                request_id=f"r{i}",
-                entity_id=rec["flight_id"],
-                model_name=model_name,
-                model_version=version,
-                route=route,
-                event_time=rec["sched_dep"].to_pydatetime(),
-                features=json.loads(json.dumps(feats, default=str)),
-                score=score,
-                prediction=None if failed else int(score >= 0.5),
-                latency_ms=float(rng.uniform(3, 9)),
-                status="error" if failed else "ok",
-                error="boom" if failed else None,
-                created_at=now + timedelta(milliseconds=i),
-            )  # fmt: skip
-        )
-        truth.append(dict(model_name=model_name, entity_id=rec["flight_id"], event_time=rec["sched_dep"].to_pydatetime(),
-                          label=int(rec["arr_delay"] > 15), outcome=float(rec["arr_delay"]), batch_id=1, day=day))  # fmt: skip
-    with rt.store.begin() as conn:
-        conn.execute(insert(inference_log), rows)
-        if labels:
-            conn.execute(insert(ground_truth), truth)
-    return len(rows)
 
 
 def run_dag(dags, dag_id, **conf):

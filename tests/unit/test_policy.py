@@ -146,3 +146,54 @@ def test_rollback_target(history, current, requested, outcome, to):
     v = rollback_target(history, current, requested)
     assert v.outcome == outcome
     assert v.details.get("to") == to
+
+
+from datetime import datetime, timedelta  # noqa: E402
+
+from include.mlops.policy import RetrainPolicy, RetrainState, RetrainTrigger, decide_retrain  # noqa: E402
+
+GOV = RetrainPolicy(cooldown=timedelta(days=14), max_retrains=3, period=timedelta(days=90), min_new_rows=5000, dedupe=timedelta(hours=24))
+T0 = datetime(2013, 6, 1)
+
+
+def trig(days=0.0, key="drift_detected:v1"):
+    return RetrainTrigger(key.split(":")[0], key, T0 + timedelta(days=days))
+
+
+def state(requests=(), in_flight=False, new_rows=20000, pool_invalid=False):
+    return RetrainState([(T0 + timedelta(days=d), k) for d, k in requests], in_flight, new_rows, pool_invalid)
+
+
+@pytest.mark.parametrize(
+    ("t", "s", "outcome", "code"),
+    [
+        (trig(), state(), "accepted", "retrain_requested"),
+        (trig(), state(pool_invalid=True), "refused", "training_pool_invalid"),
+        (trig(), state(in_flight=True), "refused", "retrain_in_progress"),
+        (trig(0.5), state([(0.0, "drift_detected:v1")]), "refused", "duplicate_trigger"),  # two drift events in the same hour/day
+        (trig(0.5, "performance_degraded:v1"), state([(0.0, "drift_detected:v1")]), "refused", "cooldown"),  # other cause, still cooling
+        (trig(20), state([(0.0, "drift_detected:v1")]), "accepted", "retrain_requested"),  # after the cooldown
+        (trig(13.9), state([(0.0, "x")]), "refused", "cooldown"),
+        (trig(80), state([(10.0, "a"), (30.0, "b"), (50.0, "c")]), "refused", "retrain_budget_exhausted"),
+        (trig(105), state([(10.0, "a"), (30.0, "b"), (50.0, "c")]), "accepted", "retrain_requested"),  # the oldest left the period
+        (trig(), state(new_rows=4999), "refused", "not_enough_new_rows"),
+        (trig(), state(new_rows=5000), "accepted", "retrain_requested"),
+    ],
+    ids=[
+        "accept",
+        "pool-invalid",
+        "in-flight",
+        "duplicate",
+        "cooldown-other-cause",
+        "after-cooldown",
+        "cooldown-edge",
+        "budget",
+        "budget-rolls",
+        "few-rows",
+        "rows-at-limit",
+    ],  # fmt: skip
+)
+def test_retrain_governance(t, s, outcome, code):
+    v = decide_retrain(t, s, GOV)
+    assert (v.outcome, v.reason_code) == (outcome, code), v
+    assert v.reasons

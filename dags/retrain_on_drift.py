@@ -1,0 +1,73 @@
+"""
+### retrain_on_drift
+
+Governance first, then a retrain request. Runs on `drift_detected` or `performance_degraded`.
+Each trigger is judged by pure rules with the state in the ops store (all in event time): a
+cooldown since the last retrain, a maximum number of retrains per period, a minimum number of
+newly validated labelled rows since the last training window, dedupe of repeated triggers for the
+same cause, no second retrain while one is in flight, and a stop when the training pool failed
+validation (see the spec's `retraining`).
+
+* **Refused**: a decision with the reason (visible here and on the loop status page), an alert
+  once per reason, not on every run.
+* **Accepted**: emits `retrain_requested` (extra: reason, request id); the candidate then goes
+  through `train_candidate` and `deploy_validated_model` like any other. Nothing skips the pipeline.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pendulum
+from airflow.sdk import dag, get_current_context, task
+
+from include.mlops.assets import DRIFT_DETECTED, PERFORMANCE_DEGRADED, RETRAIN_REQUESTED
+from include.mlops.notifiers import LoopFailureNotifier
+
+
+@dag(
+    dag_id="retrain_on_drift",
+    schedule=(DRIFT_DETECTED | PERFORMANCE_DEGRADED),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 1, "retry_delay": timedelta(seconds=20), "on_failure_callback": LoopFailureNotifier()},
+    tags=["mlops-loop", "monitoring", "model"],
+    doc_md=__doc__,
+)
+def retrain_on_drift() -> None:
+    @task
+    def govern() -> dict[str, Any]:
+        from include.mlops.governance import govern, trigger_from
+        from include.mlops.runtime import load_runtime
+
+        context = get_current_context()
+        rt = load_runtime()
+        verdicts, accepted = [], None
+        for asset, events in (context.get("triggering_asset_events") or {}).items():
+            cause = getattr(asset, "name", str(asset))
+            for event in events:
+                extra = dict(event.extra or {})
+                verdict, request = govern(
+                    rt, trigger_from(extra, cause), list(extra.get("reasons", [])), dag_id=context["dag"].dag_id, run_id=context["run_id"]
+                )
+                verdicts.append(verdict.to_dict())
+                accepted = accepted or (request or None)
+        return {"verdicts": verdicts, "request": accepted}
+
+    @task(outlets=[RETRAIN_REQUESTED])
+    def request_retrain(result: dict[str, Any], *, outlet_events: Any = None) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        if not result["request"]:
+            raise AirflowSkipException(
+                "governance refused every trigger of this run: " + "; ".join(v["reason_code"] for v in result["verdicts"])
+            )
+        outlet_events[RETRAIN_REQUESTED].extra = result["request"]
+        return dict(result["request"])
+
+    request_retrain(govern())
+
+
+retrain_on_drift()
