@@ -23,7 +23,7 @@ import re
 import shutil
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +126,9 @@ def day_of(file_name: str, df: Any | None, spec: Spec) -> date | None:
     return None
 
 
-def _store_checks(store: Store, spec: Spec, model: str, batch_id: int, sha: str, day: date | None, df: Any) -> list[Reason]:
+def _store_checks(
+    store: Store, spec: Spec, model: str, batch_id: int, sha: str, day: date | None, df: Any, arrived_at: datetime | None = None
+) -> list[Reason]:
     dup = store.accepted_batch_with_sha(model, sha, exclude_id=batch_id)
     if dup:
         return [
@@ -147,13 +149,16 @@ def _store_checks(store: Store, spec: Spec, model: str, batch_id: int, sha: str,
                     details={"accepted_batch_id": same_day["id"]},
                 )
             )
-        latest = store.latest_accepted_day(model)
+        # Stale: older than what had already been accepted when this batch *arrived* (batches of a
+        # backlog validated in parallel never make each other stale).
+        latest = store.latest_accepted_day(model, arrived_before=arrived_at)
         max_age = spec.batch.max_age_days
         if latest is not None and max_age is not None and (latest - day).days > max_age:
             reasons.append(
                 Reason(
                     "stale_batch",
-                    f"batch day {day} is {(latest - day).days} days older than the newest accepted day {latest} (limit {max_age})",
+                    f"batch day {day} is {(latest - day).days} days older than the newest day accepted before it arrived, {latest} "
+                    f"(limit {max_age})",
                     details={"latest_accepted_day": latest.isoformat()},
                 )
             )
@@ -226,7 +231,8 @@ def ingest_file(
             record["pool_path"],
             resumed=True,
         )
-    batch_id = record["id"] if record else store.create_batch(model, name, sha, dag_id, run_id)
+    arrived_at = datetime.fromtimestamp(path.stat().st_mtime, UTC).replace(tzinfo=None)
+    batch_id = record["id"] if record else store.create_batch(model, name, sha, dag_id, run_id, arrived_at)
 
     df = None
     checks: list[CheckResult] = []
@@ -240,7 +246,7 @@ def ingest_file(
         outcome = validate_frame(df, spec, day)
         reasons, checks, gx_result = outcome.reasons, outcome.checks, outcome.gx_result
         if not {r.code for r in reasons} & _STRUCTURAL:
-            reasons += _store_checks(store, spec, model, batch_id, sha, day, df)
+            reasons += _store_checks(store, spec, model, batch_id, sha, day, df, arrived_at)
     rows = 0 if df is None else len(df)
     store.set_batch_day(batch_id, day, rows)
     facts = {"batch id": batch_id, "file": name, "sha256": sha, "day": day, "rows": rows, "model": model, "dag run": run_id}

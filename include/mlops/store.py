@@ -67,6 +67,7 @@ batches = Table(
     Column("rows", Integer),
     Column("reason_codes", JSON, nullable=False, default=list),
     Column("received_at", DateTime, nullable=False),
+    Column("arrived_at", DateTime),  # when the file landed (its mtime): the order of deliveries
     Column("decided_at", DateTime),
     Column("moved_at", DateTime),  # when the file left the landing folder
     Column("pool_path", Text),
@@ -192,9 +193,21 @@ governance_state = Table(
     Column("updated_at", DateTime, nullable=False),
 )
 
-LATEST_VERSION = 1
+LATEST_VERSION = 2
+
+
+def _v2_batches_arrived_at(conn: Connection) -> None:
+    """Staleness is judged in the order batches *arrived*, not the order they were validated in."""
+    from sqlalchemy import text
+
+    conn.execute(text("ALTER TABLE batches ADD COLUMN arrived_at TIMESTAMP"))
+    conn.execute(text("UPDATE batches SET arrived_at = received_at"))
+
+
 #: (version, description, function that brings a database from version-1 to version).
-MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = []
+MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
+    (2, "batches.arrived_at: the delivery order, for staleness", _v2_batches_arrived_at),
+]
 _INITIAL_DESCRIPTION = "initial schema: batches, quarantine, ground truth, inference log, ledger, decisions, alerts, governance"
 
 
@@ -341,7 +354,9 @@ class Store:
             )
         return dict(row) if row else None
 
-    def create_batch(self, model: str, file_name: str, sha: str, dag_id: str | None, run_id: str | None) -> int:
+    def create_batch(
+        self, model: str, file_name: str, sha: str, dag_id: str | None, run_id: str | None, arrived_at: datetime | None = None
+    ) -> int:
         with self.begin() as conn:
             result = conn.execute(
                 insert(batches).values(
@@ -351,6 +366,7 @@ class Store:
                     status="validating",
                     reason_codes=[],
                     received_at=utcnow(),
+                    arrived_at=arrived_at,
                     dag_id=dag_id,
                     run_id=run_id,
                 )
@@ -394,11 +410,13 @@ class Store:
             )
         return dict(row) if row else None
 
-    def latest_accepted_day(self, model: str) -> date | None:
+    def latest_accepted_day(self, model: str, arrived_before: datetime | None = None) -> date | None:
+        """The newest day accepted so far, among batches that arrived before ``arrived_before``."""
+        q = select(func.max(batches.c.day)).where(batches.c.model_name == model, batches.c.status == "accepted")
+        if arrived_before is not None:
+            q = q.where(func.coalesce(batches.c.arrived_at, batches.c.received_at) < arrived_before)
         with self.engine.connect() as conn:
-            value = conn.execute(
-                select(func.max(batches.c.day)).where(batches.c.model_name == model, batches.c.status == "accepted")
-            ).scalar_one()
+            value = conn.execute(q).scalar_one()
         return value
 
     def known_entity_ids(self, model: str, ids: Iterable[str], exclude_batch: int) -> list[str]:

@@ -141,6 +141,17 @@ def test_stale_batch_is_refused(runtime, flights):
     assert old.reason_codes == ["stale_batch"]
 
 
+def test_a_backlog_validated_out_of_order_is_not_stale(runtime, flights):
+    """Batches that arrived in day order are never stale, whatever order they are validated in."""
+    import os
+
+    early = write_day(runtime, flights, date(2013, 3, 1))
+    late = write_day(runtime, flights, date(2013, 3, 20))
+    os.utime(early, (1_000_000_000, 1_000_000_000))  # arrived first
+    assert ingest_file(late, runtime.spec, runtime.store, runtime.lake, model=runtime.model_name).status == "accepted"
+    assert ingest_file(early, runtime.spec, runtime.store, runtime.lake, model=runtime.model_name).status == "accepted"
+
+
 def test_files_being_written_and_markers_are_ignored(runtime, flights):
     (runtime.lake.landing / ".outcomes_2013-01-05.parquet.tmp-1").write_bytes(b"partial")
     (runtime.lake.landing / "_READY").touch()

@@ -82,3 +82,23 @@ def test_decision_inputs_are_stored_as_plain_json(url):
 def test_decision_dataclass_defaults():
     d = Decision("m", "ingest", "accepted", "batch_valid")
     assert d.reasons == [] and d.inputs == {}
+
+
+def test_v1_database_is_migrated_to_v2(url):
+    """A database created before batches.arrived_at existed gets the column and keeps its rows."""
+    engine = get_engine(url)
+    migrate(engine)
+    with engine.begin() as conn:  # make it look like a v1 database with one batch
+        conn.execute(text("ALTER TABLE batches DROP COLUMN arrived_at"))
+        conn.execute(text("DELETE FROM schema_version"))
+        conn.execute(text("INSERT INTO schema_version (version, description, applied_at) VALUES (1, 'v1', '2026-01-01')"))
+        conn.execute(
+            text(
+                "INSERT INTO batches (model_name, file_name, content_sha256, status, reason_codes, received_at) "
+                "VALUES ('m', 'a.parquet', 'x', 'accepted', '[]', '2026-01-02 03:04:05')"
+            )
+        )
+    assert migrate(engine) == 2
+    with engine.connect() as conn:
+        assert conn.execute(text("select arrived_at from batches")).scalar_one() is not None
+        assert [r[0] for r in conn.execute(text("select version from schema_version order by version"))] == [1, 2]
