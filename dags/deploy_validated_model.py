@@ -133,7 +133,7 @@ def deploy_validated_model() -> None:
         c = Candidate(**candidate)
         flat = [r for rs in results for r in rs]
         p = plan(rt.spec, c, flat, None, None)
-        out = refuse(rt, c, p.failed, flat, "offline gates failed", context["dag"].dag_id, context["run_id"])
+        out = refuse(rt, c, p.failed, flat, p.why, context["dag"].dag_id, context["run_id"])
         outlet_events[CANDIDATE_REFUSED].extra = {"version": c.version, "failed_gates": p.failed}
         return out
 

@@ -353,13 +353,15 @@ class Plan:
     strategy: str | None
     require_approval: bool
     failed: list[str]
+    why: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def plan(spec: Spec, c: Candidate, results: list[dict[str, Any]], strategy: str | None, require_approval: bool | None) -> Plan:
-    """Pure: what to do after the gates. The very first model always becomes champion directly."""
+    """Pure: what to do after the gates. The very first model always becomes champion directly; one
+    challenger at a time (a candidate arriving while another is still being evaluated is refused)."""
     failed = sorted(r["gate"] for r in results if not r["passed"])
     covered = {r["gate"] for r in results}
     missing = sorted({"loads", "signature", "floors", "beats_champion", "probe"} - covered)
@@ -367,7 +369,10 @@ def plan(spec: Spec, c: Candidate, results: list[dict[str, Any]], strategy: str 
         failed += [f"{m} (did not run)" for m in missing]
     approval = spec.deployment.require_approval if require_approval is None else require_approval
     if failed:
-        return Plan("refuse", None, False, failed)
+        return Plan("refuse", None, False, failed, "offline gates failed: " + ", ".join(failed))
+    if c.challenger is not None and c.challenger != c.version:
+        why = f"challenger v{c.challenger} is still being evaluated; one challenger at a time (retry after its promotion or rollback)"
+        return Plan("refuse", None, False, ["challenger_busy"], why)
     chosen = "direct" if c.champion is None else (strategy or spec.deployment.strategy)
     return Plan("deploy", chosen, approval, [])
 
@@ -456,10 +461,10 @@ def refuse(
 
     client = mlflow_client(rt.settings.mlflow_tracking_uri)
     messages = [f"{r['gate']}: {r['message']}" for r in results if not r["passed"]] or [why]
+    code = next((r["reason_code"] for r in results if not r["passed"]), "challenger_busy" if "challenger_busy" in failed else "refused")
     client.set_model_version_tag(c.model, c.version, TAG_STATUS, "refused")
     client.set_model_version_tag(c.model, c.version, "mlops.refused_by", ",".join(failed) or why)
     client.set_model_version_tag(c.model, c.version, "mlops.refusal", " | ".join(messages)[:4900])
-    code = next((r["reason_code"] for r in results if not r["passed"]), "refused")
     rt.store.record_decision(
         rt.model_name,
         "deployment",

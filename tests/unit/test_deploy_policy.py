@@ -34,8 +34,20 @@ def cand(champion="1"):
         (cand(), results(["floors"]), None, None, ("refuse", None, False, ["floors"])),
         (cand(), results(["loads", "probe"]), "direct", True, ("refuse", None, False, ["loads", "probe"])),
         (cand(), results()[:3], None, None, ("refuse", None, False, ["beats_champion (did not run)", "probe (did not run)"])),
+        (Candidate("m", "3", "run", "1", "2"), results(), None, None, ("refuse", None, False, ["challenger_busy"])),
+        (Candidate("m", "2", "run", "1", "2"), results(), None, None, ("deploy", "canary", False, [])),  # a re-run for the same version
     ],
-    ids=["spec-strategy", "param-shadow", "approval", "first-model", "one-gate-failed", "two-failed", "gates-missing"],
+    ids=[
+        "spec-strategy",
+        "param-shadow",
+        "approval",
+        "first-model",
+        "one-gate-failed",
+        "two-failed",
+        "gates-missing",
+        "challenger-busy",
+        "rerun",
+    ],
 )
 def test_plan(spec, candidate, res, strategy, approval, expected):
     p = plan(spec, candidate, res, strategy, approval)
