@@ -1,0 +1,107 @@
+"""Airflow plugin: the "MLOps loop" status page inside the Airflow UI.
+
+A FastAPI app mounted in Airflow's API server under ``/mlops-loop`` (server-rendered, behind
+Airflow's own authentication: the UI session cookie or a bearer token) and a navigation entry
+that shows it in the Airflow UI. The page itself is built by ``include.mlops.status_page``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from airflow.plugins_manager import AirflowPlugin
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+
+PREFIX = "/mlops-loop"
+
+app = FastAPI(title="MLOps loop status", docs_url=None, redoc_url=None, openapi_url=None)
+
+
+async def _user(request: Request) -> Any:
+    """Airflow's authentication, resolved lazily (the API server's own dependency)."""
+    from airflow.api_fastapi.core_api.security import get_user
+
+    auth = request.headers.get("authorization", "")
+    bearer = None
+    if auth.lower().startswith("bearer "):
+        from fastapi.security import HTTPAuthorizationCredentials
+
+        bearer = HTTPAuthorizationCredentials(scheme="Bearer", credentials=auth.split(" ", 1)[1])
+    return await get_user(request, None, bearer)
+
+
+async def _authenticated(request: Request) -> Any:
+    try:
+        return await _user(request)
+    except HTTPException:
+        raise
+    except Exception as exc:  # never let an auth-layer surprise through as a page
+        raise HTTPException(status_code=401, detail=f"not authenticated ({type(exc).__name__})") from exc
+
+
+def _login_redirect(request: Request) -> Response:
+    from airflow.api_fastapi.app import get_auth_manager
+
+    target = str(request.url.path)
+    return RedirectResponse(get_auth_manager().get_url_login(next_url=target), status_code=303)
+
+
+@app.exception_handler(HTTPException)
+async def _unauthorized(request: Request, exc: HTTPException) -> Response:
+    if exc.status_code in (401, 403) and "text/html" in request.headers.get("accept", ""):
+        return _login_redirect(request)
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+
+
+User = Annotated[Any, Depends(_authenticated)]
+
+
+def _runtime() -> Any:
+    from include.mlops.runtime import load_runtime
+
+    return load_runtime()
+
+
+@app.get("/", response_class=HTMLResponse)
+async def page(user: User) -> HTMLResponse:
+    from starlette.concurrency import run_in_threadpool
+
+    from include.mlops.status_page import gather, render
+
+    status = await run_in_threadpool(lambda: gather(_runtime()))
+    return HTMLResponse(render(status))
+
+
+@app.get("/api/status")
+async def status_json(user: User) -> JSONResponse:
+    from starlette.concurrency import run_in_threadpool
+
+    from include.mlops.status_page import as_json, gather
+
+    status = await run_in_threadpool(lambda: gather(_runtime()))
+    return JSONResponse(as_json(status))
+
+
+@app.get("/files")
+async def report_file(path: str, user: User) -> FileResponse:
+    from include.mlops.status_page import safe_report_path
+
+    found = safe_report_path(_runtime(), path)
+    if found is None:
+        raise HTTPException(status_code=404, detail="no such report under the lake's reports folder")
+    media = "text/html" if found.suffix == ".html" else "application/json" if found.suffix == ".json" else None
+    return FileResponse(found, media_type=media)
+
+
+class MLOpsLoopPlugin(AirflowPlugin):
+    name = "mlops_loop"
+    fastapi_apps = [{"app": app, "url_prefix": PREFIX, "name": "MLOps loop status"}]
+    external_views = [
+        {
+            "name": "MLOps loop",
+            "href": f"{PREFIX}/",
+            "destination": "nav",
+            "url_route": "mlops-loop",
+        }
+    ]

@@ -1,0 +1,84 @@
+"""The loop status page, rendered from a real (SQLite) ops store with MLflow and serving unreachable:
+who serves, the ledger, decisions with reason codes, quarantine and alerts, all escaped; report
+links never leave the lake's reports folder. The page behind Airflow's login, in headless
+Chromium, is tested in tests/e2e/test_demo_live.py."""
+
+from __future__ import annotations
+
+import json
+
+from include.mlops.alerts import raise_alert
+from include.mlops.status_page import as_json, gather, render, safe_report_path
+from include.mlops.store import Decision
+
+
+def _ledger(rt, alias, frm, to, action, reason, n):
+    rt.store.append_ledger(
+        model=rt.model_name,
+        alias=alias,
+        action=action,
+        from_version=frm,
+        to_version=to,
+        strategy="canary" if alias == "challenger" else "direct",
+        reason=reason,
+        actor="test",
+        op_key=f"op-{n}",
+        dag_id="deploy_validated_model",
+        run_id=f"manual__{n}",
+    )
+
+
+def test_the_page_tells_who_serves_what_was_decided_and_what_is_wrong(runtime):
+    rt = runtime
+    _ledger(rt, "champion", None, "1", "set", "first model", 1)
+    _ledger(rt, "challenger", None, "2", "set", "canary of v2", 2)
+    _ledger(rt, "challenger", "2", None, "remove", "rolled back: error rate <script>alert(1)</script>", 3)
+    rt.store.record_decision(
+        rt.model_name, "early_window", "rollback", "error_rate_above_champion", subject="v2", dag_id="check_early_window", run_id="r1"
+    )
+    bid = rt.store.create_batch(rt.model_name, "outcomes_2013-02-11.csv", "abc", "ingest_outcomes", "r2")
+    rt.store.quarantine_batch(
+        bid,
+        rt.model_name,
+        "outcomes_2013-02-11.csv",
+        [{"code": "temperature_out_of_range", "detail": "temp max 31"}],
+        "/nowhere/outcomes_2013-02-11.csv",
+        None,
+        Decision(rt.model_name, "ingest", "quarantined", "temperature_out_of_range", subject="outcomes_2013-02-11.csv"),
+    )
+    raise_alert(
+        rt.store, rt.model_name, severity="critical", kind="rollback", dedupe_key="rb-2", message="v2 rolled back by the early window"
+    )
+
+    status = gather(rt)
+    assert status.champion is not None and status.champion["to_version"] == "1"
+    assert status.challenger is None  # removed: the last challenger row clears it
+    assert "error" in (status.serving or {})  # serving is not running here: said, not hidden
+    assert status.counts["quarantined_batches"] == 1 and status.counts["open_alerts"] == 1
+
+    page = render(status)
+    assert "v1" in page and "first model" in page
+    assert "error_rate_above_champion" in page and "temperature_out_of_range" in page
+    assert "v2 rolled back by the early window" in page
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;" in page
+    assert "outcomes_2013-02-11.csv" in page
+    assert "check_early_window" in page  # the decision links to its Airflow run
+    json.dumps(as_json(status))  # the JSON view serialises every field
+
+
+def test_an_empty_loop_renders_and_says_so(runtime):
+    page = render(gather(runtime))
+    assert "no alias change yet" in page and "no batch quarantined" in page and "no open alert" in page
+
+
+def test_report_links_stay_inside_the_reports_folder(runtime, tmp_path):
+    rt = runtime
+    inside = rt.lake.root / "reports" / "flights" / "summary.json"
+    inside.parent.mkdir(parents=True)
+    inside.write_text("{}")
+    outside = tmp_path / "secret.txt"
+    outside.write_text("x")
+    assert safe_report_path(rt, str(inside)) == inside.resolve()
+    assert safe_report_path(rt, str(outside)) is None
+    assert safe_report_path(rt, str(inside.parent / ".." / ".." / ".." / "ops.db")) is None
+    assert safe_report_path(rt, str(inside.parent / "missing.json")) is None
