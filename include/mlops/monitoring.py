@@ -323,7 +323,9 @@ def _consistency(rt: Runtime) -> dict[str, Any]:
     import numpy as np
 
     from include.mlops.profiles import probe_frame
+    from include.mlops.registry import quiet_model_imports
 
+    quiet_model_imports()
     probes = probe_frame(rt.spec)
     rows = json.loads(probes.to_json(orient="records"))
     try:
@@ -386,7 +388,7 @@ def monitor_version(
     current["score"] = current["score"].astype(float)
     results = drift.column_drift(current, ref.stats, rt.spec, overrides)
     by_col = {r.column: r for r in results}
-    feature_results = [r for r in results if r.column in rt.spec.feature_names]
+    feature_results = [r for r in results if r.column in rt.spec.feature_names and r.column not in mon.drift_exclude]
     ds = drift.dataset_drift(feature_results, share=mon.dataset_drift_share)
     s.drift = {
         "share": ds.share_drifted,
@@ -728,8 +730,10 @@ def run_monitoring(
     force: bool = False,
     dag_id: str | None = None,
     run_id: str | None = None,
+    shared: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One monitoring pass over the window for the champion and the challenger."""
+    """One monitoring pass over the window for the versions that served it (the champion, and the
+    challenger when there is one). ``shared`` carries what several windows of one pass reuse."""
     from include.mlops.registry import CHALLENGER, CHAMPION, aliases, mlflow_client
 
     exported = export_inference(rt)
@@ -742,10 +746,17 @@ def run_monitoring(
         raise MonitoringError(
             f"MLflow at {rt.settings.mlflow_tracking_uri} is unreachable ({type(exc).__name__}: {exc}); nothing was recorded"
         ) from exc
-    roles = [(v, r) for r, v in ((CHAMPION, current.get(CHAMPION)), (CHALLENGER, current.get(CHALLENGER))) if v]
     frame = read_window(rt, window[0], window[1])
+    roles = serving_roles(frame, current)
     log.info("monitoring %s..%s: %s rows in the window, versions %s", window[0], window[1], len(frame), roles or "none serving")
-    consistency = _consistency(rt) if roles else None
+    consistency = None
+    if roles:  # once per pass: the serving API and the registry do not change between windows
+        if shared is not None and "consistency" in shared:
+            consistency = shared["consistency"]
+        else:
+            consistency = _consistency(rt)
+            if shared is not None:
+                shared["consistency"] = consistency
     summaries = []
     for version, role in roles:
         if not force and already_judged(rt, version, window):
@@ -796,7 +807,30 @@ def run_monitoring(
         if role == CHAMPION:
             _alert(rt, s)
         summaries.append(s.to_dict())
-    return {"status": "judged", "window": [window[0].isoformat(), window[1].isoformat()], "exported": exported, "summaries": summaries}
+    return {
+        "status": "judged",
+        "window": [window[0].isoformat(), window[1].isoformat()],
+        "exported": exported,
+        "summaries": summaries,
+        "current": {k: current.get(k) for k in (CHAMPION, CHALLENGER)},
+    }
+
+
+def serving_roles(frame: pd.DataFrame, current: dict[str, str]) -> list[tuple[str, str]]:
+    """The versions to judge on a window: those that served it, in the role they served in (a
+    window can close after a promotion: the rows then belong to the old champion and the
+    challenger of the time). A window no version served is judged for the current aliases,
+    which says "too few rows" instead of saying nothing."""
+    from include.mlops.registry import CHALLENGER, CHAMPION
+
+    ok = frame[frame["status"] == "ok"] if len(frame) else frame
+    served: dict[str, str] = {}
+    if len(ok):
+        for version, group in ok.groupby(ok["model_version"].astype(str)):
+            served[str(version)] = CHAMPION if group["route"].mode().iloc[0] == CHAMPION else CHALLENGER
+    if not served:
+        return [(v, r) for r, v in ((CHAMPION, current.get(CHAMPION)), (CHALLENGER, current.get(CHALLENGER))) if v]
+    return sorted(served.items(), key=lambda vr: (vr[1] != CHAMPION, vr[0]))
 
 
 _ALERTS = {
@@ -830,13 +864,15 @@ def run_windows(
 ) -> dict[str, Any]:
     """Judge several announced windows in event-time order in one pass (a fast replay announces
     windows faster than a task starts); with none announced, the latest window."""
+    shared: dict[str, Any] = {}
     results = [
-        run_monitoring(rt, window_start=a, window_end=b, force=force, dag_id=dag_id, run_id=run_id)
+        run_monitoring(rt, window_start=a, window_end=b, force=force, dag_id=dag_id, run_id=run_id, shared=shared)
         for a, b in sorted(set(windows), key=str)
     ]
     if not results:
         results = [run_monitoring(rt, force=force, dag_id=dag_id, run_id=run_id)]
     return {
+        "current": results[-1].get("current"),
         "windows": [r.get("window") for r in results],
         "summaries": [s for r in results for s in r.get("summaries", [])],
         "status": ",".join(sorted({r["status"] for r in results})),
@@ -847,7 +883,10 @@ def event_extra(result: dict[str, Any], asset: str) -> dict[str, Any] | None:
     """The extra of ``drift_detected`` / ``performance_degraded`` for the champion's latest summary
     showing the condition, or None when no window of this pass showed it."""
     codes = {"drift_detected": {"dataset_drift", "prediction_drift"}, "performance_degraded": {"quality_decay"}}[asset]
+    champion_now = (result.get("current") or {}).get("champion")
     for s in reversed(result.get("summaries", [])):
+        if champion_now is not None and s["version"] != champion_now:
+            continue  # a version that no longer serves as champion asks for nothing
         if s["role"] == "champion" and codes & set(s["reason_codes"]):
             return {
                 "version": s["version"],

@@ -234,6 +234,9 @@ class Monitoring(_Model):
     dataset_drift_share: float = Field(default=0.5, gt=0.0, le=1.0)
     #: Per-feature drift tests: {feature: {method, threshold}}.
     drift_overrides: dict[str, DriftOverride] = {}
+    #: Features left out of drift (and of the dataset share): those that differ between any
+    #: window and the reference by construction, e.g. the month of a weekly window.
+    drift_exclude: list[str] = []
     #: Prediction drift: threshold of the score's drift test against the holdout predictions.
     score_drift_threshold: float = Field(default=0.1, gt=0)
     #: Realized quality over the trailing days of labelled predictions of the version.
@@ -294,9 +297,9 @@ class Spec(_Model):
         clash = sorted(reserved & set(names))
         if clash:
             raise ValueError(f"{', '.join(clash)} cannot be both a feature and the id/time/target column")
-        unknown = sorted(set(self.monitoring.drift_overrides) - set(names))
+        unknown = sorted((set(self.monitoring.drift_overrides) | set(self.monitoring.drift_exclude)) - set(names))
         if unknown:
-            raise ValueError(f"monitoring.drift_overrides names unknown features: {', '.join(unknown)}")
+            raise ValueError(f"monitoring.drift_overrides / drift_exclude name unknown features: {', '.join(unknown)}")
         numeric = {f.name for f in self.features if f.type != "categorical"}
         for i, check in enumerate(self.checks):
             for col in (check.a, check.b):

@@ -79,7 +79,7 @@ def test_a_february_window_is_judged_and_published_everywhere(champion, mlflow_e
     result = monitor(rt, date(2013, 2, 3))
     s = champion_summary(result)
     assert s["rows"] > 500 and s["outcome"] in {"healthy", "warning", "drift"}, s
-    assert set(s["drift"]["columns"]) == set(rt.spec.feature_names)
+    assert set(s["drift"]["columns"]) == set(rt.spec.feature_names) - set(rt.spec.monitoring.drift_exclude)
     assert s["quality"]["status"] == "measured" and 0.5 < s["quality"]["live"] < 0.9
     assert s["consistency"]["status"] == "serving_unreachable"  # no serving API in this test
     assert Path(s["report"]).is_file() and "<html" in Path(s["report"]).read_text()
@@ -105,7 +105,8 @@ def test_seasonal_shift_is_drift_and_emits_the_event(champion, flights):
     result = monitor(rt, date(2013, 7, 18))
     s = champion_summary(result)
     assert s["outcome"] == "drift" and "dataset_drift" in s["reason_codes"], s["reasons"]
-    assert "temp" in s["drift"]["drifted"] and "month" in s["drift"]["drifted"]
+    assert "temp" in s["drift"]["drifted"]
+    assert "month" not in s["drift"]["columns"]  # excluded by the spec: constant in any window
     assert s["quality"]["status"] == "waiting_for_labels"  # labels never arrived for July
     extra = event_extra(result, "drift_detected")
     assert extra and extra["version"] == v and extra["reasons"]

@@ -58,6 +58,7 @@ def _error(raw: dict) -> str:
         (lambda r: r["batch"].__setitem__("min_rows", 0), "batch.min_rows"),
         (lambda r: r.__setitem__("time_column", "temp"), "cannot be both a feature"),
         (lambda r: r["source"].__setitem__("kind", "files"), "source kind 'files' needs a 'path'"),
+        (lambda r: r["monitoring"].__setitem__("drift_exclude", ["moon"]), "drift_exclude name unknown features: moon"),
     ],
 )
 def test_invalid_spec_names_the_field(raw, mutate, expected):
