@@ -185,6 +185,9 @@ def gates_by_evaluation(rt: Runtime, c: Candidate, dag_run: str | None = None) -
     from mlflow.models import MetricThreshold
     from mlflow.models.evaluation.validation import ModelValidationFailedException
 
+    from include.mlops.registry import quiet_model_imports
+
+    quiet_model_imports()
     spec = rt.spec
     metric = spec.deployment.primary_metric
     data = _eval_frame(rt, c)
@@ -273,7 +276,9 @@ def gate_probe(rt: Runtime, c: Candidate) -> GateResult:
     import pandas as pd
 
     from include.mlops.profiles import probe_frame
+    from include.mlops.registry import quiet_model_imports
 
+    quiet_model_imports()
     probes = probe_frame(rt.spec)
     model = mlflow.sklearn.load_model(f"models:/{c.model}/{c.version}")
     first = model.predict_proba(probes[rt.spec.feature_names])[:, 1]

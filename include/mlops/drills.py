@@ -1,10 +1,11 @@
 """Fire-drill models: fine offline, bad in production.
 
-``fragile_pipeline`` is the spec's default pipeline with one difference: its encoder knows exactly
-the spec's categories and raises on any other value, instead of mapping unknowns to -1. Every
-offline gate passes (the holdout and the probe set only hold the spec's categories), but live
-traffic with a category only production has (a new route, a new carrier) makes it fail. As a
-canary it must be rolled back by the early window, with the champion answering throughout.
+``fragile_pipeline`` is the spec's default pipeline behind one extra step: a guard that raises on
+any categorical value the spec does not list, where the default pipeline maps unknowns to -1.
+Trained on the same window as the champion it is the same model (same scores, so every offline
+gate passes: the holdout and the probe set only hold the spec's categories), but live traffic
+with a category only production has (a new route, a new carrier) makes it fail. As a canary it
+must be rolled back by the early window, with the champion answering throughout.
 """
 
 from __future__ import annotations
@@ -15,18 +16,27 @@ if TYPE_CHECKING:
     from include.mlops.spec import Spec
 
 
-def fragile_pipeline(spec: Spec, params: dict[str, Any]) -> Any:
-    import numpy as np
-    from sklearn.compose import ColumnTransformer
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OrdinalEncoder
+def refuse_unknown_categories(frame: Any, categories: dict[str, list[str]]) -> Any:
+    """Pass ``frame`` through unchanged, or raise on a value outside the spec's categories."""
+    for column, allowed in categories.items():
+        values = frame[column]
+        unknown = values[values.notna() & ~values.isin(allowed)]
+        if len(unknown):
+            raise ValueError(f"{column}: unknown value(s) {sorted(map(str, set(unknown)))[:5]} (the model only knows the spec's)")
+    return frame
 
-    cats = [f for f in spec.features if f.type == "categorical"]
-    nums = [f.name for f in spec.features if f.type != "categorical"]
-    encoder = OrdinalEncoder(categories=[list(f.categories or []) for f in cats], handle_unknown="error", dtype=np.float64)
-    pre = ColumnTransformer([("cat", encoder, [f.name for f in cats]), ("num", "passthrough", nums)], verbose_feature_names_out=False)
-    clf = HistGradientBoostingClassifier(
-        categorical_features=list(range(len(cats))), random_state=spec.training.random_state, early_stopping=False, **params
-    )
-    return Pipeline([("pre", pre), ("clf", clf)])
+
+def fragile_pipeline(spec: Spec, params: dict[str, Any]) -> Any:
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    from include.mlops.pipelines import default_pipeline
+
+    known = {f.name: list(f.categories or []) for f in spec.features if f.type == "categorical"}
+    guard = FunctionTransformer(refuse_unknown_categories, kw_args={"categories": known}, validate=False)
+    base = default_pipeline(spec, params)
+    return Pipeline([("guard", guard), *base.steps])
+
+
+#: The guard is a function of the project's own: skops loads it only because the factory says so.
+fragile_pipeline.skops_trusted_types = [f"{__name__}.refuse_unknown_categories"]  # type: ignore[attr-defined]

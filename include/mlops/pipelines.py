@@ -37,11 +37,21 @@ def default_pipeline(spec: Spec, params: dict[str, Any]) -> Any:
     return Pipeline([("pre", pre), ("clf", clf)])
 
 
-def build_pipeline(spec: Spec) -> Any:
-    """Import the spec's pipeline factory and build an unfitted estimator."""
+def _factory(spec: Spec) -> Any:
     module_name, _, func_name = spec.training.pipeline.partition(":")
     try:
-        factory = getattr(importlib.import_module(module_name), func_name)
+        return getattr(importlib.import_module(module_name), func_name)
     except (ImportError, AttributeError) as exc:
         raise ValueError(f"training.pipeline {spec.training.pipeline!r} cannot be imported: {exc}") from None
-    return factory(spec, dict(spec.training.params))
+
+
+def build_pipeline(spec: Spec) -> Any:
+    """Import the spec's pipeline factory and build an unfitted estimator."""
+    return _factory(spec)(spec, dict(spec.training.params))
+
+
+def trusted_types(spec: Spec) -> list[str]:
+    """The types skops may load for this pipeline: the spec's list plus any the factory names
+    itself (``factory.skops_trusted_types``, e.g. a function of the project's own)."""
+    own = list(getattr(_factory(spec), "skops_trusted_types", []))
+    return list(dict.fromkeys([*spec.training.skops_trusted_types, *own]))

@@ -42,6 +42,24 @@ TAG_REASON = "mlops.reason"
 TAG_LEDGER_PREFIX = "mlops.ledger."
 
 
+def quiet_model_imports() -> None:
+    """Import skops.io (how MLflow stores the sklearn models) once, with warnings muted.
+
+    At import, skops finds the module of every scipy.special function by probing each module in
+    ``sys.modules``; inside an Airflow task that touches Airflow's deprecated-module shims, which
+    answer every probe with a warning: about 1,200 task-log lines and seconds of work per task.
+    """
+    import sys
+    import warnings
+
+    if "skops.io" in sys.modules:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # Airflow's DeprecatedImportWarning is one
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import skops.io  # noqa: F401
+
+
 def mlflow_client(tracking_uri: str) -> MlflowClient:
     import mlflow
     from mlflow import MlflowClient

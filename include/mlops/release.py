@@ -344,6 +344,9 @@ def realized_quality(rt: Runtime, since: datetime, champion: str, challenger: st
     )
     x = df.reindex(columns=rt.spec.feature_names)
     y = df["_y"].astype(int).to_numpy()
+    from include.mlops.registry import quiet_model_imports
+
+    quiet_model_imports()
     values = {}
     for v in (champion, challenger):
         scores = mlflow.sklearn.load_model(f"models:/{rt.model_name}/{v}").predict_proba(x)[:, 1]

@@ -199,9 +199,9 @@ def train_candidate(
     from mlflow.models import infer_signature
 
     from include.mlops.drift import reference_stats
-    from include.mlops.pipelines import build_pipeline
+    from include.mlops.pipelines import build_pipeline, trusted_types
     from include.mlops.profiles import build_profile, probe_frame
-    from include.mlops.registry import TAG_DAG_RUN, TAG_REASON, TAG_STATUS, mlflow_client
+    from include.mlops.registry import TAG_DAG_RUN, TAG_REASON, TAG_STATUS, mlflow_client, quiet_model_imports
 
     spec, model = rt.spec, rt.model_name
     client = mlflow_client(rt.settings.mlflow_tracking_uri)
@@ -297,6 +297,7 @@ def train_candidate(
             example = x_train.dropna().head(5)
             if example.empty:
                 example = x_train.head(5)
+            quiet_model_imports()
             signature = infer_signature(x_train.head(500), pipe.predict(x_train.head(500)))
             info = mlflow.sklearn.log_model(
                 pipe,
@@ -305,7 +306,7 @@ def train_candidate(
                 signature=signature,
                 input_example=example,
                 pip_requirements=pip_requirements(),
-                skops_trusted_types=list(spec.training.skops_trusted_types),
+                skops_trusted_types=trusted_types(spec),
             )
             version = str(info.registered_model_version)
             mlflow_run_id = run.info.run_id
