@@ -498,7 +498,7 @@ def notify_serving(rt: Runtime) -> None:
     import httpx
 
     try:
-        httpx.post(f"{rt.settings.serving_url}/admin/reload", timeout=10.0)
+        httpx.post(f"{rt.settings.serving_url}/admin/reload", headers=rt.settings.serving_headers(admin=True), timeout=10.0)
     except httpx.HTTPError as exc:
         log.info("serving API not reachable for an immediate reload (%s); it will pick the change up on its next poll", exc)
 

@@ -330,7 +330,10 @@ def _consistency(rt: Runtime) -> dict[str, Any]:
     rows = json.loads(probes.to_json(orient="records"))
     try:
         resp = httpx.post(
-            f"{rt.settings.serving_url}/predict", json={"rows": rows, "request_id": f"probe-{utcnow():%Y%m%d%H%M%S}"}, timeout=30.0
+            f"{rt.settings.serving_url}/predict",
+            json={"rows": rows, "request_id": f"probe-{utcnow():%Y%m%d%H%M%S}"},
+            headers=rt.settings.serving_headers(),
+            timeout=30.0,
         )
     except httpx.HTTPError as exc:
         return {"status": "serving_unreachable", "error": str(exc)[:300]}

@@ -130,6 +130,23 @@ def airflow_env(s: Settings) -> dict[str, str]:
     }
 
 
+def ensure_admin_token(s: Settings) -> Settings:
+    """The serving API's admin token: from the environment, else the one under <home>/run, else a
+    new random one written there (readable by the owner only)."""
+    import dataclasses
+    import secrets
+
+    if s.serving_admin_token:
+        return s
+    path = s.admin_token_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return dataclasses.replace(s, serving_admin_token=token)
+
+
 def base_env(s: Settings) -> dict[str, str]:
     """Environment every service and every Airflow task gets."""
     env = dict(os.environ)
@@ -140,6 +157,7 @@ def base_env(s: Settings) -> dict[str, str]:
             "MLOPS_HOME": str(s.home),
             "MLFLOW_TRACKING_URI": s.mlflow_tracking_uri,
             "MLOPS_SERVING_URL": s.serving_url,
+            **({"MLOPS_SERVING_ADMIN_TOKEN": s.serving_admin_token} if s.serving_admin_token else {}),
             # No telemetry: nothing leaves this machine.
             "GX_ANALYTICS_ENABLED": "False",
             "MLFLOW_DISABLE_TELEMETRY": "true",
@@ -407,6 +425,7 @@ def up(s: Settings) -> int:
         d.mkdir(parents=True, exist_ok=True)
     if not (venv_bin() / "airflow").exists():
         raise StackError(f"airflow is not installed in {venv_bin()}: run `make up` (it bootstraps .venv) rather than this module directly")
+    s = ensure_admin_token(s)
     env = base_env(s)
     todo = services(s)
     # Ports first: a taken port stops everything before anything starts.

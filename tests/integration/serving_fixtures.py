@@ -38,10 +38,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def http(method: str, url: str, body: Any = None, raw: bytes | None = None, timeout: float = 30.0) -> tuple[int, Any]:
+def http(
+    method: str, url: str, body: Any = None, raw: bytes | None = None, timeout: float = 30.0, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
     """One HTTP call with the standard library; returns (status, parsed JSON or text)."""
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             status, payload = resp.status, resp.read()

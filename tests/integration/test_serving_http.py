@@ -364,3 +364,31 @@ def test_no_log_record_lost_across_a_graceful_restart(spec, mlflow_server, model
         if round_ == 0:  # restart on the same ops store
             serving = serving_factory(mlflow_server, name, MLOPS_OPS_DB_URL=serving.db_url)
             serving.wait_serving(version)
+
+
+def test_api_key_on_predict_and_admin_token_on_reload(spec, mlflow_server, models, serving_factory):
+    fitted, X = models
+    name = "serving_secured"
+    version = register(mlflow_server, spec, name, fitted[0], X)
+    mlflow_server.client().set_registered_model_alias(name, "champion", version)
+    serving = serving_factory(mlflow_server, name, MLOPS_SERVING_API_KEY="key-1", MLOPS_SERVING_ADMIN_TOKEN="adm-secret")
+    health = serving.wait_serving(version)  # /health stays open: orchestration probes it
+    assert health["ready"] is True
+    body = row_payload(spec, X, 0, "sec-1")
+
+    for headers in (None, {"X-API-Key": "wrong"}, {"Authorization": "Bearer key-1"}):
+        status, answer = http("POST", f"{serving.url}/predict", body, headers=headers)
+        assert status == 401 and "X-API-Key" in answer["detail"], (headers, status, answer)
+    status, answer = http("POST", f"{serving.url}/predict", body, headers={"X-API-Key": "key-1"})
+    assert status == 200 and answer["predictions"][0]["model_version"] == version
+
+    for headers in (None, {"Authorization": "Bearer wrong"}, {"Authorization": "adm-secret"}):
+        status, answer = http("POST", f"{serving.url}/admin/reload", headers=headers)
+        assert status == 401 and "MLOPS_SERVING_ADMIN_TOKEN" in answer["detail"], (headers, status, answer)
+    status, answer = http("POST", f"{serving.url}/admin/reload", headers={"Authorization": "Bearer adm-secret"})
+    assert status == 200 and answer["serving"]["champion"] == version
+    # refused requests are not scored and not logged; the one accepted request is
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not log_rows(serving.db_url, name):
+        time.sleep(0.2)
+    assert [(r["entity_id"], r["status"]) for r in log_rows(serving.db_url, name)] == [("sec-1", "ok")]

@@ -433,8 +433,14 @@ def create_app(settings: Settings | None = None, spec: Spec | None = None) -> Pr
     )
     app.state.service = service
 
+    if settings.serving_admin_token is None:
+        log.warning("MLOPS_SERVING_ADMIN_TOKEN is not set: /admin/* endpoints are open to anyone who can reach this port")
+
     @app.post("/predict", summary="Score one row (a JSON object) or many ({'rows': [...]})")
     async def predict(request: Request) -> Response:
+        denied = api_key_denied(settings, request.headers.get("x-api-key"))
+        if denied:
+            return Response(denied, status_code=401, media_type=JSON)
         status, body = await service.predict(lambda: service.read_body(request))
         return Response(body, status_code=status, media_type=JSON)
 
@@ -447,7 +453,11 @@ def create_app(settings: Settings | None = None, spec: Spec | None = None) -> Pr
         return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/admin/reload", summary="Re-read the registry now (retrying failed loads) and report what serves")
-    async def reload() -> Response:
+    async def reload(request: Request) -> Response:
+        if not admin_allowed(settings, request.headers.get("authorization")):
+            return Response(
+                _dumps({"detail": "admin endpoints need 'Authorization: Bearer <MLOPS_SERVING_ADMIN_TOKEN>'"}), 401, media_type=JSON
+            )
         await asyncio.to_thread(service.manager.poll, True)
         return _json(service.health())
 
@@ -455,6 +465,28 @@ def create_app(settings: Settings | None = None, spec: Spec | None = None) -> Pr
 
 
 _JSON_HEADERS = [(b"content-type", JSON.encode())]
+
+
+def api_key_denied(settings: Settings, given: str | None) -> bytes | None:
+    """None when /predict may answer; else the 401 body (the key is compared in constant time)."""
+    import hmac
+
+    wanted = settings.serving_api_key
+    if not wanted:
+        return None
+    if given and hmac.compare_digest(given.encode(), wanted.encode()):
+        return None
+    return _dumps({"detail": "missing or wrong API key: send it in the X-API-Key header (MLOPS_SERVING_API_KEY)"})
+
+
+def admin_allowed(settings: Settings, authorization: str | None) -> bool:
+    import hmac
+
+    token = settings.serving_admin_token
+    if not token:
+        return True  # not configured (warned at start); `make up` always configures one
+    scheme, _, given = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
 
 class PredictFastPath:
@@ -474,6 +506,14 @@ class PredictFastPath:
         if scope["type"] != "http" or scope["path"] != "/predict" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
+        if self.service.settings.serving_api_key:
+            key = next((v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"x-api-key"), None)
+            denied = api_key_denied(self.service.settings, key)
+            if denied:
+                headers = [*_JSON_HEADERS, (b"content-length", str(len(denied)).encode())]
+                await send({"type": "http.response.start", "status": 401, "headers": headers})
+                await send({"type": "http.response.body", "body": denied})
+                return
         try:
             status, body = await self.service.predict(lambda: self.service.read_asgi_body(scope, receive))
         except ConnectionAbortedError:
