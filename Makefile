@@ -12,9 +12,11 @@ PY := $(BIN)/python
 STACK := $(PY) -m include.mlops.stack
 PYTEST_ARGS ?=
 
-.PHONY: help venv up down status logs clean test test-fast lint format unit dags integration live lock replay bench-serving trigger
+.PHONY: help venv up down status logs clean test test-fast lint format unit dags integration live lock replay bench-serving trigger demo demo-fast
 
 help:
+	@echo "make bench     every benchmark, then one table in benchmarks/README.md"
+	@echo "make demo      the whole loop, live: reset, start, replay 2013 with fire drills (FAST=1: Jan-Apr)"
 	@echo "make up        start Airflow, MLflow and the Evidently UI on 127.0.0.1 (bootstraps .venv)"
 	@echo "make down      stop everything 'make up' started"
 	@echo "make status    show each service, its pid, URL and health"
@@ -49,6 +51,13 @@ logs:
 
 clean:
 	@if [ -x $(PY) ]; then $(STACK) clean; else $(PYTHON) -m include.mlops.stack clean; fi
+
+# The whole loop, live: resets the demo state, starts the stack, replays 2013 with fire drills.
+demo: venv
+	@$(PY) -m include.mlops.demo $(if $(FAST),--fast,) $(ARGS)
+
+demo-fast: venv
+	@$(PY) -m include.mlops.demo --fast $(ARGS)
 
 replay: venv
 	@$(PY) -m include.mlops.replay $(ARGS)
@@ -89,6 +98,14 @@ test-fast: lint
 
 lock:
 	PYTHON=$(PYTHON) bash scripts/lock.sh
+
+# Every benchmark, then one table of their figures beside their anchors in benchmarks/README.md
+# (the loop-latency rows come from the newest demo run: `make demo-fast` first). About 10 minutes.
+.PHONY: bench bench-table
+bench: bench-serving bench-monitoring bench-table
+
+bench-table: venv
+	$(PY) benchmarks/table.py
 
 # Serving benchmark (not part of `make test`): throwaway MLflow + state on free ports, about 3 minutes.
 bench-serving: venv
