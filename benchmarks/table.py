@@ -1,0 +1,169 @@
+"""Write one table of every benchmark's headline figures, each beside its anchor, to
+benchmarks/README.md (between the ``<!-- bench-table -->`` markers).
+
+    .venv/bin/python benchmarks/table.py [--demo-summary PATH]
+
+Reads the newest raw result of each benchmark in ``benchmarks/results/`` (``make bench`` runs them
+first) and the loop-latency figures of the newest demo run (``<MLOPS_HOME>/demo/summary.json``,
+written by ``make demo`` / ``make demo-fast``). A figure whose run is missing says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import re
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+START, END = "<!-- bench-table -->", "<!-- /bench-table -->"
+
+
+def newest(prefix: str) -> tuple[Path | None, dict[str, Any] | None]:
+    files = sorted((HERE / "results").glob(f"{prefix}-*.json"))
+    if not files:
+        return None, None
+    return files[-1], json.loads(files[-1].read_text())
+
+
+def _row(serving: dict[str, Any] | None, server: str, scenario: str) -> dict[str, Any] | None:
+    for r in (serving or {}).get("results", []):
+        if r["server"] == server and r["scenario"] == scenario:
+            return dict(r)
+    return None
+
+
+def serving_rows(path: Path | None, data: dict[str, Any] | None) -> list[list[str]]:
+    src = f"`{path.name}`" if path else "no run"
+    if data is None:
+        return [["serving API", "(no result: run `make bench-serving`)", "", "", src]]
+    rows = []
+    ours8, anchor8 = _row(data, "serving API", "single-row, 8 clients"), _row(data, "mlflow models serve", "single-row, 8 clients")
+    if ours8:
+        anchor = f"{anchor8['req_per_s']:.0f} req/s (`mlflow models serve`)" if anchor8 else "(anchor not run)"
+        figure = f"{ours8['req_per_s']:.0f} req/s, p99 {ours8['p99_ms']:.1f} ms"
+        rows.append(["serving API", "single-row requests, 8 clients", figure, anchor, src])
+    ours1 = _row(data, "serving API", "single-row, 1 client")
+    floor = data.get("floor", {})
+    if ours1 and floor.get("raw_1thread_1_p50_ms"):
+        raw = floor["raw_1thread_1_p50_ms"]
+        rows.append(
+            [
+                "serving API",
+                "single-row request, 1 client: p50",
+                f"{ours1['p50_ms']:.2f} ms (+{ours1['p50_ms'] - raw:.2f} ms over the model)",
+                f"{raw:.2f} ms raw in-process `predict_proba`",
+                src,
+            ]
+        )
+    log = data.get("inference_log") or {}
+    if log:
+        figure = f"{log['lost']} lost of {log['rows_answered_by_api']:,} answered"
+        rows.append(["serving API", "inference log after load + SIGTERM", figure, "0 lost", src])
+    return rows
+
+
+def monitoring_rows(path: Path | None, data: dict[str, Any] | None) -> list[list[str]]:
+    src = f"`{path.name}`" if path else "no run"
+    if data is None:
+        return [["monitoring pass", "(no result: run `make bench-monitoring`)", "", "", src]]
+    rows = []
+    for r in data.get("results", []):
+        ours = r.get("ours") or {}
+        ev = r.get("evidently") or {}
+        if not ours or not ev:
+            continue
+        rows.append(
+            [
+                "monitoring pass",
+                f"drift on {r['rows']:,} rows: wall, peak RSS",
+                f"{ours['pass_s']:.2f} s, {ours['max_rss_mb']:.0f} MiB",
+                f"{ev['pass_s']:.2f} s, {ev['max_rss_mb']:.0f} MiB (Evidently `DataDriftPreset`)",
+                src,
+            ]
+        )
+        if r.get("agreement"):
+            rows.append(["monitoring pass", f"verdicts agreeing with Evidently, {r['rows']:,} rows", r["agreement"], "all", src])
+    return rows
+
+
+def loop_rows(path: Path) -> list[list[str]]:
+    if not path.is_file():
+        return [["loop latency", "(no demo run: `make demo-fast`)", "", "", "no run"]]
+    summary = json.loads(path.read_text())
+    src = f"demo {summary['range'][0]}..{summary['range'][1]}, {summary['wall_seconds']} s"
+    rows = []
+    for s in summary.get("loop_latency", []):
+        if s["stage"] == "first drifted day replayed":
+            continue
+        figure = f"{s['wall_s']:.0f} s wall, day +{s['event_days']}" if s["wall_s"] is not None else "did not happen"
+        rows.append(["loop latency", f"first drifted day replayed -> {s['stage']}", figure, "(the replay's own clock)", src])
+    return rows or [["loop latency", "(no drift-driven turn in the last demo run)", "", "", src]]
+
+
+def summarize_monitoring(data: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The monitoring bench stores runs per engine; reduce them to best-of per window size."""
+    if data is None:
+        return None
+    out = []
+    for r in data.get("results", []):
+        ours = dict(r.get("ours") or {})
+        if r.get("ours_pass_s_median") is not None:
+            ours["pass_s"] = r["ours_pass_s_median"]  # median of the repeated runs
+        item: dict[str, Any] = {"rows": r["rows"], "ours": ours, "evidently": r.get("evidently")}
+        agreement = r.get("agreement") or {}
+        if agreement:
+            item["agreement"] = f"{agreement['verdicts_agree']}/{agreement['columns']} columns, dataset verdict " + (
+                "agrees" if agreement.get("dataset_verdict_agrees") else "differs"
+            )
+        out.append(item)
+    return {**data, "results": out}
+
+
+def render(rows: list[list[str]]) -> str:
+    load = os.getloadavg()
+    cpu = "unknown CPU"
+    with contextlib.suppress(OSError, StopIteration):
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    head = (
+        f"Written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `make bench` on {os.cpu_count()} cores ({cpu}), "
+        f"Python {platform.python_version()}, load average {load[0]:.2f} when the table was written. "
+        "Each figure comes from the raw result named in the last column; the anchor ran in the same run.\n\n"
+    )
+    lines = ["| benchmark | what | figure | anchor | source |", "|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return head + "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    home = Path(os.environ.get("MLOPS_HOME") or ROOT / ".local")
+    parser.add_argument("--demo-summary", type=Path, default=home / "demo" / "summary.json")
+    parser.add_argument("--readme", type=Path, default=HERE / "README.md")
+    args = parser.parse_args(argv)
+    rows = serving_rows(*newest("serving"))
+    mon_path, mon = newest("monitoring")
+    rows += monitoring_rows(mon_path, summarize_monitoring(mon))
+    rows += loop_rows(args.demo_summary)
+    table = render(rows)
+    text = args.readme.read_text()
+    block = f"{START}\n{table}{END}"
+    if START in text and END in text:
+        text = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: block, text, flags=re.S)
+    else:
+        text = text.replace("\n", f"\n\n## All figures, one table\n\n{block}\n", 1)
+    args.readme.write_text(text)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
