@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.e2e.stack_env import isolated_env
 
 pytestmark = pytest.mark.live
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,25 +22,10 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 GATES = {"loads", "signature", "floors", "beats_champion", "probe"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     home = tmp_path_factory.mktemp("demo-home")
-    env = {
-        **os.environ,
-        "MLOPS_HOME": str(home),
-        "MLOPS_AIRFLOW_PORT": str(free_port()),
-        "MLOPS_MLFLOW_PORT": str(free_port()),
-        "MLOPS_EVIDENTLY_PORT": str(free_port()),
-        "MLOPS_SERVING_PORT": str(free_port()),
-    }
-    for var in ("AIRFLOW_HOME", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__DAGS_FOLDER", "MLOPS_OPS_DB_URL", "MLOPS_LAKE"):
-        env.pop(var, None)  # the stack derives them from MLOPS_HOME, as for a user
+    env = isolated_env(home)
     cache = ROOT / ".local" / "cache"
     if cache.is_dir():  # the flights table built once per machine (the demo would build it again)
         shutil.copytree(cache, home / "cache")

@@ -4,8 +4,6 @@ the outcome checked in the ops store, then `make down`."""
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import time
 from datetime import date
@@ -13,29 +11,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.stack_env import free_port, isolated_env
+
 pytestmark = pytest.mark.live
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     home = tmp_path_factory.mktemp("stack-home")
-    env = {
-        **os.environ,
-        "MLOPS_HOME": str(home),
-        "MLOPS_AIRFLOW_PORT": str(free_port()),
-        "MLOPS_MLFLOW_PORT": str(free_port()),
-        "MLOPS_EVIDENTLY_PORT": str(free_port()),
-        "MLOPS_SERVING_PORT": str(free_port()),
-    }
-    for var in ("AIRFLOW_HOME", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__DAGS_FOLDER", "MLOPS_OPS_DB_URL", "MLOPS_LAKE"):
-        env.pop(var, None)  # the stack derives them from MLOPS_HOME, as for a user
+    env = isolated_env(home)
     up = subprocess.run(["make", "up"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
     try:
         assert up.returncode == 0, up.stdout[-4000:] + up.stderr[-2000:]
