@@ -175,7 +175,7 @@ def train_tiny(spec: Any, seed: int = 0, rows: int = 400, max_iter: int = 15) ->
     return model, X
 
 
-def register(server: MlflowServer, spec: Any, name: str, model: Any, X: Any) -> str:
+def register(server: MlflowServer, spec: Any, name: str, model: Any, X: Any, extra_trusted: tuple[str, ...] = ()) -> str:
     """Log ``model`` as a new version of registered model ``name``; returns the version."""
     import mlflow
     import mlflow.sklearn
@@ -188,7 +188,7 @@ def register(server: MlflowServer, spec: Any, name: str, model: Any, X: Any) -> 
             model,
             name="model",
             registered_model_name=name,
-            skops_trusted_types=spec.training.skops_trusted_types,
+            skops_trusted_types=[*spec.training.skops_trusted_types, *extra_trusted],
             pip_requirements=["scikit-learn", "pandas"],
             input_example=X.head(2),
         )

@@ -34,7 +34,14 @@ def test_bad_canary_is_rolled_back_with_no_failed_request(
     x, y = df[spec.feature_names], spec.target.derive(df[spec.target.source_column]).astype(int)
     server = MlflowServer(Process("mlflow", None, tmp_path / "unused.log"), mlflow_env["url"], Path(mlflow_env["artifacts"]))  # type: ignore[arg-type]
     v1 = register(server, spec, model_name, default_pipeline(spec, {"max_iter": 15}).fit(x, y), x)
-    v2 = register(server, spec, model_name, fragile_pipeline(spec, {"max_iter": 15}).fit(x, y), x)
+    v2 = register(
+        server,
+        spec,
+        model_name,
+        fragile_pipeline(spec, {"max_iter": 15}).fit(x, y),
+        x,
+        extra_trusted=tuple(fragile_pipeline.skops_trusted_types),
+    )
     client = mlflow_client(mlflow_env["url"])
     set_alias(rt.store, client, model_name, CHAMPION, v1, strategy="direct", reason="first", actor="drill", op_key="d1")
     set_challenger_mode(client, model_name, "canary", 0.5)
