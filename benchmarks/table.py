@@ -26,11 +26,15 @@ ROOT = HERE.parent
 START, END = "<!-- bench-table -->", "<!-- /bench-table -->"
 
 
-def newest(prefix: str) -> tuple[Path | None, dict[str, Any] | None]:
-    files = sorted((HERE / "results").glob(f"{prefix}-*.json"))
-    if not files:
-        return None, None
-    return files[-1], json.loads(files[-1].read_text())
+def newest(prefix: str, anchored: bool = False) -> tuple[Path | None, dict[str, Any] | None]:
+    """The newest raw result; with ``anchored``, the newest whose run included the anchor server
+    (a run with --skip-mlflow-serve has no anchor to stand beside)."""
+    files = sorted((HERE / "results").glob(f"{prefix}-*.json"), reverse=True)
+    for f in files:
+        data = json.loads(f.read_text())
+        if not anchored or any(r.get("server") == "mlflow models serve" for r in data.get("results", [])):
+            return f, data
+    return (files[0], json.loads(files[0].read_text())) if files else (None, None)
 
 
 def _row(serving: dict[str, Any] | None, server: str, scenario: str) -> dict[str, Any] | None:
@@ -134,7 +138,8 @@ def render(rows: list[list[str]]) -> str:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
         cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
     head = (
-        f"Written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `make bench` on {os.cpu_count()} cores ({cpu}), "
+        f"Written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `benchmarks/table.py` (`make bench` runs every benchmark first) "
+        f"on {os.cpu_count()} cores ({cpu}), "
         f"Python {platform.python_version()}, load average {load[0]:.2f} when the table was written. "
         "Each figure comes from the raw result named in the last column; the anchor ran in the same run.\n\n"
     )
@@ -149,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--demo-summary", type=Path, default=home / "demo" / "summary.json")
     parser.add_argument("--readme", type=Path, default=HERE / "README.md")
     args = parser.parse_args(argv)
-    rows = serving_rows(*newest("serving"))
+    rows = serving_rows(*newest("serving", anchored=True))
     mon_path, mon = newest("monitoring")
     rows += monitoring_rows(mon_path, summarize_monitoring(mon))
     rows += loop_rows(args.demo_summary)

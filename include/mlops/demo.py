@@ -612,6 +612,8 @@ def timeline_png(rt: Runtime, path: Path, plan: Plan) -> None:
         if inp.get("role") != "champion" or not d["subject"]:
             continue
         start = datetime.fromisoformat(d["subject"].split(" ", 1)[1].split("..")[0])
+        if not plan.start <= start.date() <= plan.end:
+            continue  # a scheduled pass over a window outside the replay (nothing served there)
         live = (inp.get("quality") or {}).get("live")
         windows.append((start, inp.get("drift_share"), live, d["outcome"], d["subject"].split(" ")[0]))
     fig, axes = plt.subplots(3, 1, figsize=(12, 7), sharex=True)
@@ -637,6 +639,7 @@ def timeline_png(rt: Runtime, path: Path, plan: Plan) -> None:
         for ax in axes:
             ax.axvline(datetime.combine(when, datetime.min.time()), color="#b54708", alpha=0.4, linewidth=1)
         axes[0].annotate(drill, (datetime.combine(when, datetime.min.time()), axes[0].get_ylim()[1]), fontsize=8, rotation=90, va="top")
+    axes[0].set_xlim(datetime.combine(plan.start, datetime.min.time()), datetime.combine(plan.end + timedelta(days=1), datetime.min.time()))
     fig.suptitle(f"{rt.model_name}: the loop over {plan.start:%b %Y}..{plan.end:%b %Y} ({len(ledger)} alias changes)")
     fig.tight_layout()
     fig.savefig(path, dpi=90)

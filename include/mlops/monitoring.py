@@ -116,6 +116,9 @@ def export_inference(rt: Runtime, chunk: int = 100_000) -> dict[str, Any]:
         df["event_time"] = pd.to_datetime(df["event_time"]).fillna(pd.to_datetime(df["created_at"]))
         df["day"] = df["event_time"].dt.strftime("%Y-%m-%d")
         first, high = int(df["id"].iloc[0]), int(df["id"].iloc[-1])
+        # the consistency probe's rows carry wall-clock time: they are no window's traffic (and
+        # would make "today" the latest event day of a replayed year)
+        df = df[~df["entity_id"].fillna("").astype(str).str.startswith(PROBE_PREFIX)]
         for day, part in df.groupby("day"):
             path = inference_dir(rt) / f"day={day}" / f"part-{first:012d}-{high:012d}.parquet"
             import io
