@@ -4,6 +4,7 @@ use to trigger DAGs and follow their runs, authenticated like a user (bearer tok
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+
+log = logging.getLogger(__name__)
 
 TERMINAL = {"success", "failed"}
 
@@ -48,14 +51,28 @@ class AirflowClient:
             self._token = resp.json()["access_token"]
         return {"Authorization": f"Bearer {self._token}"}
 
+    #: A metadata database that is busy (SQLite's lock under load) answers 500 "Database error"
+    #: after rolling the request back: the same request is tried again after 1, 2, 4 and 8 s.
+    BUSY_RETRIES = (1.0, 2.0, 4.0, 8.0)
+
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        resp = self._send(method, path, **kwargs)
+        for pause in self.BUSY_RETRIES:
+            if not _database_busy(resp):
+                break
+            log.warning("%s %s: Airflow's metadata database was busy (%s); trying again in %.0f s", method, path, resp.status_code, pause)
+            time.sleep(pause)
+            resp = self._send(method, path, **kwargs)
+        if resp.status_code >= 400:
+            raise AirflowAPIError(f"{method} {path} -> {resp.status_code}: {resp.text[:500]}")
+        return resp.json() if resp.content else None
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         resp = httpx.request(method, f"{self.base_url}/api/v2{path}", headers=self._headers(), timeout=self.timeout, **kwargs)
         if resp.status_code == 401:  # token expired: log in again once
             self._token = None
             resp = httpx.request(method, f"{self.base_url}/api/v2{path}", headers=self._headers(), timeout=self.timeout, **kwargs)
-        if resp.status_code >= 400:
-            raise AirflowAPIError(f"{method} {path} -> {resp.status_code}: {resp.text[:500]}")
-        return resp.json() if resp.content else None
+        return resp
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
         """Start a run of ``dag_id`` now; returns its run id."""
@@ -86,3 +103,7 @@ class AirflowClient:
 
     def dag(self, dag_id: str) -> dict[str, Any]:
         return dict(self.request("GET", f"/dags/{dag_id}"))
+
+
+def _database_busy(resp: httpx.Response) -> bool:
+    return resp.status_code == 503 or (resp.status_code == 500 and "Database error" in resp.text)

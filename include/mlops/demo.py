@@ -671,9 +671,11 @@ def main(argv: list[str] | None = None) -> int:
     if (args.end - args.start).days < 60:
         parser.error("the range must cover at least 60 days (January trains the first model)")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from include.mlops.airflow_api import AirflowAPIError
+
     try:
         return run(args)
-    except (TimeoutError, LookupError) as exc:
+    except (TimeoutError, LookupError, AirflowAPIError) as exc:
         print(f"\ndemo stopped: {exc}\nlogs: {get_settings().logs_dir} (make logs); the stack is still up (make status).", file=sys.stderr)
         return 1
 
