@@ -104,7 +104,15 @@ def venv_bin() -> Path:
 
 def airflow_env(s: Settings) -> dict[str, str]:
     """Airflow's configuration for the embedded stack (``airflow standalone``'s, on loopback)."""
+    conn = os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{s.airflow_home / 'airflow.db'}")
+    sqlite = {}
+    if conn.startswith("sqlite") and "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS" not in os.environ:
+        sqlite = {  # wait for a busy lock instead of failing after SQLite's 5 s (include/mlops/airflow_sqlite.py)
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "include.mlops.airflow_sqlite.CONNECT_ARGS",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": "include.mlops.airflow_sqlite.CONNECT_ARGS",
+        }
     return {
+        **sqlite,
         "AIRFLOW_HOME": str(s.airflow_home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(s.project_root / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(s.project_root / "plugins"),
@@ -118,9 +126,7 @@ def airflow_env(s: Settings) -> dict[str, str]:
         "AIRFLOW__API__PORT": str(s.airflow_port),
         "AIRFLOW__API__BASE_URL": s.airflow_url,
         "AIRFLOW__API__WORKERS": "1",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": os.environ.get(
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{s.airflow_home / 'airflow.db'}"
-        ),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": conn,
         # New DAG files and changes show up within seconds, not the 5-minute default.
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "20",
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
