@@ -283,30 +283,11 @@ def _input_quality(rt: Runtime, frame: pd.DataFrame, rejected: int, total_reques
 def _quality(rt: Runtime, version: str, end: datetime, ref: Reference) -> dict[str, Any]:
     """Realized quality of ``version`` over the trailing ``quality_days`` of labelled predictions."""
     import numpy as np
-    import pandas as pd
 
     from include.mlops.training import classification_metrics
 
     mon = rt.spec.monitoring
-    start = end - timedelta(days=mon.quality_days)
-    with rt.store.engine.connect() as conn:
-        rows = conn.execute(
-            select(inference_log.c.entity_id, inference_log.c.score, ground_truth.c.label)
-            .join(
-                ground_truth,
-                and_(ground_truth.c.entity_id == inference_log.c.entity_id, ground_truth.c.model_name == inference_log.c.model_name),
-            )
-            .where(
-                inference_log.c.model_name == rt.model_name,
-                inference_log.c.model_version == version,
-                inference_log.c.status == "ok",
-                inference_log.c.route.in_(["champion", "challenger", "shadow"]),
-                inference_log.c.event_time >= start,
-                inference_log.c.event_time < end,
-            )
-        ).all()
-    df = pd.DataFrame(rows, columns=["entity_id", "score", "label"]).drop_duplicates("entity_id")
-    df = df[~df["entity_id"].astype(str).str.startswith(PROBE_PREFIX)]
+    df = _labelled(rt, version, end)
     metric = rt.spec.promotion.metric
     out: dict[str, Any] = {"labelled_rows": len(df), "metric": metric, "days": mon.quality_days, "holdout": ref.metrics.get(metric)}
     if len(df) < mon.min_labelled_rows:
@@ -705,10 +686,12 @@ def already_judged(rt: Runtime, version: str, window: tuple[datetime, datetime])
     return bool(n)
 
 
-def _labelled(rt: Runtime, version: str, window: tuple[datetime, datetime]) -> pd.DataFrame:
+def _labelled(rt: Runtime, version: str, end: datetime) -> pd.DataFrame:
+    """Scored rows of ``version`` joined to their labels, over the ``quality_days`` before ``end``
+    (probe traffic excluded; one row per entity)."""
     import pandas as pd
 
-    start = window[1] - timedelta(days=rt.spec.monitoring.quality_days)
+    start = end - timedelta(days=rt.spec.monitoring.quality_days)
     with rt.store.engine.connect() as conn:
         rows = conn.execute(
             select(inference_log.c.entity_id, inference_log.c.score, ground_truth.c.label)
@@ -720,8 +703,9 @@ def _labelled(rt: Runtime, version: str, window: tuple[datetime, datetime]) -> p
                 inference_log.c.model_name == rt.model_name,
                 inference_log.c.model_version == version,
                 inference_log.c.status == "ok",
+                inference_log.c.route.in_(["champion", "challenger", "shadow"]),
                 inference_log.c.event_time >= start,
-                inference_log.c.event_time < window[1],
+                inference_log.c.event_time < end,
             )
         ).all()
     df = pd.DataFrame(rows, columns=["entity_id", "score", "label"]).drop_duplicates("entity_id")
@@ -776,7 +760,7 @@ def run_monitoring(
         snaps: list[Any] = []
         if s.outcome != "insufficient_data":
             try:
-                snaps = evidently_snapshots(rt, s, scored, load_reference(rt, version), _labelled(rt, version, window))
+                snaps = evidently_snapshots(rt, s, scored, load_reference(rt, version), _labelled(rt, version, window[1]))
                 s.report = str(out_dir / f"{stem}.html")
             except Exception as exc:
                 log.warning("Evidently report for v%s failed: %s", version, exc)
