@@ -27,7 +27,9 @@ class AirflowClient:
     base_url: str
     username: str
     password: str
-    timeout: float = 30.0
+    #: Longer than the metadata database's lock wait (30 s, ``airflow_sqlite``): a busy database
+    #: answers "Database error" (tried again below) instead of the client giving up first.
+    timeout: float = 120.0
     _token: str | None = field(default=None, repr=False)
 
     @classmethod
@@ -68,11 +70,27 @@ class AirflowClient:
         return resp.json() if resp.content else None
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        resp = httpx.request(method, f"{self.base_url}/api/v2{path}", headers=self._headers(), timeout=self.timeout, **kwargs)
+        resp = self._send_once(method, path, **kwargs)
         if resp.status_code == 401:  # token expired: log in again once
             self._token = None
-            resp = httpx.request(method, f"{self.base_url}/api/v2{path}", headers=self._headers(), timeout=self.timeout, **kwargs)
+            resp = self._send_once(method, path, **kwargs)
         return resp
+
+    def _send_once(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        url = f"{self.base_url}/api/v2{path}"
+        # a read changes nothing, so a timeout or a dropped connection is tried again; a write is
+        # not (it may have happened: an asset event sent twice would judge a window twice)
+        pauses = self.BUSY_RETRIES if method.upper() == "GET" else ()
+        for pause in pauses:
+            try:
+                return httpx.request(method, url, headers=self._headers(), timeout=self.timeout, **kwargs)
+            except httpx.TransportError as exc:
+                log.warning("%s %s: %s; trying again in %.0f s", method, path, exc or type(exc).__name__, pause)
+                time.sleep(pause)
+        try:
+            return httpx.request(method, url, headers=self._headers(), timeout=self.timeout, **kwargs)
+        except httpx.TransportError as exc:
+            raise AirflowAPIError(f"{method} {path}: no answer from Airflow at {self.base_url} ({type(exc).__name__}: {exc})") from exc
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
         """Start a run of ``dag_id`` now; returns its run id."""

@@ -49,3 +49,36 @@ def test_other_errors_are_not_retried(client, monkeypatch):
     with pytest.raises(AirflowAPIError, match="400"):
         client.request("POST", "/dags/x/dagRuns", json={})
     assert len(sent) == 1
+
+
+def failing_then(monkeypatch, failures: int, response: httpx.Response):
+    sent = []
+
+    def fake(method, url, **kwargs):
+        sent.append(method)
+        if len(sent) <= failures:
+            raise httpx.ReadTimeout("timed out")
+        return response
+
+    monkeypatch.setattr(airflow_api.httpx, "request", fake)
+    return sent
+
+
+def test_a_read_that_times_out_is_tried_again(client, monkeypatch):
+    sent = failing_then(monkeypatch, 2, httpx.Response(200, json={"state": "success"}))
+    assert client.request("GET", "/dags/x/dagRuns/r") == {"state": "success"}
+    assert sent == ["GET"] * 3
+
+
+def test_a_write_that_times_out_is_not_sent_twice(client, monkeypatch):
+    sent = failing_then(monkeypatch, 1, httpx.Response(200, json={"id": 1}))
+    with pytest.raises(AirflowAPIError, match="no answer from Airflow.*ReadTimeout"):
+        client.request("POST", "/assets/events", json={"asset_id": 1})
+    assert sent == ["POST"]
+
+
+def test_a_read_gives_up_with_a_clear_error(client, monkeypatch):
+    sent = failing_then(monkeypatch, 99, httpx.Response(200, json={}))
+    with pytest.raises(AirflowAPIError, match="no answer from Airflow at http://airflow.test"):
+        client.request("GET", "/dags/x")
+    assert len(sent) == 5
