@@ -12,17 +12,18 @@ PY := $(BIN)/python
 STACK := $(PY) -m include.mlops.stack
 PYTEST_ARGS ?=
 
-.PHONY: help venv up down status logs clean test test-fast lint format unit dags integration live lock replay bench-serving trigger demo demo-fast
+.PHONY: help venv up down status logs clean test test-fast test-postgres lint format unit dags integration live lock replay bench-serving trigger demo demo-fast
 
 help:
 	@echo "make bench     every benchmark, then one table in benchmarks/README.md"
 	@echo "make demo      the whole loop, live: reset, start, replay 2013 with fire drills (FAST=1: Jan-Apr)"
-	@echo "make up        start Airflow, MLflow and the Evidently UI on 127.0.0.1 (bootstraps .venv)"
+	@echo "make up        start Airflow, MLflow and the Evidently UI on 127.0.0.1 (bootstraps .venv; MLOPS_BACKEND=postgres: on PostgreSQL)"
 	@echo "make down      stop everything 'make up' started"
 	@echo "make status    show each service, its pid, URL and health"
 	@echo "make logs      tail the service logs (SERVICE=airflow-scheduler to pick one)"
 	@echo "make clean     stop everything and delete all local state (.local/)"
-	@echo "make test      lint + unit + DAG integrity + integration + live-stack tests"
+	@echo "make test      lint + unit + DAG integrity + integration + live-stack tests (SQLite, then PostgreSQL)"
+	@echo "make test-postgres  the integration and live-stack tiers on a throwaway PostgreSQL"
 	@echo "make replay    write label batches into the landing folder (ARGS='--start 2013-01-01 --days 7')"
 	@echo "make trigger   run a DAG now and wait (DAG=train_candidate CONF='{\"train_end\": \"2013-01-31\"}')"
 	@echo "make lock      regenerate requirements*.txt from requirements*.in"
@@ -88,9 +89,18 @@ integration: venv
 live: venv
 	$(BIN)/pytest -m live $(PYTEST_ARGS)
 
-# The README's test command: lint, then every tier (unit, dags, integration, live stack).
+# The README's test command: lint, then every tier (unit, dags, integration, live stack) on
+# SQLite, then the integration and live-stack tiers again on PostgreSQL (test-postgres).
 test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-postgres
+
+# Integration and live-stack tiers on PostgreSQL: a throwaway cluster for the test session
+# (Airflow's metadata DB, the test MLflow server's store, one ops database per test) and the
+# stack's own cluster for the live tests (MLOPS_BACKEND=postgres make up). The demo's e2e test
+# runs on SQLite only (time); `MLOPS_BACKEND=postgres make demo-fast` runs it on PostgreSQL.
+test-postgres: venv
+	MLOPS_TEST_BACKEND=postgres $(BIN)/pytest -m "integration or live" --ignore=tests/e2e/test_demo_live.py $(PYTEST_ARGS)
 
 # Everything but the live stack, for quick iterations.
 test-fast: lint

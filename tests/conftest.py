@@ -15,9 +15,23 @@ ROOT = Path(__file__).resolve().parents[1]
 (ROOT / ".local").mkdir(exist_ok=True)
 _SESSION = Path(tempfile.mkdtemp(prefix="pytest-", dir=ROOT / ".local"))
 
+# The databases under test: SQLite files (default) or, with MLOPS_TEST_BACKEND=postgres, a
+# throwaway PostgreSQL cluster for the session (tests/pg.py) holding Airflow's metadata DB, the
+# test MLflow server's backend store and one fresh ops-store database per test.
+BACKEND = os.environ.get("MLOPS_TEST_BACKEND", "sqlite")
+if BACKEND not in ("sqlite", "postgres"):
+    raise RuntimeError(f"MLOPS_TEST_BACKEND={BACKEND!r}: sqlite or postgres")
+PG = None
+if BACKEND == "postgres":
+    from tests.pg import TestCluster
+
+    PG = TestCluster().start()
+
 # Airflow: its own home and metadata DB for this test session; examples off; quiet.
 os.environ["AIRFLOW_HOME"] = str(_SESSION / "airflow")
-os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_SESSION / 'airflow' / 'airflow.db'}"
+os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = (
+    PG.create_database("airflow") if PG else f"sqlite:///{_SESSION / 'airflow' / 'airflow.db'}"
+)
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
@@ -49,6 +63,25 @@ for var in ("MLOPS_AIRFLOW_PORT", "MLOPS_MLFLOW_PORT", "MLOPS_SERVING_PORT", "ML
 SESSION_DIR = _SESSION
 
 
+def pytest_unconfigure(config):
+    if PG is not None:
+        PG.stop()
+
+
+def pytest_report_header(config):
+    return f"databases: {BACKEND}" + (f" (throwaway cluster on 127.0.0.1:{PG.port})" if PG else "")
+
+
+def ops_db_url(folder: Path) -> str:
+    """URL of a fresh ops store for one test: a SQLite file in ``folder``, or a new database on
+    the session's PostgreSQL."""
+    return PG.create_database("ops") if PG else f"sqlite:///{folder / 'ops.db'}"
+
+
+def mlflow_backend_uri(folder: Path) -> str:
+    return PG.create_database("mlflow") if PG else f"sqlite:///{folder / 'mlflow.db'}"
+
+
 @pytest.fixture(scope="session")
 def spec():
     from include.mlops.spec import load_spec
@@ -60,7 +93,7 @@ def spec():
 def state(tmp_path, monkeypatch):
     """A fresh state folder (ops store + lake) for one test, through the same settings users set."""
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("MLOPS_OPS_DB_URL", f"sqlite:///{tmp_path / 'home' / 'ops.db'}")
+    monkeypatch.setenv("MLOPS_OPS_DB_URL", ops_db_url(tmp_path / "home"))
     monkeypatch.setenv("MLOPS_LAKE", str(tmp_path / "home" / "lake"))
     return tmp_path / "home"
 

@@ -16,6 +16,7 @@ decision. A later delivery with the content of an accepted batch is quarantined 
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import logging
@@ -205,10 +206,36 @@ def _move(src: Path, dest_dir: Path, batch_id: int) -> Path:
     return dest
 
 
+class IngestError(RuntimeError):
+    """An ingest that cannot go on for a reason outside the batch (e.g. the data folder's disk)."""
+
+
+#: A write into the lake failing with one of these is the disk's fault, not the batch's.
+_DISK_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM}
+
+
 def ingest_file(
     path: Path, spec: Spec, store: Store, lake: Lake, *, model: str, dag_id: str | None = None, run_id: str | None = None
 ) -> BatchResult:
-    """Validate one delivered file and accept or quarantine it (idempotent, see module doc)."""
+    """Validate one delivered file and accept or quarantine it (idempotent, see module doc).
+
+    When the data folder cannot be written (read-only or full disk), the ingest stops before any
+    verdict is committed with an :class:`IngestError` that says so: the delivery stays in landing
+    and the next run (or the task's retry) takes it again."""
+    try:
+        return _ingest_file(path, spec, store, lake, model=model, dag_id=dag_id, run_id=run_id)
+    except OSError as exc:
+        if exc.errno not in _DISK_ERRNOS:
+            raise
+        raise IngestError(
+            f"the data folder {lake.root} cannot be written ({exc.strerror}: {exc.filename}); "
+            f"batch {path.name} stays in landing and is ingested on the next run once the disk is writable"
+        ) from exc
+
+
+def _ingest_file(
+    path: Path, spec: Spec, store: Store, lake: Lake, *, model: str, dag_id: str | None = None, run_id: str | None = None
+) -> BatchResult:
     name = path.name
     sha = sha256_file(path)
     record = store.open_batch_for(model, name, sha)

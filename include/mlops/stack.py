@@ -56,6 +56,7 @@ class Service:
     url: str | None = None
     start_timeout: float = 120.0
     env: dict[str, str] = field(default_factory=dict)
+    stop_signal: int = signal.SIGTERM
 
 
 def load_dotenv(path: Path) -> None:
@@ -104,7 +105,7 @@ def venv_bin() -> Path:
 
 def airflow_env(s: Settings) -> dict[str, str]:
     """Airflow's configuration for the embedded stack (``airflow standalone``'s, on loopback)."""
-    conn = os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{s.airflow_home / 'airflow.db'}")
+    conn = os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") or s.airflow_db_url
     sqlite = {}
     if conn.startswith("sqlite") and "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS" not in os.environ:
         sqlite = {  # wait for a busy lock instead of failing after SQLite's 5 s (include/mlops/airflow_sqlite.py)
@@ -211,8 +212,25 @@ def serving_command(s: Settings) -> list[str]:
     ]
 
 
+def postgres_service(s: Settings) -> Service:
+    from include.mlops import postgres
+
+    return Service(
+        "postgres",
+        postgres.server_command(s.postgres_data_dir, s.host, s.postgres_port),
+        s.postgres_port,
+        lambda st: postgres.healthy(st.host, st.postgres_port, st.postgres_password or ""),
+        url=f"postgresql://{s.host}:{s.postgres_port} (databases {', '.join(postgres.DATABASES)}; role mlops)",
+        stop_signal=signal.SIGINT,  # "fast" shutdown: roll back open sessions, stop at once
+    )
+
+
 def services(s: Settings) -> list[Service]:
     airflow = str(venv_bin() / "airflow")
+    return [*([postgres_service(s)] if s.backend == "postgres" else []), *_loop_services(s, airflow)]
+
+
+def _loop_services(s: Settings, airflow: str) -> list[Service]:
     return [
         Service(
             "mlflow",
@@ -220,7 +238,7 @@ def services(s: Settings) -> list[Service]:
                 str(venv_bin() / "mlflow"),
                 "server",
                 "--backend-store-uri",
-                f"sqlite:///{s.mlflow_dir / 'mlflow.db'}",
+                s.mlflow_backend_uri,
                 "--artifacts-destination",
                 str(s.mlflow_dir / "artifacts"),
                 "--host",
@@ -367,13 +385,13 @@ def _start(s: Settings, svc: Service, env: dict[str, str]) -> int:
     return proc.pid
 
 
-def _stop_pid(pid: int, grace: float = 20.0) -> None:
+def _stop_pid(pid: int, grace: float = 20.0, sig: int = signal.SIGTERM) -> None:
     try:
-        os.killpg(pid, signal.SIGTERM)
+        os.killpg(pid, sig)
     except ProcessLookupError:
         return
     except PermissionError:
-        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, sig)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         if not _alive(pid):
@@ -431,6 +449,8 @@ def up(s: Settings) -> int:
         d.mkdir(parents=True, exist_ok=True)
     if not (venv_bin() / "airflow").exists():
         raise StackError(f"airflow is not installed in {venv_bin()}: run `make up` (it bootstraps .venv) rather than this module directly")
+    if s.backend == "postgres":
+        s = ensure_postgres_password(s)
     s = ensure_admin_token(s)
     env = base_env(s)
     todo = services(s)
@@ -441,11 +461,15 @@ def up(s: Settings) -> int:
                 f"{svc.name} cannot start: port {svc.port} on {s.host} is already in use{_who_listens(svc.port)}. "
                 f"Stop that program, or choose another port (see .env.example), then run `make up` again."
             )
-    if running_pid(s, "airflow-api-server") is None:
-        _migrate_airflow(s, env)
     started: list[str] = []
     try:
-        for svc in todo:
+        loop = todo
+        if s.backend == "postgres":
+            _start_postgres(s, todo[0], env, started)
+            loop = todo[1:]
+        if running_pid(s, "airflow-api-server") is None:
+            _migrate_airflow(s, env)
+        for svc in loop:
             pid = running_pid(s, svc.name)
             if pid is not None:
                 _say(f"  {svc.name}: already running (pid {pid})")
@@ -456,16 +480,57 @@ def up(s: Settings) -> int:
         for svc in todo:
             _wait_healthy(s, svc)
     except (StackError, KeyboardInterrupt):
+        signals = {svc.name: svc.stop_signal for svc in todo}
         for name in reversed(started):
             pid = running_pid(s, name)
             if pid is not None:
-                _stop_pid(pid)
+                _stop_pid(pid, sig=signals[name])
             _pid_file(s, name).unlink(missing_ok=True)
         if started:
             _say(f"stopped what this run started: {', '.join(started)}")
         raise
     _print_summary(s)
     return 0
+
+
+def ensure_postgres_password(s: Settings) -> Settings:
+    """The stack's PostgreSQL password: from the environment, else the one under <home>/run, else a
+    new random one written there (owner-only); the settings are read again to use it."""
+    import secrets
+
+    if s.postgres_password:
+        return s
+    path = s.postgres_password_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(24) + "\n")
+    again = get_settings()
+    if again.home != s.home or not again.postgres_password:
+        raise StackError(f"could not read back the PostgreSQL password written to {path}")
+    return again
+
+
+def _start_postgres(s: Settings, svc: Service, env: dict[str, str], started: list[str]) -> None:
+    """Create the cluster on first use, start the server, create the loop's databases."""
+    from include.mlops import postgres
+
+    try:
+        if postgres.ensure_cluster(s.postgres_data_dir, s.postgres_password or "", _log_file(s, "postgres-initdb")):
+            _say(f"  postgres: new cluster in {s.postgres_data_dir}")
+        pid = running_pid(s, svc.name)
+        if pid is None:
+            pid = _start(s, svc, env)
+            started.append(svc.name)
+            _say(f"  {svc.name}: started (pid {pid}), log {_log_file(s, svc.name)}")
+        else:
+            _say(f"  {svc.name}: already running (pid {pid})")
+        _wait_healthy(s, svc)
+        created = postgres.ensure_databases(s.host, s.postgres_port, s.postgres_password or "")
+    except postgres.PostgresError as exc:
+        raise StackError(str(exc)) from exc
+    if created:
+        _say(f"  postgres: created databases {', '.join(created)}")
 
 
 def _wait_healthy(s: Settings, svc: Service) -> None:
@@ -491,19 +556,21 @@ def _print_summary(s: Settings) -> None:
     _say(f"  MLflow UI     {s.mlflow_url}")
     _say(f"  Serving API   http://{s.host}:{s.serving_port}   (POST /predict, GET /health, GET /metrics)")
     _say(f"  Evidently UI  {s.evidently_url}")
+    if s.backend == "postgres":
+        _say(f"  PostgreSQL    {s.host}:{s.postgres_port}   databases airflow, mlflow, ops; role mlops")
+        _say(f"                password in {s.postgres_password_file}")
     _say(f"  state folder  {s.home}   (logs in {s.logs_dir})")
     _say("Next: `make replay ARGS='--start 2013-01-01 --days 7'` lands a week of label batches; watch ingest_outcomes in Airflow.")
 
 
 def down(s: Settings) -> int:
-    names = [svc.name for svc in services(s)]
     stopped = []
-    for name in reversed(names):
-        pid = running_pid(s, name)
+    for svc in reversed(services(s)):
+        pid = running_pid(s, svc.name)
         if pid is not None:
-            _stop_pid(pid)
-            stopped.append(name)
-        _pid_file(s, name).unlink(missing_ok=True)
+            _stop_pid(pid, sig=svc.stop_signal)
+            stopped.append(svc.name)
+        _pid_file(s, svc.name).unlink(missing_ok=True)
     _say(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
     return 0
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.stack_env import isolated_env
+from tests.e2e.stack_env import isolated_env, remove_postgres_folder
 
 pytestmark = pytest.mark.live
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,6 +43,7 @@ def demo(tmp_path_factory):
         yield settings, load_runtime(settings), summary, text
     finally:
         subprocess.run(["make", "down"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+        remove_postgres_folder(env)
 
 
 def test_faulty_batches_are_quarantined_and_never_reach_the_pool(demo):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.stack_env import free_port, isolated_env
+from tests.e2e.stack_env import free_port, isolated_env, remove_postgres_folder, services_expected
 
 pytestmark = pytest.mark.live
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,6 +28,7 @@ def stack(tmp_path_factory):
         yield env, home
     finally:
         down = subprocess.run(["make", "down"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+        remove_postgres_folder(env)
         assert down.returncode == 0, down.stdout + down.stderr
 
 
@@ -35,16 +36,16 @@ def test_make_up_is_harmless_twice_and_status_is_healthy(stack):
     env, _ = stack
     again = subprocess.run(["make", "up"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert again.returncode == 0, again.stdout[-3000:]
-    assert again.stdout.count("already running") == 7
+    assert again.stdout.count("already running") == services_expected(env)
     status = subprocess.run(["make", "status"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert status.returncode == 0, status.stdout
-    assert status.stdout.count("healthy") >= 7 and "not healthy" not in status.stdout
+    assert status.stdout.count("healthy") >= services_expected(env) and "not healthy" not in status.stdout
 
 
 def test_port_taken_is_reported_and_nothing_is_left_running(stack, tmp_path):
     env, _ = stack
     other = {**env, "MLOPS_HOME": str(tmp_path / "other")}
-    for var in ("MLOPS_MLFLOW_PORT", "MLOPS_SERVING_PORT", "MLOPS_EVIDENTLY_PORT"):
+    for var in ("MLOPS_MLFLOW_PORT", "MLOPS_SERVING_PORT", "MLOPS_EVIDENTLY_PORT", "MLOPS_POSTGRES_PORT"):
         other[var] = str(free_port())
     other["MLOPS_AIRFLOW_PORT"] = env["MLOPS_AIRFLOW_PORT"]  # taken by the running stack
     out = subprocess.run(["make", "up"], cwd=ROOT, env=other, capture_output=True, text=True, timeout=300, check=False)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import mlflow_backend_uri
+
 
 @pytest.fixture(scope="session")
 def airflow_db():
@@ -32,7 +34,8 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
-    """A real MLflow tracking server + registry (SQLite backend, local artifacts) on a free port."""
+    """A real MLflow tracking server + registry (SQLite or the session's PostgreSQL backend, local
+    artifacts) on a free port."""
     import os
     import time
     import urllib.request
@@ -46,7 +49,7 @@ def mlflow_server(tmp_path_factory):
             str(Path(sys.executable).parent / "mlflow"),
             "server",
             "--backend-store-uri",
-            f"sqlite:///{root / 'mlflow.db'}",
+            mlflow_backend_uri(root),
             "--artifacts-destination",
             str(root / "artifacts"),
             "--host",

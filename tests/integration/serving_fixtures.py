@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import mlflow_backend_uri, ops_db_url
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
@@ -124,21 +126,29 @@ class MlflowServer:
     process: Process
     uri: str
     artifacts: Path
+    folder: Path | None = None
+    backend: str | None = None
 
     def client(self) -> Any:
         from mlflow import MlflowClient
 
         return MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
 
+    def restart(self) -> MlflowServer:
+        """The same server again: same port, backend store and artifacts (after ``process.stop()``)."""
+        assert self.folder is not None and not self.process.alive()
+        return start_mlflow(self.folder, port=int(self.uri.rsplit(":", 1)[1]), backend=self.backend)
 
-def start_mlflow(folder: Path) -> MlflowServer:
-    port = free_port()
+
+def start_mlflow(folder: Path, port: int | None = None, backend: str | None = None) -> MlflowServer:
+    port = port or free_port()
+    backend = backend or mlflow_backend_uri(folder)
     folder.mkdir(parents=True, exist_ok=True)
     cmd = [
         str(BIN / "mlflow"),
         "server",
         "--backend-store-uri",
-        f"sqlite:///{folder / 'mlflow.db'}",
+        backend,
         "--artifacts-destination",
         str(folder / "artifacts"),
         "--host",
@@ -155,7 +165,7 @@ def start_mlflow(folder: Path) -> MlflowServer:
     except Exception:
         proc.stop()
         raise
-    return MlflowServer(proc, uri, folder / "artifacts")
+    return MlflowServer(proc, uri, folder / "artifacts", folder, backend)
 
 
 def train_tiny(spec: Any, seed: int = 0, rows: int = 400, max_iter: int = 15) -> tuple[Any, Any]:
@@ -241,7 +251,7 @@ def start_serving(
 ) -> ServingProcess:
     port = free_port()
     folder.mkdir(parents=True, exist_ok=True)
-    db_url = (extra_env or {}).get("MLOPS_OPS_DB_URL") or f"sqlite:///{folder / 'ops.db'}"
+    db_url = (extra_env or {}).get("MLOPS_OPS_DB_URL") or ops_db_url(folder)
     env = {
         **base_env(),
         "MLOPS_HOME": str(folder),

@@ -14,6 +14,7 @@ from include.mlops.governance import govern, trigger_from
 from include.mlops.monitoring import MonitoringError, event_extra, run_monitoring
 from include.mlops.registry import CHAMPION, mlflow_client, set_alias
 from include.mlops.training import train_candidate
+from tests.conftest import ops_db_url
 from tests.integration.conftest import fill_pool
 from tests.integration.loop_helpers import log_traffic
 
@@ -28,7 +29,7 @@ def jan_model(mlflow_server, flights, tmp_path_factory):
     home = tmp_path_factory.mktemp("jan-model")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLOPS_HOME", str(home))
-        mp.setenv("MLOPS_OPS_DB_URL", f"sqlite:///{home / 'ops.db'}")
+        mp.setenv("MLOPS_OPS_DB_URL", ops_db_url(home))
         mp.setenv("MLOPS_LAKE", str(home / "lake"))
         mp.setenv("MLFLOW_TRACKING_URI", mlflow_server["url"])
         mp.setenv("MLOPS_MODEL_NAME", "monitoring_jan_model")

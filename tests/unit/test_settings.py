@@ -38,6 +38,43 @@ def test_environment_overrides(tmp_path):
     assert s.model_name_override == "mine"
 
 
+def test_postgres_backend_puts_every_store_on_the_stacks_cluster(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "postgres-password").write_text("s3cret\n")
+    s = get_settings({"MLOPS_HOME": str(tmp_path), "MLOPS_BACKEND": "postgres", "MLOPS_POSTGRES_PORT": "6543"})
+    base = "postgresql+psycopg2://mlops:s3cret@127.0.0.1:6543"
+    assert (s.ops_db_url, s.mlflow_backend_uri, s.airflow_db_url) == (f"{base}/ops", f"{base}/mlflow", f"{base}/airflow")
+    assert s.postgres_data_dir == tmp_path / "postgres"
+    assert "s3cret" not in repr(s)
+
+
+def test_explicit_urls_win_over_the_backend(tmp_path):
+    s = get_settings(
+        {
+            "MLOPS_HOME": str(tmp_path),
+            "MLOPS_BACKEND": "postgres",
+            "MLOPS_POSTGRES_PASSWORD": "pw",
+            "MLOPS_OPS_DB_URL": "postgresql+psycopg2://u:p@db.internal/ops",
+            "MLOPS_MLFLOW_BACKEND_URI": "postgresql+psycopg2://u:p@db.internal/mlflow",
+        }
+    )
+    assert s.ops_db_url == "postgresql+psycopg2://u:p@db.internal/ops"
+    assert s.mlflow_backend_uri == "postgresql+psycopg2://u:p@db.internal/mlflow"
+    assert s.airflow_db_url.endswith("mlops:pw@127.0.0.1:5433/airflow")
+
+
+def test_sqlite_backend_is_the_default(tmp_path):
+    s = get_settings({"MLOPS_HOME": str(tmp_path)})
+    assert s.backend == "sqlite"
+    assert s.mlflow_backend_uri == f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
+    assert s.airflow_db_url == f"sqlite:///{tmp_path / 'airflow' / 'airflow.db'}"
+
+
+def test_unknown_backend_is_a_clear_error():
+    with pytest.raises(ValueError, match="MLOPS_BACKEND='mysql': choose one of sqlite, postgres"):
+        get_settings({"MLOPS_BACKEND": "mysql"})
+
+
 @pytest.mark.parametrize("value", ["eighty", "0", "70000"])
 def test_bad_port_is_a_clear_error(value):
     with pytest.raises(ValueError, match="MLOPS_AIRFLOW_PORT"):
