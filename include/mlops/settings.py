@@ -55,6 +55,10 @@ VARIABLES: dict[str, tuple[str, str]] = {
         "bearer token of the serving API's /admin/* endpoints (a secret; `make up` writes one to <home>/run/serving-admin-token)",
     ),
     "MLOPS_SERVING_API_KEY": ("", "when set, /predict needs it in an X-API-Key header (a secret; empty: /predict is open)"),
+    "MLOPS_SERVING_JOURNAL": (
+        "<home>/serving-journal",
+        "serving API's write-ahead journal: a killed process's answered requests are logged at the next start (off: none)",
+    ),
     "MLOPS_SERVING_BATCH_WAIT_MS": ("3", "longest wait for the requests of just-answered clients to join a micro-batch (0: never wait)"),
     # -- alert delivery (README, "Alerts"): every channel is off until configured -------------
     "MLOPS_ALERT_MIN_SEVERITY": ("warning", "lowest severity sent to the alert channels: info, warning, critical (the store keeps all)"),
@@ -135,6 +139,7 @@ class Settings:
     serving_admin_token: str | None = field(default=None, repr=False)
     serving_api_key: str | None = field(default=None, repr=False)
     alerts: AlertSettings = field(default_factory=AlertSettings)
+    serving_journal_dir: Path | None = None
     backend: str = "sqlite"
     postgres_port: int = 5433
     postgres_dir: Path | None = None
@@ -254,6 +259,11 @@ def _path(value: str | None, default: Path) -> Path:
     return (p if p.is_absolute() else PROJECT_ROOT / p).resolve()
 
 
+def _journal(env: dict[str, str], home: Path) -> Path | None:
+    value = env.get("MLOPS_SERVING_JOURNAL") or ""
+    return None if value.strip().lower() == "off" else _path(value or None, home / "serving-journal")
+
+
 def _alert_settings(env: dict[str, str], host: str) -> AlertSettings:
     """The alert-delivery settings; a bad value is a clear error (never echoing a secret)."""
 
@@ -354,6 +364,9 @@ def get_settings(environ: dict[str, str] | None = None) -> Settings:
         serving_admin_token=env.get("MLOPS_SERVING_ADMIN_TOKEN") or _read_secret(home / "run" / "serving-admin-token"),
         serving_api_key=env.get("MLOPS_SERVING_API_KEY") or None,
         alerts=_alert_settings(env, host),
+        serving_journal_dir=None
+        if (env.get("MLOPS_SERVING_JOURNAL") or "").lower() == "off"
+        else _path(env.get("MLOPS_SERVING_JOURNAL"), home / "serving-journal"),
         backend=backend,
         postgres_port=postgres_port,
         postgres_dir=_path(env.get("MLOPS_POSTGRES_DIR"), home / "postgres"),

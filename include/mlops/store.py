@@ -193,7 +193,17 @@ governance_state = Table(
     Column("updated_at", DateTime, nullable=False),
 )
 
-LATEST_VERSION = 2
+#: How many records of each serving journal file are in ``inference_log`` (serving/journal.py):
+#: written in the same transaction as the records, so a replay after a crash adds each once.
+log_journal = Table(
+    "log_journal",
+    metadata,
+    Column("segment", String(100), primary_key=True),
+    Column("records", Integer, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+)
+
+LATEST_VERSION = 3
 
 
 def _v2_batches_arrived_at(conn: Connection) -> None:
@@ -204,9 +214,15 @@ def _v2_batches_arrived_at(conn: Connection) -> None:
     conn.execute(text("UPDATE batches SET arrived_at = received_at"))
 
 
+def _v3_log_journal(conn: Connection) -> None:
+    """The serving journal's checkpoints."""
+    log_journal.create(conn)
+
+
 #: (version, description, function that brings a database from version-1 to version).
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (2, "batches.arrived_at: the delivery order, for staleness", _v2_batches_arrived_at),
+    (3, "log_journal: checkpoints of the serving API's write-ahead journal", _v3_log_journal),
 ]
 _INITIAL_DESCRIPTION = "initial schema: batches, quarantine, ground truth, inference log, ledger, decisions, alerts, governance"
 

@@ -7,6 +7,7 @@ aliases. Aliases are moved with ``MlflowClient`` directly, as an operator or a D
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -392,3 +393,54 @@ def test_api_key_on_predict_and_admin_token_on_reload(spec, mlflow_server, model
     while time.monotonic() < deadline and not log_rows(serving.db_url, name):
         time.sleep(0.2)
     assert [(r["entity_id"], r["status"]) for r in log_rows(serving.db_url, name)] == [("sec-1", "ok")]
+
+
+def _workers(master_pid: int) -> list[int]:
+    import psutil
+
+    alive = []
+    for child in psutil.Process(master_pid).children():
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and "spawn_main" in " ".join(child.cmdline()):
+                alive.append(child.pid)
+        except psutil.Error:  # gone (or a zombie) between the listing and the look
+            continue
+    return sorted(alive)
+
+
+def test_a_killed_worker_is_restarted_and_every_answered_request_is_logged_once(spec, mlflow_server, models, tmp_path):
+    """SIGKILL (an OOM kill, a crash) of one of two workers under load: uvicorn's supervisor starts a
+    new worker; only the killed worker's in-flight requests fail (connection errors, never a 5xx);
+    the records the killed worker had answered but not yet written reach the log through its
+    journal, replayed by the new worker, and no record is written twice."""
+    fitted, X = models
+    name = "serving_killed"
+    version = register(mlflow_server, spec, name, fitted[0], X)
+    mlflow_server.client().set_registered_model_alias(name, "champion", version)
+    serving = start_serving(tmp_path / "serving", mlflow_server, name, workers=2)
+    try:
+        serving.wait_serving(version)
+        before = wait_until(lambda: len(_workers(serving.process.pid)) == 2 and _workers(serving.process.pid), 60, "two workers")
+        with Hammer(f"{serving.url}/predict", rows(spec, X, 400, "killed"), threads=6) as hammer:
+            hammer.wait_for(300, timeout=60)
+            victim = before[0]
+            os.kill(victim, signal.SIGKILL)
+            after = wait_until(
+                lambda: len(w := _workers(serving.process.pid)) == 2 and victim not in w and w, 60, "a new worker for the killed one"
+            )
+            n = len(hammer.answers)
+            hammer.wait_for(n + 300, timeout=60)  # both workers answer again
+        statuses = Counter(status for _, status, _ in hammer.answers)
+        assert set(statuses) == {200}, statuses  # the kill costs connections, never a 5xx
+        code = serving.process.stop(signal.SIGTERM, timeout=60)
+        assert code in (0, -signal.SIGTERM), serving.process.tail()
+    finally:
+        serving.process.stop()
+    answered = Counter(body["request_id"] for _, _, body in hammer.answers)
+    records = [r for r in log_rows(serving.db_url, name) if r["status"] == "ok"]
+    logged = Counter(r["request_id"] for r in records)
+    assert not [rid for rid, n in logged.items() if n > 1], "a record was written twice"
+    missing = set(answered) - set(logged)
+    assert not missing, f"{len(missing)} of {len(answered)} answered requests are not in the inference log"
+    assert set(after) != set(before)
+    assert not list((tmp_path / "serving" / "serving-journal").glob("*.jsonl"))  # replayed and cleaned up

@@ -84,12 +84,13 @@ def test_decision_dataclass_defaults():
     assert d.reasons == [] and d.inputs == {}
 
 
-def test_v1_database_is_migrated_to_v2(url):
-    """A database created before batches.arrived_at existed gets the column and keeps its rows."""
+def test_v1_database_is_migrated_to_the_latest(url):
+    """A database created before batches.arrived_at and log_journal existed gets both and keeps its rows."""
     engine = get_engine(url)
     migrate(engine)
     with engine.begin() as conn:  # make it look like a v1 database with one batch
         conn.execute(text("ALTER TABLE batches DROP COLUMN arrived_at"))
+        conn.execute(text("DROP TABLE log_journal"))
         conn.execute(text("DELETE FROM schema_version"))
         conn.execute(text("INSERT INTO schema_version (version, description, applied_at) VALUES (1, 'v1', '2026-01-01')"))
         conn.execute(
@@ -98,7 +99,8 @@ def test_v1_database_is_migrated_to_v2(url):
                 "VALUES ('m', 'a.parquet', 'x', 'accepted', '[]', '2026-01-02 03:04:05')"
             )
         )
-    assert migrate(engine) == 2
+    assert migrate(engine) == 3
     with engine.connect() as conn:
         assert conn.execute(text("select arrived_at from batches")).scalar_one() is not None
-        assert [r[0] for r in conn.execute(text("select version from schema_version order by version"))] == [1, 2]
+        assert [r[0] for r in conn.execute(text("select version from schema_version order by version"))] == [1, 2, 3]
+        assert conn.execute(text("select count(*) from log_journal")).scalar_one() == 0

@@ -29,6 +29,7 @@ from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from include.mlops.serving.batching import MicroBatcher
+from include.mlops.serving.journal import Journal, recover
 from include.mlops.serving.logwriter import InferenceLogWriter, Record
 from include.mlops.serving.metrics import ServingMetrics
 from include.mlops.serving.models import ModelManager
@@ -39,6 +40,8 @@ from include.mlops.settings import Settings, get_settings
 from include.mlops.spec import Spec, load_spec
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from sqlalchemy import Engine
 
     from include.mlops.registry import ServingConfig
@@ -112,6 +115,19 @@ def _open_engine(url: str) -> Engine:
         return get_engine(url)
 
 
+def _open_journal(folder: Path | None, engine: Engine) -> Journal | None:
+    """Replay what killed processes left in the journal folder, then open this process's file."""
+    if folder is None:
+        return None
+    try:
+        recover(folder, engine)  # logs what it recovered
+    except Exception as exc:  # the ops store may be down: the files stay for the next start
+        log.warning("inference log journal in %s not replayed now (%s); the next start tries again", folder, exc)
+    journal = Journal(folder)
+    journal.open()
+    return journal
+
+
 class ServingService:
     """Everything the endpoints share: schema, models, batcher, log writer and metrics."""
 
@@ -180,8 +196,9 @@ class ServingService:
         _single_threaded_math()  # the event loop thread scores a lone request itself
         _freeze_heap()
         engine = self._engine if self._engine is not None else await asyncio.to_thread(_open_engine, self.settings.ops_db_url)
+        journal = await asyncio.to_thread(_open_journal, self.settings.serving_journal_dir, engine)
         # Drain within the stack's stop grace (uvicorn gets 10 s for in-flight requests, then this).
-        self.writer = InferenceLogWriter(engine, metrics=self.metrics, drain_timeout=8.0)
+        self.writer = InferenceLogWriter(engine, metrics=self.metrics, drain_timeout=8.0, journal=journal)
         self.metrics.track_queue(lambda: float(self.writer.depth) if self.writer else 0.0)
         self.writer.start()
         self.manager.start()

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import insert
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError, SQLAlchemyError
 
+from include.mlops.serving.journal import Journal, checkpoint
 from include.mlops.store import inference_log
 
 if TYPE_CHECKING:
@@ -51,14 +52,17 @@ class InferenceLogWriter:
         flush_seconds: float = 0.2,
         max_pending: int = 200_000,
         drain_timeout: float = 30.0,
+        journal: Journal | None = None,
     ):
         self._engine = engine
+        self.journal = journal
+        self._order = threading.Lock()  # journal order == queue order, so a checkpoint covers a prefix
         self._metrics = metrics
         self.batch_size = batch_size
         self.flush_seconds = flush_seconds
         self.max_pending = max_pending
         self.drain_timeout = drain_timeout
-        self._queue: queue.SimpleQueue[list[Record] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[list[Record], str, int] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._pending = 0
         self.written = 0
@@ -94,7 +98,12 @@ class InferenceLogWriter:
                 self._metrics.log_dropped.inc(len(records))
             self._warn(f"inference log queue is full ({self.max_pending} records): {len(records)} records dropped")
             return False
-        self._queue.put(records)
+        if self.journal is None:
+            self._queue.put((records, "", 0))
+            return True
+        with self._order:
+            segment, first = self.journal.append(records)  # before the response leaves
+            self._queue.put((records, segment, first + len(records)))
         return True
 
     def close(self) -> int:
@@ -108,6 +117,11 @@ class InferenceLogWriter:
         else:  # never started: drain in the caller
             self._run()
         lost = self.dropped
+        if self.journal is not None:
+            try:  # everything written: the journal files go; otherwise the next start replays them
+                self.journal.close(self._engine, fully_written=not lost and not self._pending)
+            except SQLAlchemyError as exc:
+                log.warning("inference log journal kept for the next start: %s", exc)
         if lost:
             log.error("inference log: %d records were not written (see earlier errors)", lost)
         else:
@@ -118,6 +132,7 @@ class InferenceLogWriter:
     def _run(self) -> None:
         """Collect records for up to ``flush_seconds`` (or ``batch_size`` of them), then insert them in one go."""
         buf: list[Record] = []
+        marks: dict[str, int] = {}  # journal segment -> records of it in ``buf`` or before
         due = 0.0
         while True:
             wait = self.flush_seconds if not buf else due - time.monotonic()
@@ -128,25 +143,46 @@ class InferenceLogWriter:
             if item:
                 if not buf:
                     due = time.monotonic() + self.flush_seconds
-                buf.extend(item)
+                records, segment, end = item
+                buf.extend(records)
+                if segment:
+                    marks[segment] = end
             closing = self._closing.is_set()
             if buf and (len(buf) >= self.batch_size or (closing and self._queue.empty()) or (not closing and time.monotonic() >= due)):
-                self._write(buf)
-                buf = []
+                self._write(buf, marks)
+                self._forget_finished(marks)
+                buf, marks = [], {}
             if closing and not buf and self._queue.empty():
                 return
 
-    def _write(self, records: list[Record]) -> None:
+    def _forget_finished(self, marks: dict[str, int]) -> None:
+        """Rotated-out journal files whose every record is in the database are deleted."""
+        if self.journal is None:
+            return
+        finished = [seg for seg, n in marks.items() if self.journal.closed.get(seg) == n]
+        if finished:
+            try:
+                with self._engine.begin() as conn:
+                    for seg in finished:
+                        self.journal.forget(conn, seg)
+            except SQLAlchemyError as exc:  # kept: the next start finds nothing left to replay in it
+                log.warning("inference log journal: could not delete finished segments %s: %s", finished, exc)
+
+    def _write(self, records: list[Record], marks: dict[str, int] | None = None) -> None:
         delay = 0.05
         while True:
             try:
                 with self._engine.begin() as conn:
                     conn.execute(insert(inference_log), records)
+                    if marks:
+                        checkpoint(conn, marks)  # same transaction: a replay never adds these again
             except SQLAlchemyError as exc:
                 if self._metrics:
                     self._metrics.log_write_errors.inc()
                 if not _transient(exc):
                     self._write_one_by_one(records, exc)
+                    if marks:
+                        self._checkpoint_alone(marks)
                     return
                 if self._closing.is_set() and time.monotonic() > self._deadline:
                     self._done(0, len(records))
@@ -175,6 +211,14 @@ class InferenceLogWriter:
                 )
             else:
                 self._done(1, 0)
+
+    def _checkpoint_alone(self, marks: dict[str, int]) -> None:
+        """After records were written one by one (some refused as data): the journal moves past them."""
+        try:
+            with self._engine.begin() as conn:
+                checkpoint(conn, marks)
+        except SQLAlchemyError as exc:
+            log.warning("inference log journal: checkpoint not written (%s); a replay may repeat these records", exc)
 
     def _done(self, written: int, dropped: int) -> None:
         with self._lock:

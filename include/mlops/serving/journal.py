@@ -1,0 +1,184 @@
+"""The inference log's write-ahead journal: a killed serving process loses no answered request.
+
+The log writer batches records in memory and inserts them off the request path; a graceful stop
+drains that queue, but a process that is killed (SIGKILL, OOM) would lose what was still queued.
+So before a response leaves, its records are also appended to a journal file of the process's own
+(one ``write`` of JSON lines: no fsync, the page cache survives a process that dies; a machine
+crash is out of scope). The writer commits, in the same transaction as each insert, how many
+records of each journal file are in the database (table ``log_journal``). The next process to
+start (a restarted worker, another replica on the same folder) takes every journal file no live
+process holds (each owner keeps an exclusive ``flock`` on its file), inserts the records after the
+committed count, in one transaction with the new count, and deletes the file: every answered
+record reaches the log exactly once. A torn last line (the process died inside the write, so that
+response was never sent) is ignored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import threading
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, insert, select, update
+
+from include.mlops.store import inference_log, log_journal, utcnow
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection, Engine
+
+log = logging.getLogger(__name__)
+
+Record = dict[str, Any]
+_DATETIMES = ("event_time", "created_at")
+
+
+def _encode(records: list[Record]) -> bytes:
+    lines = []
+    for r in records:
+        out = dict(r)
+        for key in _DATETIMES:
+            value = out.get(key)
+            if isinstance(value, datetime):
+                out[key] = value.isoformat()
+        lines.append(json.dumps(out, separators=(",", ":"), default=str))
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _decode(line: bytes) -> Record:
+    record: Record = json.loads(line)
+    for key in _DATETIMES:
+        value = record.get(key)
+        if isinstance(value, str):
+            record[key] = datetime.fromisoformat(value)
+    return record
+
+
+class Journal:
+    """This process's journal files in ``folder``; :meth:`append` is called under the writer's lock."""
+
+    def __init__(self, folder: Path, segment_bytes: int = 64 << 20):
+        self.folder = folder
+        self.segment_bytes = segment_bytes
+        self._fd: int | None = None
+        self.segment = ""
+        self.count = 0  # records in the current segment
+        self._size = 0
+        self.closed: dict[str, int] = {}  # rotated-out segments of this process: name -> record count
+        self._lock = threading.Lock()
+
+    def open(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._new_segment()
+
+    def _new_segment(self) -> None:
+        name = f"{os.getpid()}-{uuid.uuid4().hex[:12]}.jsonl"
+        fd = os.open(self.folder / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ours while this process lives
+        if self._fd is not None:
+            self.closed[self.segment] = self.count
+            os.close(self._fd)
+        self._fd, self.segment, self.count, self._size = fd, name, 0, 0
+
+    def append(self, records: list[Record]) -> tuple[str, int]:
+        """Write ``records`` durably enough to survive this process; returns (segment, index of
+        the first record in it)."""
+        data = _encode(records)
+        with self._lock:
+            if self._size >= self.segment_bytes:
+                self._new_segment()
+            assert self._fd is not None
+            view = memoryview(data)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+            first = self.count
+            self.count += len(records)
+            self._size += len(data)
+            return self.segment, first
+
+    def forget(self, conn: Connection, segment: str) -> None:
+        """A rotated-out segment whose records are all committed: delete its file and row."""
+        (self.folder / segment).unlink(missing_ok=True)
+        conn.execute(delete(log_journal).where(log_journal.c.segment == segment))
+        self.closed.pop(segment, None)
+
+    def close(self, engine: Engine, fully_written: bool) -> None:
+        """At a graceful stop: when every record reached the database, the files go too."""
+        if self._fd is None:
+            return
+        os.close(self._fd)
+        self._fd = None
+        if fully_written:
+            with engine.begin() as conn:
+                for segment in [*self.closed, self.segment]:
+                    (self.folder / segment).unlink(missing_ok=True)
+                    conn.execute(delete(log_journal).where(log_journal.c.segment == segment))
+            self.closed.clear()
+
+
+def checkpoint(conn: Connection, marks: dict[str, int]) -> None:
+    """Record, in the caller's transaction, that the first ``n`` records of each segment are in."""
+    now = utcnow()
+    for segment, n in marks.items():
+        done = conn.execute(update(log_journal).where(log_journal.c.segment == segment).values(records=n, updated_at=now)).rowcount
+        if not done:
+            conn.execute(insert(log_journal).values(segment=segment, records=n, updated_at=now))
+
+
+def recover(folder: Path, engine: Engine) -> int:
+    """Insert what dead processes' journals hold beyond their checkpoints; returns the count."""
+    if not folder.is_dir():
+        return 0
+    with engine.begin() as conn:  # rows of files already gone (a crash between unlink and delete)
+        present = {p.name for p in folder.glob("*.jsonl")}
+        for segment in conn.execute(select(log_journal.c.segment)).scalars().all():
+            if segment not in present:
+                conn.execute(delete(log_journal).where(log_journal.c.segment == segment))
+    total = 0
+    for path in sorted(folder.glob("*.jsonl")):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a live process owns it
+            total += _replay(path, engine)
+        finally:
+            os.close(fd)
+    return total
+
+
+def _replay(path: Path, engine: Engine) -> int:
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    complete = lines[:-1]  # the text after the last newline is a torn write (or empty)
+    with engine.begin() as conn:
+        done = conn.execute(select(log_journal.c.records).where(log_journal.c.segment == path.name)).scalar_one_or_none() or 0
+        todo = []
+        for line in complete[done:]:
+            with contextlib.suppress(ValueError):
+                todo.append(_decode(line))
+        if todo:
+            conn.execute(insert(inference_log), todo)
+        checkpoint(conn, {path.name: len(complete)})  # a crash before the unlink below replays nothing twice
+    path.unlink(missing_ok=True)
+    with engine.begin() as conn:
+        conn.execute(delete(log_journal).where(log_journal.c.segment == path.name))
+    if todo or lines[-1]:
+        log.warning(
+            "inference log: recovered %d records from %s, left by a process that did not stop cleanly%s",
+            len(todo),
+            path.name,
+            " (and ignored a torn last line)" if lines[-1] else "",
+        )
+    return len(todo)
