@@ -112,7 +112,7 @@ lock:
 # Every benchmark, then one table of their figures beside their anchors in benchmarks/README.md
 # (the loop-latency rows come from the newest demo run: `make demo-fast` first). About 10 minutes.
 .PHONY: bench bench-table
-bench: bench-serving bench-monitoring bench-table
+bench: bench-serving bench-load bench-monitoring bench-table
 
 bench-table: venv
 	$(PY) benchmarks/table.py
@@ -121,6 +121,13 @@ bench-table: venv
 bench-serving: venv
 	@command -v wrk >/dev/null || { echo "wrk is not installed: apt-get install -y wrk"; exit 2; }
 	$(PY) benchmarks/serving/bench.py $(ARGS)
+
+# Load test (not part of `make test`): the serving API with a canary, a ladder of paced rates, then the
+# highest one with p99 < 50 ms held for 60 s; inference-log completeness after a graceful stop. ~3 minutes.
+.PHONY: bench-load
+bench-load: venv
+	@command -v wrk >/dev/null || { echo "wrk is not installed: apt-get install -y wrk"; exit 2; }
+	$(PY) benchmarks/serving/load.py $(ARGS)
 
 # Monitoring-pass benchmark (not part of `make test`): include.mlops.drift vs Evidently's DataDriftPreset
 # on synthetic flights-shaped windows of 100k and 1M rows; about 5 minutes, mostly Evidently at 1M.

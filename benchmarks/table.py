@@ -74,6 +74,32 @@ def serving_rows(path: Path | None, data: dict[str, Any] | None) -> list[list[st
     return rows
 
 
+def load_rows(path: Path | None, data: dict[str, Any] | None) -> list[list[str]]:
+    src = f"`{path.name}`" if path else "no run"
+    if data is None:
+        return [["load test", "(no result: run `make bench-load`)", "", "", src]]
+    hold, logd = data["hold"], data["inference_log"]
+    target = data["args"]["p99_ms"]
+    return [
+        [
+            "load test",
+            f"single-row requests held {hold['seconds']:.0f} s at the highest paced rate with p99 < {target:g} ms, canary on",
+            f"{hold['achieved_req_per_s']:.0f} req/s, p99 {hold['p99_ms']:.1f} ms,"
+            f" {hold['non_2xx']} non-2xx, {hold['socket_errors']} socket errors",
+            f"p99 < {target:g} ms, 0 errors",
+            src,
+        ],
+        [
+            "load test",
+            "inference log after the hold + SIGTERM: records written / rows answered",
+            f"{logd['log_records_written']:,} / {logd['rows_answered_by_api']:,} ({logd['lost']} lost);"
+            f" challenger answered {logd['challenger_share']:.1%} (configured {logd['canary_share_configured']:.0%})",
+            "0 lost",
+            src,
+        ],
+    ]
+
+
 def monitoring_rows(path: Path | None, data: dict[str, Any] | None) -> list[list[str]]:
     src = f"`{path.name}`" if path else "no run"
     if data is None:
@@ -155,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readme", type=Path, default=HERE / "README.md")
     args = parser.parse_args(argv)
     rows = serving_rows(*newest("serving", anchored=True))
+    rows += load_rows(*newest("load"))
     mon_path, mon = newest("monitoring")
     rows += monitoring_rows(mon_path, summarize_monitoring(mon))
     rows += loop_rows(args.demo_summary)

@@ -1,0 +1,209 @@
+"""Load test: the serving API held at a steady request rate with canary routing on.
+
+    make bench-load                       # or: PYTHONPATH=. .venv/bin/python benchmarks/serving/load.py
+
+In one run, in a throwaway state folder on free loopback ports:
+
+1. starts an ``mlflow server`` (SQLite), fits the spec's pipeline on January 2013 (the champion) and
+   again on its second half (the challenger), registers both and sets ``@champion`` and
+   ``@challenger``: the serving API then routes the spec's canary share of entities to the challenger;
+2. starts the serving API (``uvicorn include.mlops.serving.app:create_app --factory``, defaults);
+3. a short ladder of offered rates (``--rates``, ``--step`` seconds each) finds the highest rate
+   the API sustains with p99 under ``--p99-ms`` and no error; that rate is then held for ``--hold``
+   seconds (at least 60);
+4. load comes from ``wrk`` (Debian: ``apt-get install -y wrk``) with a pause per connection after
+   each answer (``--clients`` connections, pause = clients / rate): a paced, closed-loop load;
+   the achieved rate is reported next to the offered one, and a step whose achieved rate falls
+   below 90% of the offered one counts as not sustained. Single-row requests of real February
+   2013 flights, 2,000 distinct entities, cycled;
+5. after the hold the API is stopped with SIGTERM and the inference log is checked: records written
+   / rows answered (completeness), and the share of rows the challenger answered.
+
+Prints a summary and writes ``benchmarks/results/load-<time>.json``. Exit code 1 when the hold
+lost a record, answered a non-2xx or missed the p99 target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import signal
+import sys
+import tempfile
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.serving.bench import (  # noqa: E402
+    LUA,
+    MODEL_NAME,
+    jsonable_row,
+    machine,
+    run_wrk,
+    served_ok_rows,
+    train_and_register,
+    tree_cpu_seconds,
+)
+from tests.integration.serving_fixtures import http, log_rows, start_mlflow, start_serving  # noqa: E402
+
+log = logging.getLogger("bench-load")
+
+
+def write_paced_lua(path: Path, bodies: list[str], url_path: str, pause_ms: float) -> None:
+    """wrk's script with a pause after each answer on every connection (wrk's ``delay`` hook)."""
+    items = ",\n".join(f"[==[{b}]==]" for b in bodies)
+    path.write_text(LUA % {"bodies": items, "path": url_path} + f"\ndelay = function() return {pause_ms:.3f} end\n")
+
+
+def register_challenger(mlflow_uri: str, spec: Any, cache: Path) -> str:
+    """A second model (fitted on the second half of January) as ``@challenger``."""
+    import mlflow
+    import mlflow.sklearn
+
+    from include.mlops.flights import load_flights
+    from include.mlops.pipelines import build_pipeline
+
+    df = load_flights(cache)
+    t = df[spec.time_column]
+    train = df[(t >= "2013-01-16") & (t < "2013-02-01")]
+    model = build_pipeline(spec).fit(train[spec.feature_names], spec.target.derive(train[spec.target.source_column]).astype(int))
+    mlflow.set_tracking_uri(mlflow_uri)
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            registered_model_name=MODEL_NAME,
+            skops_trusted_types=spec.training.skops_trusted_types,
+            pip_requirements=["scikit-learn", "pandas"],
+            input_example=train[spec.feature_names].head(5),
+        )
+    version = str(info.registered_model_version)
+    mlflow.MlflowClient(mlflow_uri, mlflow_uri).set_registered_model_alias(MODEL_NAME, "challenger", version)
+    return version
+
+
+def step(url: str, lua_dir: Path, bodies: list[str], rate: float, clients: int, seconds: float, pid: int) -> dict[str, Any]:
+    pause_ms = clients * 1000.0 / rate
+    lua = lua_dir / f"paced-{rate:g}.lua"
+    write_paced_lua(lua, bodies, "/predict", pause_ms)
+    cpu0 = tree_cpu_seconds(pid)
+    raw = run_wrk(url, lua, clients, seconds)
+    secs = raw["duration_us"] / 1e6
+    out = {
+        "offered_req_per_s": rate,
+        "achieved_req_per_s": round(raw["requests"] / secs, 1),
+        "seconds": round(secs, 1),
+        "requests": raw["requests"],
+        "p50_ms": round(raw["p50_us"] / 1000, 2),
+        "p99_ms": round(raw["p99_us"] / 1000, 2),
+        "max_ms": round(raw["max_us"] / 1000, 2),
+        "non_2xx": raw["non2xx"],
+        "socket_errors": raw["socket_errors"],
+        "server_cpu_share": round((tree_cpu_seconds(pid) - cpu0) / secs, 2),  # 1.0 = one core busy
+    }
+    log.info("%s", out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--rates", default="100,200,300,400,500,600,800", help="offered rates (req/s), climbed until one fails")
+    parser.add_argument("--step", type=float, default=10.0, help="seconds per ladder step")
+    parser.add_argument("--hold", type=float, default=60.0, help="seconds to hold the highest sustained rate (>= 60)")
+    parser.add_argument(
+        "--clients", type=int, default=50, help="wrk connections (many, each mostly pausing: latency then barely slows the offered rate)"
+    )
+    parser.add_argument("--p99-ms", type=float, default=50.0, help="p99 target that a sustained rate must meet")
+    parser.add_argument("--keep", action="store_true", help="keep the throwaway state folder")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if shutil.which("wrk") is None:
+        log.error("wrk is not installed: apt-get install -y wrk")
+        return 2
+    if args.hold < 60:
+        log.error("--hold must be at least 60 seconds")
+        return 2
+
+    from include.mlops.spec import load_spec
+
+    spec = load_spec(ROOT / "include/specs/flights.yaml")
+    info = machine()
+    work = Path(tempfile.mkdtemp(prefix="bench-load-"))
+    procs: list[Any] = []
+    try:
+        mlflow = start_mlflow(work / "mlflow")
+        procs.append(mlflow.process)
+        cache = ROOT / ".local" / "cache"
+        champion, _, later = train_and_register(mlflow.uri, spec, cache)
+        challenger = register_challenger(mlflow.uri, spec, cache)
+        rows = [jsonable_row(r) for r in later[[spec.entity_id, spec.time_column, *spec.feature_names]].to_dict("records")]
+        bodies = [json.dumps(r) for r in rows[:2000]]
+
+        serving = start_serving(work / "serving", mlflow, MODEL_NAME, {"MLOPS_SERVING_POLL_SECONDS": "2"})
+        procs.append(serving.process)
+        serving.wait_serving(champion, challenger, timeout=180)
+        status, answer = http("POST", serving.url + "/predict", raw=bodies[0].encode())
+        assert status == 200, answer
+        pid = serving.process.pid
+        url = serving.url + "/predict"
+        run_wrk(url, write_lua_warm(work, bodies), 4, 5)  # warm-up, not counted
+
+        ladder = []
+        sustained = None
+        for rate in [float(r) for r in args.rates.split(",")]:
+            res = step(url, work, bodies, rate, args.clients, args.step, pid)
+            ladder.append(res)
+            ok = res["p99_ms"] < args.p99_ms and not res["non_2xx"] and not res["socket_errors"]
+            if not ok or res["achieved_req_per_s"] < 0.9 * rate:
+                break
+            sustained = rate
+        if sustained is None:
+            log.error("not even the lowest rate of the ladder met the target: %s", ladder[0])
+            return 1
+        hold = step(url, work, bodies, sustained, args.clients, args.hold, pid)
+
+        _, metrics_text = http("GET", serving.url + "/metrics")
+        answered = served_ok_rows(metrics_text)
+        serving.process.stop(signal.SIGTERM, timeout=120)
+        records = [r for r in log_rows(serving.db_url, MODEL_NAME) if r["status"] == "ok"]
+        routes = Counter(r["route"] for r in records)
+        completeness = {
+            "rows_answered_by_api": answered,
+            "log_records_written": len(records),
+            "lost": answered - len(records),
+            "completeness": round(len(records) / answered, 6) if answered else None,
+            "challenger_share": round(routes["challenger"] / max(len(records), 1), 3),
+            "canary_share_configured": spec.deployment.canary_share,
+        }
+        passed = completeness["lost"] == 0 and not hold["non_2xx"] and not hold["socket_errors"] and hold["p99_ms"] < args.p99_ms
+        summary = {"machine": info, "args": vars(args), "ladder": ladder, "hold": hold, "inference_log": completeness, "passed": passed}
+        print(json.dumps({k: summary[k] for k in ("hold", "inference_log", "passed")}, indent=1))
+        out_dir = ROOT / "benchmarks" / "results"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        out = out_dir / f"load-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+        out.write_text(json.dumps(summary, indent=2))
+        print(f"raw results: {out}")
+        return 0 if passed else 1
+    finally:
+        for p in reversed(procs):
+            p.stop()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"state kept in {work}")
+
+
+def write_lua_warm(work: Path, bodies: list[str]) -> Path:
+    path = work / "warm.lua"
+    path.write_text(LUA % {"bodies": ",\n".join(f"[==[{b}]==]" for b in bodies), "path": "/predict"})
+    return path
+
+
+if __name__ == "__main__":
+    sys.exit(main())
