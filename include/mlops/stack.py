@@ -132,6 +132,12 @@ def airflow_env(s: Settings) -> dict[str, str]:
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "20",
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
         "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "30",
+        # A task whose scheduler died (killed, crashed) is reset and run again within a minute
+        # of the restart, not after Airflow's default five (tests/e2e/test_fault_scheduler.py).
+        # A task's calls to the execution API wait 30 s, not 5: on 2 cores under load the API
+        # server can be that slow, and a timed-out call fails the try.
+        "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": os.environ.get("AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT", "30"),
+        "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": os.environ.get("AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL", "60"),
         "AIRFLOW__USAGE_DATA_COLLECTION__ENABLED": "False",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": os.environ.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO"),
     }
@@ -321,8 +327,9 @@ def _start_ticks(pid: int) -> str | None:
         return None
 
 
-def running_pid(s: Settings, name: str) -> int | None:
-    """The pid of our running ``name`` service, or None (stale pid files are removed)."""
+def running_pid(s: Settings, name: str, reap: bool = False) -> int | None:
+    """The pid of our running ``name`` service, or None (stale pid files are removed; with
+    ``reap``, what the dead service's session left running is stopped first)."""
     path = _pid_file(s, name)
     try:
         info = json.loads(path.read_text())
@@ -331,8 +338,37 @@ def running_pid(s: Settings, name: str) -> int | None:
     pid = int(info.get("pid", 0))
     if pid > 0 and _alive(pid) and _start_ticks(pid) == info.get("start_ticks"):
         return pid
+    if reap and pid > 0:
+        _kill_orphans(pid, info.get("start_ticks"))
     path.unlink(missing_ok=True)
     return None
+
+
+def _session_members(sid: int) -> list[int]:
+    """Processes of session ``sid`` (a service's processes: each service starts its own session;
+    Airflow's task supervisor moves tasks to their own process groups, not out of the session)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(") ", 1)[-1].split()
+        except OSError:
+            continue
+        if len(fields) > 3 and int(fields[3]) == sid and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+def _kill_orphans(sid: int, leader_ticks: str | None) -> None:
+    """A service whose main process died (killed, crashed) can leave children running in its
+    session (the scheduler's LocalExecutor workers, a task): stop the ones started after it."""
+    if leader_ticks is None:
+        return
+    orphans = [p for p in _session_members(sid) if (_start_ticks(p) or "0").isdigit() and int(_start_ticks(p) or 0) >= int(leader_ticks)]
+    for p in orphans:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(p, signal.SIGKILL)
+    if orphans:
+        _say(f"  stopped {len(orphans)} leftover process(es) of a service that had died (session {sid})")
 
 
 def port_free(host: str, port: int) -> bool:
@@ -386,6 +422,7 @@ def _start(s: Settings, svc: Service, env: dict[str, str]) -> int:
 
 
 def _stop_pid(pid: int, grace: float = 20.0, sig: int = signal.SIGTERM) -> None:
+    leader_ticks = _start_ticks(pid)
     try:
         os.killpg(pid, sig)
     except ProcessLookupError:
@@ -402,6 +439,7 @@ def _stop_pid(pid: int, grace: float = 20.0, sig: int = signal.SIGTERM) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
     _reap(pid)
+    _kill_orphans(pid, leader_ticks)  # e.g. a task in its own process group, outliving its supervisor
 
 
 def _reap(pid: int) -> None:
@@ -456,7 +494,7 @@ def up(s: Settings) -> int:
     todo = services(s)
     # Ports first: a taken port stops everything before anything starts.
     for svc in todo:
-        if svc.port is not None and running_pid(s, svc.name) is None and not port_free(s.host, svc.port):
+        if running_pid(s, svc.name, reap=True) is None and svc.port is not None and not port_free(s.host, svc.port):
             raise StackError(
                 f"{svc.name} cannot start: port {svc.port} on {s.host} is already in use{_who_listens(svc.port)}. "
                 f"Stop that program, or choose another port (see .env.example), then run `make up` again."
@@ -566,7 +604,7 @@ def _print_summary(s: Settings) -> None:
 def down(s: Settings) -> int:
     stopped = []
     for svc in reversed(services(s)):
-        pid = running_pid(s, svc.name)
+        pid = running_pid(s, svc.name, reap=True)
         if pid is not None:
             _stop_pid(pid, sig=svc.stop_signal)
             stopped.append(svc.name)

@@ -153,16 +153,36 @@ def pip_requirements() -> list[str]:
     return [f"{name}=={pkg_version(name)}" for name in ("scikit-learn", "pandas", "numpy", "scipy", "skops", "mlflow")]
 
 
+def _runs_of(client: Any, model: str, dag_run_id: str) -> list[Any]:
+    """The MLflow training runs an earlier try of this DAG run started (tagged when they start)."""
+    experiment = client.get_experiment_by_name(model)
+    if experiment is None:
+        return []
+    return list(client.search_runs([experiment.experiment_id], filter_string=f"tags.`mlops.dag_run_id` = '{dag_run_id}'", max_results=50))
+
+
 def find_registered(client: Any, model: str, dag_run_id: str) -> str | None:
-    """A version already registered by this DAG run (a retry must not register a second one)."""
+    """A version already registered by this DAG run (a retry must not register a second one).
+
+    Found by the version's tag, or, when the try died between registering the version and tagging
+    it, by the training run it was logged from (that run is tagged as it starts)."""
     from mlflow.exceptions import MlflowException
 
     try:
-        found = client.search_model_versions(f"name = '{model}' and tags.`mlops.dag_run_id` = '{dag_run_id}'")
+        found = {int(v.version) for v in client.search_model_versions(f"name = '{model}' and tags.`mlops.dag_run_id` = '{dag_run_id}'")}
+        for run in _runs_of(client, model, dag_run_id):
+            found |= {int(v.version) for v in client.search_model_versions(f"name = '{model}' and run_id = '{run.info.run_id}'")}
     except MlflowException:
         return None
-    versions = sorted((int(v.version) for v in found), reverse=True)
-    return str(versions[0]) if versions else None
+    return str(max(found)) if found else None
+
+
+def _end_abandoned_runs(client: Any, model: str, dag_run_id: str) -> None:
+    """Training runs of earlier tries that died (still RUNNING in MLflow) are marked KILLED."""
+    for run in _runs_of(client, model, dag_run_id):
+        if run.info.status == "RUNNING":
+            client.set_terminated(run.info.run_id, status="KILLED")
+            log.info("MLflow run %s of an earlier try of %s marked KILLED", run.info.run_id, dag_run_id)
 
 
 def _gate_training_set(df: pd.DataFrame, spec: Spec, out_dir: Path) -> dict[str, Any]:
@@ -201,7 +221,7 @@ def train_candidate(
     from include.mlops.drift import reference_stats
     from include.mlops.pipelines import build_pipeline, trusted_types
     from include.mlops.profiles import build_profile, probe_frame
-    from include.mlops.registry import TAG_DAG_RUN, TAG_REASON, TAG_STATUS, mlflow_client, quiet_model_imports
+    from include.mlops.registry import TAG_DAG_RUN, TAG_STATUS, mlflow_client, quiet_model_imports
 
     spec, model = rt.spec, rt.model_name
     client = mlflow_client(rt.settings.mlflow_tracking_uri)
@@ -211,7 +231,13 @@ def train_candidate(
             log.info("version %s was already registered by run %s: reusing it", existing, run_id)
             mv = client.get_model_version(model, existing)
             run = client.get_run(str(mv.run_id))
-            return _summary(model, existing, str(mv.run_id), json.loads(run.data.tags.get("mlops.window", "{}")), run.data.metrics, reason)
+            window_tags = json.loads(run.data.tags.get("mlops.window", "{}"))
+            if not mv.tags.get(TAG_STATUS):  # the earlier try died before tagging the version: finish it
+                _tag_version(client, model, existing, reason, run_id, window_tags, run.data.metrics, run.data.params)
+            if run.info.status == "RUNNING":
+                client.set_terminated(run.info.run_id, status="FINISHED")
+            return _summary(model, existing, str(mv.run_id), window_tags, run.data.metrics, reason)
+        _end_abandoned_runs(client, model, run_id)
 
     window = plan_window(
         spec, pool_days(rt.lake), train_start=train_start, train_end=train_end, window_days=window_days, holdout_days=holdout_days
@@ -310,18 +336,35 @@ def train_candidate(
             )
             version = str(info.registered_model_version)
             mlflow_run_id = run.info.run_id
+    _tag_version(client, model, version, reason, run_id, window.to_dict(), metrics, {"train_rows": len(train_df)})
+    return _summary(model, version, mlflow_run_id, window.to_dict(), metrics, reason, len(train_df), len(holdout_df), np.mean(y_train))
+
+
+def _tag_version(
+    client: Any,
+    model: str,
+    version: str,
+    reason: str,
+    run_id: str | None,
+    window: dict[str, Any],
+    metrics: dict[str, float],
+    params: dict[str, Any],
+) -> None:
+    from include.mlops.registry import TAG_DAG_RUN, TAG_REASON, TAG_STATUS
+
     for key, value in {
         TAG_STATUS: "candidate",
         TAG_REASON: reason,
         TAG_DAG_RUN: run_id or "",
-        "mlops.window": json.dumps(window.to_dict()),
+        "mlops.window": json.dumps(window),
         "mlops.holdout_roc_auc": f"{metrics['roc_auc']:.4f}",
     }.items():
         client.set_model_version_tag(model, version, key, value)
+    label = f"{window.get('train_start')}..{window.get('train_end')} (holdout {window.get('holdout_start')}..{window.get('holdout_end')})"
+    rows = params.get("train_rows")
     client.update_model_version(
-        model, version, description=f"Trained on {window.label}, {len(train_df)} rows ({reason}). Holdout ROC AUC {metrics['roc_auc']:.4f}."
+        model, version, description=f"Trained on {label}, {rows} rows ({reason}). Holdout ROC AUC {metrics['roc_auc']:.4f}."
     )
-    return _summary(model, version, mlflow_run_id, window.to_dict(), metrics, reason, len(train_df), len(holdout_df), np.mean(y_train))
 
 
 def _summary(

@@ -29,9 +29,10 @@ the job is marked failed and the LocalExecutor, which cannot adopt, resets the t
 at the scheduler's start (too early here: the old job beat seconds ago) and then every
 `[scheduler] orphaned_tasks_check_interval` (default 300 s): with Airflow's defaults the train run
 stood still for those 5 minutes (measured: success 400 s after the kill, the whole test 712 s on
-the 2-core development machine). The test sets the interval to 60 s (``ORPHAN_ENV``) to stay well
-inside its budget (measured: success 99 s after the kill, the whole test 322 s); only *when* the
-orphan is found changes, not how (set ``ORPHAN_ENV = {}`` to run it on the defaults).
+the 2-core development machine). The stack therefore sets the interval to 60 s (``stack.airflow_env``,
+and the same in docker-compose.yaml), which this test runs on (measured: success 99 s after the
+kill, the whole test 322 s); only *when* the orphan is found changes, not how (run it with
+``AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL=300`` in the environment for Airflow's default).
 """
 
 from __future__ import annotations
@@ -52,8 +53,6 @@ pytestmark = pytest.mark.live
 ROOT = Path(__file__).resolve().parents[2]
 #: The whole scenario, from the stack being up to the last check (not counting `make up`/`down`).
 BUDGET_S = 15 * 60
-#: How soon the restarted scheduler looks for task instances of a dead scheduler (default 300 s).
-ORPHAN_ENV: dict[str, str] = {"AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "60"}
 TRAIN_CONF = {"train_start": "2013-01-01", "train_end": "2013-01-31", "reason": "first model: January 2013 (scheduler fault test)"}
 LOOP_DAGS = ("ingest_outcomes", "train_candidate", "deploy_validated_model")
 
@@ -61,7 +60,7 @@ LOOP_DAGS = ("ingest_outcomes", "train_candidate", "deploy_validated_model")
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     home = tmp_path_factory.mktemp("scheduler-fault-home")
-    env = {**isolated_env(home), **ORPHAN_ENV}
+    env = isolated_env(home)
     up = _make("up", env, timeout=900)
     try:
         assert up.returncode == 0, up.stdout[-4000:] + up.stderr[-2000:]

@@ -78,3 +78,30 @@ def test_training_refuses_without_a_holdout(ml_runtime, mlflow_env, model_name, 
     with pytest.raises(TrainingRefused) as exc:
         train_candidate(runtime, train_start=date(2013, 1, 1), train_end=date(2013, 1, 31))
     assert exc.value.code == "holdout_missing"
+
+
+def test_a_try_that_died_between_registering_and_tagging_is_finished_not_repeated(ml_runtime, mlflow_env, model_name, flights, monkeypatch):
+    """The version is registered inside log_model; its tags come a few calls later. A try killed in
+    between leaves an untagged version: the retry finds it through its training run and tags it."""
+    from include.mlops import training
+
+    runtime = ml_runtime
+    fill_pool(runtime, flights, date(2013, 1, 1), date(2013, 2, 7))
+    client = mlflow_client(mlflow_env["url"])
+    experiment = client.get_experiment_by_name(model_name) or client.get_experiment(client.create_experiment(model_name))
+    abandoned = client.create_run(experiment.experiment_id, tags={"mlops.dag_run_id": "run-k"})  # a try killed while training
+
+    real = training._tag_version
+    monkeypatch.setattr(training, "_tag_version", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("killed after registering")))
+    with pytest.raises(RuntimeError, match="killed after registering"):
+        train_candidate(runtime, train_start=date(2013, 1, 1), train_end=date(2013, 1, 31), reason="test", run_id="run-k", dag_id="t")
+    assert client.get_run(abandoned.info.run_id).info.status == "KILLED"  # the earlier try's run no longer looks alive
+    assert client.get_model_version(model_name, "1").tags.get("mlops.status") is None  # registered, not tagged
+
+    monkeypatch.setattr(training, "_tag_version", real)
+    again = train_candidate(runtime, train_start=date(2013, 1, 1), train_end=date(2013, 1, 31), reason="test", run_id="run-k", dag_id="t")
+    assert again["version"] == "1"
+    assert len(client.search_model_versions(f"name = '{model_name}'")) == 1
+    mv = client.get_model_version(model_name, "1")
+    assert mv.tags["mlops.status"] == "candidate" and mv.tags["mlops.dag_run_id"] == "run-k"
+    assert "Holdout ROC AUC" in mv.description
