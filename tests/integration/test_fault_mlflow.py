@@ -43,6 +43,7 @@ def setup(server, state, model_name, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     mlflow.set_tracking_uri(srv.uri)
     mlflow.set_registry_uri(srv.uri)
+    mlflow.set_experiment(f"fault-{model_name}")  # this server's own: not the experiment an earlier test made active
     versions = []
     for _ in range(2):
         with mlflow.start_run():
