@@ -66,7 +66,7 @@ def deploy_validated_model() -> None:
 
     @task(map_index_template="{{ gate_label }}")
     def gate(name: str, candidate: dict[str, Any]) -> list[dict[str, Any]]:
-        from include.mlops.deploy import Candidate, record_gates, run_gate
+        from include.mlops.deploy import Candidate, gates_label, record_gates, run_gate
         from include.mlops.runtime import load_runtime
 
         context = get_current_context()
@@ -74,7 +74,7 @@ def deploy_validated_model() -> None:
         c = Candidate(**candidate)
         results = run_gate(rt, c, name, context["run_id"])
         record_gates(rt, c, results, context["dag"].dag_id, context["run_id"])
-        context["gate_label"] = "; ".join(r.label for r in results)  # type: ignore[typeddict-unknown-key]
+        context["gate_label"] = gates_label(results)  # type: ignore[typeddict-unknown-key]
         return [r.to_dict() for r in results]
 
     @task.branch

@@ -50,17 +50,12 @@ def ingest_outcomes() -> None:
 
     @task(map_index_template="{{ batch_label }}", max_active_tis_per_dagrun=2)
     def ingest_batches(files: list[str]) -> list[dict[str, Any]]:
-        from include.mlops.ingest import ingest_files
+        from include.mlops.ingest import ingest_files, task_label
 
         context = get_current_context()
         results = ingest_files(files, dag_id=context["dag"].dag_id, run_id=context["run_id"])
-        context["batch_label"] = (
-            "; ".join(  # type: ignore[typeddict-unknown-key]
-                f"{r['file_name']}: {r['status']}" + (f" ({', '.join(r['reason_codes'])})" if r["reason_codes"] else f" ({r['rows']} rows)")
-                for r in results
-            )
-            or ", ".join(files) + ": already handled"
-        )
+        # within Airflow's 250-character label column (PostgreSQL refuses longer ones)
+        context["batch_label"] = task_label(results, files)  # type: ignore[typeddict-unknown-key]
         return results
 
     @task(outlets=[TRAINING_POOL, GROUND_TRUTH])

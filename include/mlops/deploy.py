@@ -55,6 +55,17 @@ class GateResult:
         return f"{self.gate}: {'passed' if self.passed else 'FAILED'} ({self.message})"[:240]
 
 
+#: Airflow keeps a mapped task's label in a VARCHAR(250) (``task_instance.rendered_map_index``):
+#: PostgreSQL refuses a longer one, and the task fails with it.
+MAP_LABEL_LIMIT = 240
+
+
+def gates_label(results: list[GateResult], limit: int = MAP_LABEL_LIMIT) -> str:
+    """The gate task's label in the Airflow grid, within Airflow's column size."""
+    text = "; ".join(r.label for r in results)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 @dataclass(frozen=True)
 class Candidate:
     model: str

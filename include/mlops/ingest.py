@@ -424,7 +424,8 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
 def task_label(results: list[dict[str, Any]], files: list[str], limit: int = 240) -> str:
     """The mapped task's label in the Airflow grid: every verdict, or a summary when too long."""
     if not results:
-        return ", ".join(files)[:limit] + ": already handled"
+        names, tail = ", ".join(files), ": already handled"
+        return (names if len(names) + len(tail) <= limit else names[: limit - len(tail) - 3] + "...") + tail
     parts = [
         f"{r['file_name']}: {r['status']}" + (f" ({', '.join(r['reason_codes'])})" if r["reason_codes"] else f" ({r['rows']} rows)")
         for r in results

@@ -35,3 +35,14 @@ def test_task_label_lists_verdicts_or_summarizes():
     many = task_label([ok] * 30 + [bad], [])
     assert many.startswith("30 accepted, 1 quarantined: b.parquet (wrong_type)") and len(many) <= 240
     assert task_label([], ["c.parquet"]) == "c.parquet: already handled"
+    handled = task_label([], [f"outcomes_2013-01-{d:02d}.parquet" for d in range(1, 32)])
+    assert handled.endswith("...: already handled") and len(handled) <= 240  # Airflow's column holds 250
+
+
+def test_gate_labels_fit_airflows_column():
+    from include.mlops.deploy import GateResult, gates_label
+
+    results = [GateResult("beats_champion", False, "worse", "x" * 300), GateResult("beats_champion", True, "ok", "fine")]
+    label = gates_label(results)
+    assert label.startswith("beats_champion: FAILED (xxx") and label.endswith("...") and len(label) <= 240
+    assert gates_label(results[1:]) == "beats_champion: passed (fine)"
