@@ -363,12 +363,16 @@ def _kill_orphans(sid: int, leader_ticks: str | None) -> None:
     session (the scheduler's LocalExecutor workers, a task): stop the ones started after it."""
     if leader_ticks is None:
         return
-    orphans = [p for p in _session_members(sid) if (_start_ticks(p) or "0").isdigit() and int(_start_ticks(p) or 0) >= int(leader_ticks)]
+    orphans = []
+    for p in _session_members(sid):
+        ticks = _start_ticks(p)
+        if ticks is not None and int(ticks) >= int(leader_ticks):  # not a newer process reusing the id
+            orphans.append(p)
     for p in orphans:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(p, signal.SIGKILL)
     if orphans:
-        _say(f"  stopped {len(orphans)} leftover process(es) of a service that had died (session {sid})")
+        _say(f"  stopped {len(orphans)} process(es) left behind by the service's main process (session {sid})")
 
 
 def port_free(host: str, port: int) -> bool:
