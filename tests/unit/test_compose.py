@@ -93,6 +93,10 @@ FLAG_FROM_ENV = {("mlflow", "--backend-store-uri"): "MLFLOW_BACKEND_STORE_URI"}
 #: compose Airflow services do not set, and why.
 AIRFLOW_ENV_MISSING = {
     "PATH": "the image's PATH already finds airflow, mlflow and uvicorn",
+    "AIRFLOW__SCHEDULER__MP_START_METHOD": (
+        "the LocalExecutor's forkserver (tasks start without re-importing the libraries); in compose tasks run on the Celery worker"
+    ),
+    "AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD": "what that forkserver imports once: LocalExecutor only",
 }
 
 #: Keys compose sets to another value than the local stack, and why (host/port/path keys are
