@@ -147,12 +147,10 @@ def airflow_env(s: Settings) -> dict[str, str]:
 # The libraries the loop's tasks import (about 10 s of imports on 2 cores, paid by every task
 # process otherwise): the LocalExecutor's workers start from a forkserver that imported them once,
 # and each task, forked from a worker, inherits them (Airflow 3.3's [scheduler] mp_start_method /
-# mp_forkserver_preload). Third-party libraries only: the project's own code is imported fresh by
-# every task, so an edit takes effect without a restart. MLOPS_AIRFLOW_PRELOAD="" turns it off.
-TASK_PRELOAD = (
-    "airflow,airflow.executors.local_executor,airflow.sdk.execution_time.supervisor,"
-    "pandas,pyarrow.parquet,sklearn.ensemble,mlflow,mlflow.sklearn,great_expectations,evidently"
-)
+# mp_forkserver_preload). include.mlops.task_preload imports only third-party libraries (and
+# quiets their import-time logging): the project's own code is imported fresh by every task, so
+# an edit takes effect without a restart. MLOPS_AIRFLOW_PRELOAD="" turns it off.
+TASK_PRELOAD = "airflow,airflow.executors.local_executor,airflow.sdk.execution_time.supervisor,include.mlops.task_preload"
 
 
 def task_preload_env() -> dict[str, str]:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import subprocess
+import sys
 
 import pytest
 
@@ -16,11 +19,27 @@ def test_tasks_start_from_a_forkserver_that_imported_the_heavy_libraries(monkeyp
     env = stack.task_preload_env()
     assert env["AIRFLOW__SCHEDULER__MP_START_METHOD"] == "forkserver"
     modules = env["AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD"].split(",")
-    assert {"great_expectations", "evidently", "mlflow", "sklearn.ensemble"} <= set(modules)
-    # the project's own code is never preloaded: an edit must reach the next task without a restart
-    assert not [m for m in modules if m.split(".")[0] in {"include", "dags", "plugins"}]
     # multiprocessing's forkserver skips a module it cannot import without a word: each must exist
     assert [m for m in modules if importlib.util.find_spec(m) is None] == []
+
+
+def test_the_preload_brings_the_libraries_and_none_of_the_projects_code():
+    """What the forkserver would hold: the heavy libraries, and of this project only the preload
+    module itself (any other module would be stale in every task after an edit)."""
+    code = (
+        "import sys, json, include.mlops.task_preload; "
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {'include', 'dags', 'plugins', "
+        "'great_expectations', 'evidently', 'mlflow', 'sklearn', 'skops'} and (m.count('.') <= 1 or m.startswith('include.')))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
+    loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert {"great_expectations", "evidently", "mlflow", "mlflow.sklearn", "sklearn.ensemble", "skops.io"} <= loaded
+    assert sorted(m for m in loaded if m.split(".")[0] in {"include", "dags", "plugins"}) == [
+        "include",
+        "include.mlops",
+        "include.mlops.task_preload",
+    ]
+    assert "Skipping registering function" not in out.stderr  # GX's import chatter is quieted
 
 
 def test_the_preload_can_be_turned_off_or_chosen(monkeypatch):
