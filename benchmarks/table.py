@@ -83,7 +83,8 @@ def load_rows(path: Path | None, data: dict[str, Any] | None) -> list[list[str]]
     return [
         [
             "load test",
-            f"single-row requests held {hold['seconds']:.0f} s at the highest paced rate with p99 < {target:g} ms, canary on",
+            f"single-row requests held {hold['seconds']:.0f} s at the highest paced rate with p99 < {target:g} ms,"
+            f" canary on, {data['args'].get('workers') or 1} API worker(s)",
             f"{hold['achieved_req_per_s']:.0f} req/s, p99 {hold['p99_ms']:.1f} ms,"
             f" {hold['non_2xx']} non-2xx, {hold['socket_errors']} socket errors",
             f"p99 < {target:g} ms, 0 errors",
@@ -92,7 +93,8 @@ def load_rows(path: Path | None, data: dict[str, Any] | None) -> list[list[str]]
         [
             "load test",
             "inference log after the hold + SIGTERM: records written / rows answered",
-            f"{logd['log_records_written']:,} / {logd['rows_answered_by_api']:,} ({logd['lost']} lost);"
+            f"{logd['log_records_written']:,} / {logd['rows_answered_by_api']:,} ({logd['lost']} lost,"
+            f" {logd.get('duplicated', 0)} duplicated);"
             f" challenger answered {logd['challenger_share']:.1%} (configured {logd['canary_share_configured']:.0%})",
             "0 lost",
             src,

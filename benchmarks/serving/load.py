@@ -8,11 +8,14 @@ In one run, in a throwaway state folder on free loopback ports:
    again on its second half (the challenger), registers both and sets ``@champion`` and
    ``@challenger``: the serving API then routes the spec's canary share of entities to the challenger;
 2. starts the serving API (``uvicorn include.mlops.serving.app:create_app --factory``, defaults);
-3. a short ladder of offered rates (``--rates``, ``--step`` seconds each) finds the highest rate
-   the API sustains with p99 under ``--p99-ms`` and no error; that rate is then held for ``--hold``
-   seconds (at least 60);
-4. load comes from ``wrk`` (Debian: ``apt-get install -y wrk``) with a pause per connection after
-   each answer (``--clients`` connections, pause = clients / rate): a paced, closed-loop load;
+3. a short ladder of offered rates (``--rates``, ``--step`` seconds each, climbed until two in a
+   row miss) finds the highest rate the API sustains with p99 under ``--p99-ms`` and no error;
+   that rate is then held for ``--hold`` seconds (at least 60), and if the hold misses, the next
+   lower passing rate once more;
+4. load comes from ``wrk`` (Debian: ``apt-get install -y wrk``) with a random pause per connection
+   after each answer (exponential, so the connections interleave like
+   independent users; ``--clients`` connections, default rate / 4, the pause shortened by the
+   previous step's median answer time): a paced, closed-loop load;
    the achieved rate is reported next to the offered one, and a step whose achieved rate falls
    below 90% of the offered one counts as not sustained. Single-row requests of real February
    2013 flights, 2,000 distinct entities, cycled;
@@ -56,9 +59,33 @@ log = logging.getLogger("bench-load")
 
 
 def write_paced_lua(path: Path, bodies: list[str], url_path: str, pause_ms: float) -> None:
-    """wrk's script with a pause after each answer on every connection (wrk's ``delay`` hook)."""
+    """wrk's script with a pause after each answer on every connection (wrk's ``delay`` hook).
+
+    The pauses are drawn from an exponential distribution with the given mean, so the connections'
+    requests interleave like independent users (a Poisson-like stream at the server). A fixed pause
+    keeps the connections in the step they started in: every connection sends at once, then
+    again one pause later, a burst of ``clients`` requests at a time instead of a steady rate
+    (measured: 50 connections at 18 req/s in bursts gave p50 94 ms where 1 connection gave 20 ms)."""
     items = ",\n".join(f"[==[{b}]==]" for b in bodies)
-    path.write_text(LUA % {"bodies": items, "path": url_path} + f"\ndelay = function() return {pause_ms:.3f} end\n")
+    path.write_text(
+        LUA % {"bodies": items, "path": url_path}
+        + "\nmath.randomseed(os.time())\n"
+        + f"delay = function() return math.floor(-{pause_ms:.3f} * math.log(1 - math.random())) end\n"
+    )
+
+
+def clients_for(rate: float, clients: int | None) -> int:
+    """Connections for an offered rate: about one request per connection every 250 ms (few
+    connections, so the burst of first requests when wrk connects is small), 8 to 128."""
+    if clients:
+        return clients
+    return max(8, min(128, round(rate / 4)))
+
+
+def pause_for(rate: float, clients: int, answer_ms: float) -> float:
+    """Mean pause (ms) after each answer so that ``clients`` closed-loop connections offer ``rate``:
+    each connection sends once per pause + answer time."""
+    return max(clients * 1000.0 / rate - answer_ms, 1.0)
 
 
 def register_challenger(mlflow_uri: str, spec: Any, cache: Path) -> str:
@@ -88,8 +115,13 @@ def register_challenger(mlflow_uri: str, spec: Any, cache: Path) -> str:
     return version
 
 
-def step(url: str, lua_dir: Path, bodies: list[str], rate: float, clients: int, seconds: float, pid: int) -> dict[str, Any]:
-    pause_ms = clients * 1000.0 / rate
+def step(
+    url: str, lua_dir: Path, bodies: list[str], rate: float, clients: int | None, seconds: float, pid: int, answer_ms: float = 20.0
+) -> dict[str, Any]:
+    """One paced run of wrk at ``rate``; ``answer_ms`` (the previous step's p50) corrects the pause
+    for the time each connection waits for its answer."""
+    clients = clients_for(rate, clients)
+    pause_ms = pause_for(rate, clients, answer_ms)
     lua = lua_dir / f"paced-{rate:g}.lua"
     write_paced_lua(lua, bodies, "/predict", pause_ms)
     cpu0 = tree_cpu_seconds(pid)
@@ -97,6 +129,7 @@ def step(url: str, lua_dir: Path, bodies: list[str], rate: float, clients: int, 
     secs = raw["duration_us"] / 1e6
     out = {
         "offered_req_per_s": rate,
+        "connections": clients,
         "achieved_req_per_s": round(raw["requests"] / secs, 1),
         "seconds": round(secs, 1),
         "requests": raw["requests"],
@@ -113,12 +146,13 @@ def step(url: str, lua_dir: Path, bodies: list[str], rate: float, clients: int, 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--rates", default="100,200,300,400,500,600,800", help="offered rates (req/s), climbed until one fails")
+    parser.add_argument("--rates", default="25,50,75,100,150,200,300,400", help="offered rates (req/s), climbed until one fails")
     parser.add_argument("--step", type=float, default=10.0, help="seconds per ladder step")
     parser.add_argument("--hold", type=float, default=60.0, help="seconds to hold the highest sustained rate (>= 60)")
     parser.add_argument(
-        "--clients", type=int, default=50, help="wrk connections (many, each mostly pausing: latency then barely slows the offered rate)"
+        "--clients", type=int, default=None, help="wrk connections (default: rate / 4, 8 to 128; each mostly pausing between requests)"
     )
+    parser.add_argument("--workers", type=int, default=None, help="uvicorn worker processes (default: the API's default, one)")
     parser.add_argument("--p99-ms", type=float, default=50.0, help="p99 target that a sustained rate must meet")
     parser.add_argument("--keep", action="store_true", help="keep the throwaway state folder")
     args = parser.parse_args(argv)
@@ -145,44 +179,66 @@ def main(argv: list[str] | None = None) -> int:
         rows = [jsonable_row(r) for r in later[[spec.entity_id, spec.time_column, *spec.feature_names]].to_dict("records")]
         bodies = [json.dumps(r) for r in rows[:2000]]
 
-        serving = start_serving(work / "serving", mlflow, MODEL_NAME, {"MLOPS_SERVING_POLL_SECONDS": "2"})
+        serving = start_serving(work / "serving", mlflow, MODEL_NAME, {"MLOPS_SERVING_POLL_SECONDS": "2"}, workers=args.workers)
         procs.append(serving.process)
         serving.wait_serving(champion, challenger, timeout=180)
         status, answer = http("POST", serving.url + "/predict", raw=bodies[0].encode())
         assert status == 200, answer
         pid = serving.process.pid
         url = serving.url + "/predict"
-        run_wrk(url, write_lua_warm(work, bodies), 4, 5)  # warm-up, not counted
+        sent_ok = 1 + run_wrk(url, write_lua_warm(work, bodies), 4, 5)["requests"]  # the probe and the warm-up, not measured
 
         ladder = []
         sustained = None
+        answer_ms = 20.0
         for rate in [float(r) for r in args.rates.split(",")]:
-            res = step(url, work, bodies, rate, args.clients, args.step, pid)
+            res = step(url, work, bodies, rate, args.clients, args.step, pid, answer_ms)
             ladder.append(res)
+            sent_ok += res["requests"]
+            answer_ms = res["p50_ms"]
             ok = res["p99_ms"] < args.p99_ms and not res["non_2xx"] and not res["socket_errors"]
-            if not ok or res["achieved_req_per_s"] < 0.9 * rate:
+            res["met_target"] = ok and res["achieved_req_per_s"] >= 0.9 * rate
+            if res["met_target"]:
+                sustained = rate
+            # Micro-batching makes latency non-monotone in the rate (more arrivals, bigger batches):
+            # climb on past a miss; stop after two misses in a row.
+            if len(ladder) >= 2 and not ladder[-1]["met_target"] and not ladder[-2]["met_target"]:
                 break
-            sustained = rate
         if sustained is None:
             log.error("not even the lowest rate of the ladder met the target: %s", ladder[0])
             return 1
-        hold = step(url, work, bodies, sustained, args.clients, args.hold, pid)
+        # Hold the highest passing rate; if the long hold misses the target, the next lower passing
+        # rate gets one more hold (a 10 s step can pass by luck on a noisy 2-core machine).
+        holds = []
+        for res in sorted((r for r in ladder if r["met_target"]), key=lambda r: -r["offered_req_per_s"])[:2]:
+            hold = step(url, work, bodies, res["offered_req_per_s"], args.clients, args.hold, pid, res["p50_ms"])
+            holds.append(hold)
+            sent_ok += hold["requests"]
+            if hold["p99_ms"] < args.p99_ms and not hold["non_2xx"] and not hold["socket_errors"]:
+                break
 
         _, metrics_text = http("GET", serving.url + "/metrics")
-        answered = served_ok_rows(metrics_text)
+        # One worker: its own count of answered rows (exact). Several: each has its own /metrics,
+        # so the answers wrk received count instead (a lower bound: a request in flight when wrk
+        # stopped is answered and logged but not counted, so records may exceed it, never the reverse).
+        answered = served_ok_rows(metrics_text) if (args.workers or 1) == 1 else sent_ok
         serving.process.stop(signal.SIGTERM, timeout=120)
         records = [r for r in log_rows(serving.db_url, MODEL_NAME) if r["status"] == "ok"]
         routes = Counter(r["route"] for r in records)
         completeness = {
             "rows_answered_by_api": answered,
+            "answered_counted_by": "the API's /metrics" if (args.workers or 1) == 1 else "wrk (several workers)",
             "log_records_written": len(records),
-            "lost": answered - len(records),
+            "duplicated": len(records) - len({r["request_id"] for r in records}),
+            "lost": max(answered - len(records), 0),
             "completeness": round(len(records) / answered, 6) if answered else None,
             "challenger_share": round(routes["challenger"] / max(len(records), 1), 3),
             "canary_share_configured": spec.deployment.canary_share,
         }
-        passed = completeness["lost"] == 0 and not hold["non_2xx"] and not hold["socket_errors"] and hold["p99_ms"] < args.p99_ms
-        summary = {"machine": info, "args": vars(args), "ladder": ladder, "hold": hold, "inference_log": completeness, "passed": passed}
+        log_ok = completeness["lost"] == 0 and completeness["duplicated"] == 0
+        passed = log_ok and not hold["non_2xx"] and not hold["socket_errors"] and hold["p99_ms"] < args.p99_ms
+        summary: dict[str, Any] = {"machine": info, "args": vars(args), "ladder": ladder, "holds": holds, "hold": hold}
+        summary.update(inference_log=completeness, passed=passed)
         print(json.dumps({k: summary[k] for k in ("hold", "inference_log", "passed")}, indent=1))
         out_dir = ROOT / "benchmarks" / "results"
         out_dir.mkdir(parents=True, exist_ok=True)
