@@ -98,10 +98,9 @@ test: lint
 
 # Integration and live-stack tiers on PostgreSQL: a throwaway cluster for the test session
 # (Airflow's metadata DB, the test MLflow server's store, one ops database per test) and the
-# stack's own cluster for the live tests (MLOPS_BACKEND=postgres make up). The demo's e2e test
-# runs on SQLite only (time); `MLOPS_BACKEND=postgres make demo-fast` runs it on PostgreSQL.
+# stack's own cluster for the live tests (MLOPS_BACKEND=postgres make up), the demo's e2e included.
 test-postgres: venv
-	MLOPS_TEST_BACKEND=postgres $(BIN)/pytest -m "integration or live" --ignore=tests/e2e/test_demo_live.py $(PYTEST_ARGS)
+	MLOPS_TEST_BACKEND=postgres $(BIN)/pytest -m "integration or live" $(PYTEST_ARGS)
 
 # Everything but the live stack, for quick iterations.
 test-fast: lint
