@@ -96,17 +96,17 @@ def group_by_day(paths: list[Path]) -> list[list[str]]:
     return [v for _, v in sorted(groups.items())]
 
 
-def chunk_groups(groups: list[list[str]], max_chunks: int, min_days: int = 7) -> list[list[str]]:
-    """Spread day groups over at most ``max_chunks`` task chunks of at least ``min_days`` days
-    each (the last may be shorter), days kept whole and in order.
+def chunk_groups(groups: list[list[str]], max_chunks: int) -> list[list[str]]:
+    """Spread day groups over at most ``max_chunks`` task chunks, days kept whole and in order.
 
     A mapped task costs seconds before its first batch (a task process, the DAG parse, Great
-    Expectations' context) and a day's batch about one more, so a week is one task and only a
-    backlog of weeks is spread over parallel tasks.
+    Expectations' context), so a backlog of many days is ingested by a few tasks working through
+    several days each, two at a time (measured on the full-year demo: a week in one task made the
+    ingest the slower path of each simulated week, 1,776 s against 1,529 s for the year).
     """
     if not groups:
         return []
-    n = max(1, min(max_chunks, -(-len(groups) // min_days)))
+    n = max(1, min(max_chunks, len(groups)))
     size = -(-len(groups) // n)  # ceil
     return [[name for group in groups[i : i + size] for name in group] for i in range(0, len(groups), size)]
 

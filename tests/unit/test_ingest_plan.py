@@ -20,7 +20,7 @@ def test_groups_keep_days_whole_and_arrival_order():
 
 @pytest.mark.parametrize(
     ("days", "max_chunks", "sizes"),
-    [(0, 4, []), (1, 4, [1]), (5, 4, [5]), (7, 4, [7]), (8, 4, [4, 4]), (15, 4, [5, 5, 5]), (30, 4, [8, 8, 8, 6]), (60, 4, [15] * 4)],
+    [(0, 4, []), (1, 4, [1]), (5, 4, [2, 2, 1]), (7, 4, [2, 2, 2, 1]), (8, 4, [2, 2, 2, 2]), (30, 4, [8, 8, 8, 6]), (60, 4, [15] * 4)],
 )
 def test_chunks_never_exceed_the_limit_nor_split_a_day(days, max_chunks, sizes):
     groups = [[f"outcomes_2013-01-{d + 1:02d}.parquet", f"outcomes_2013-01-{d + 1:02d}-b.parquet"] for d in range(days)]
