@@ -534,7 +534,7 @@ def _workspace(rt: Runtime) -> Any:
     from evidently.ui.workspace import RemoteWorkspace, Workspace
 
     try:
-        ws = RemoteWorkspace(rt.settings.evidently_url)
+        ws = RemoteWorkspace(rt.settings.evidently_dag_url)
         ws.list_projects()
         return ws
     except Exception:

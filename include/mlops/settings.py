@@ -45,6 +45,10 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "MLOPS_EVIDENTLY_WORKSPACE": ("<home>/evidently", "Evidently workspace folder"),
     "MLFLOW_TRACKING_URI": ("http://<host>:<mlflow port>", "MLflow tracking server used by DAGs and serving"),
     "MLOPS_SERVING_URL": ("http://<host>:<serving port>", "serving API base URL used by DAGs"),
+    "MLOPS_EVIDENTLY_URL": (
+        "http://<host>:<Evidently port>",
+        "Evidently UI base URL DAGs add snapshots through (else they write into the workspace folder)",
+    ),
     "MLOPS_LOG_LEVEL": ("INFO", "log level of the project's own loggers"),
     "MLOPS_SERVING_WORKERS": ("1", "uvicorn worker processes of the serving API (each polls the registry and writes the log itself)"),
     "MLOPS_SERVING_POLL_SECONDS": ("2", "how often the serving API re-reads the registry aliases (seconds)"),
@@ -131,6 +135,7 @@ class Settings:
     mlflow_tracking_uri: str
     serving_url: str
     log_level: str
+    evidently_api_url: str = ""  # where DAGs reach the Evidently UI (compose: the service's name); "" = evidently_url
     serving_workers: int = 1
     serving_poll_seconds: float = 2.0
     serving_max_body_bytes: int = 1 << 20
@@ -211,7 +216,13 @@ class Settings:
 
     @property
     def evidently_url(self) -> str:
+        """The Evidently UI as a browser reaches it (links)."""
         return f"http://{self.host}:{self.evidently_port}"
+
+    @property
+    def evidently_dag_url(self) -> str:
+        """The Evidently UI as DAGs reach it to add snapshots (MLOPS_EVIDENTLY_URL, else evidently_url)."""
+        return self.evidently_api_url or self.evidently_url
 
 
 def _int(env: dict[str, str], name: str, default: int) -> int:
@@ -355,6 +366,7 @@ def get_settings(environ: dict[str, str] | None = None) -> Settings:
         evidently_workspace=_path(env.get("MLOPS_EVIDENTLY_WORKSPACE"), home / "evidently"),
         mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"http://{host}:{mlflow_port}",
         serving_url=env.get("MLOPS_SERVING_URL") or f"http://{host}:{serving_port}",
+        evidently_api_url=env.get("MLOPS_EVIDENTLY_URL") or "",
         log_level=(env.get("MLOPS_LOG_LEVEL") or "INFO").upper(),
         serving_workers=int(_positive(env, "MLOPS_SERVING_WORKERS", 1, int)),
         serving_poll_seconds=float(_positive(env, "MLOPS_SERVING_POLL_SECONDS", 2.0, float)),

@@ -38,6 +38,13 @@ def test_environment_overrides(tmp_path):
     assert s.model_name_override == "mine"
 
 
+def test_dags_may_reach_the_evidently_ui_elsewhere_than_the_browser_does():
+    assert get_settings({}).evidently_dag_url == "http://127.0.0.1:8001"
+    s = get_settings({"MLOPS_EVIDENTLY_URL": "http://evidently-ui:8001", "MLOPS_EVIDENTLY_PORT": "8101"})
+    assert s.evidently_dag_url == "http://evidently-ui:8001"
+    assert s.evidently_url == "http://127.0.0.1:8101"  # links in the status page and the demo summary
+
+
 def test_postgres_backend_puts_every_store_on_the_stacks_cluster(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "postgres-password").write_text("s3cret\n")
