@@ -157,7 +157,8 @@ def task_preload_env() -> dict[str, str]:
     modules = os.environ.get("MLOPS_AIRFLOW_PRELOAD", TASK_PRELOAD).strip()
     if not modules:
         return {}
-    return {"AIRFLOW__SCHEDULER__MP_START_METHOD": "forkserver", "AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD": modules}
+    method = os.environ.get("AIRFLOW__SCHEDULER__MP_START_METHOD", "forkserver")  # yours wins (the preload needs forkserver)
+    return {"AIRFLOW__SCHEDULER__MP_START_METHOD": method, "AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD": modules}
 
 
 def ensure_admin_token(s: Settings) -> Settings:

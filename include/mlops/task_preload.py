@@ -7,26 +7,41 @@ warnings are quieted here because the forkserver writes to the scheduler's log: 
 Expectations announces some 200 registrations at import, and skops (how MLflow stores the
 sklearn models) probes every loaded module at import, which Airflow's deprecated-module shims
 answer with a warning each.
+
+A library that fails to import is reported and skipped, never raised: an exception here would
+stop the forkserver, and with it every task; the task that needs the library then imports it
+itself and fails with the real error.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
+import sys
 import warnings
+
+LIBRARIES = (
+    "pandas",
+    "pyarrow.parquet",
+    "sklearn.ensemble",
+    "great_expectations",
+    "mlflow",
+    "mlflow.sklearn",
+    "skops.io",
+    "evidently",
+)
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")  # no telemetry: nothing leaves the machine
 logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
-import pandas  # noqa: E402, F401
-import pyarrow.parquet  # noqa: E402, F401
-import sklearn.ensemble  # noqa: E402, F401
-
+failed: dict[str, str] = {}
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)  # Airflow's DeprecatedImportWarning is one
     warnings.simplefilter("ignore", DeprecationWarning)
-    import evidently  # noqa: F401
-    import great_expectations  # noqa: F401
-    import mlflow
-    import mlflow.sklearn  # noqa: F401
-    import skops.io  # noqa: F401
+    for _name in LIBRARIES:
+        try:
+            importlib.import_module(_name)
+        except Exception as exc:  # see the module doc: never raise here
+            failed[_name] = f"{type(exc).__name__}: {exc}"
+            print(f"mlops task preload: could not import {_name} ({failed[_name]}); tasks will import it themselves", file=sys.stderr)

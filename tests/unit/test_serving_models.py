@@ -122,3 +122,11 @@ def test_poller_thread_picks_up_changes(reg):
         assert manager.state.champion.version == "2"
     finally:
         manager.stop()
+
+
+def test_metrics_say_which_worker_answered():
+    """With several uvicorn workers each has its own counters; the pid tells a scraper whose they are."""
+    import os
+
+    text = ServingMetrics().render().decode()
+    assert f"mlops_serving_worker_pid {float(os.getpid())}" in text

@@ -47,3 +47,14 @@ def test_the_preload_can_be_turned_off_or_chosen(monkeypatch):
     assert stack.task_preload_env() == {}
     monkeypatch.setenv("MLOPS_AIRFLOW_PRELOAD", "airflow,pandas")
     assert stack.task_preload_env()["AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD"] == "airflow,pandas"
+
+
+def test_a_library_that_fails_to_import_is_reported_not_raised():
+    """An exception would stop the forkserver and with it every task."""
+    code = (
+        "import sys; sys.modules['evidently'] = None; "  # importing it now raises ImportError
+        "import include.mlops.task_preload as p; print(sorted(p.failed))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
+    assert out.stdout.strip().splitlines()[-1] == "['evidently']"
+    assert "could not import evidently" in out.stderr

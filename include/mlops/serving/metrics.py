@@ -8,6 +8,7 @@ numbers; scrape each worker, or run one worker per replica (the default).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
@@ -23,6 +24,9 @@ class ServingMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         ProcessCollector(registry=r)
+        # Which process answered this scrape: with several uvicorn workers each has its own counters,
+        # and a scraper (the load test, or Prometheus without multiprocess mode) tells them apart by it.
+        Gauge("mlops_serving_worker_pid", "Process id of the serving worker that answered this scrape.", registry=r).set(os.getpid())
         self.requests = Counter("mlops_serving_requests", "HTTP requests to /predict by response status code.", ["status"], registry=r)
         self.rows = Counter(
             "mlops_serving_rows",
