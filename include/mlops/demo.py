@@ -83,7 +83,10 @@ def make_plan(start: date, end: date, drills: list[str], seconds_per_day: float,
     when = {
         "corrupted_batch": first + timedelta(days=3),
         "celsius_batch": first + timedelta(days=6),
-        "fragile_canary": at(0.2 if fast else 0.15),
+        # the short run starts it a week after the first champion, before the first drift-driven
+        # retrain: with the loop as fast as the replay, retrain cycles can follow one another to
+        # the end of April and the drill waits for a moment with no training and no challenger
+        "fragile_canary": first + timedelta(days=7) if fast else at(0.15),
         "manual_rollback": at(0.92),
     }
     return Plan(start, end, first, {d: when[d] for d in drills}, seconds_per_day)
@@ -348,9 +351,14 @@ class Drills:
 
     def maybe_start(self, day: date, rt: Runtime, client: AirflowClient, tally: Tally) -> None:
         drills = self.plan.drills
-        if "fragile_canary" in drills and self.fragile_run is None and day >= drills["fragile_canary"]:
-            if _alias(rt, "challenger") or _busy(client, ("train_candidate", "deploy_validated_model", "check_early_window")):
-                return  # one challenger at a time: start when the current evaluation is over
+        if (
+            "fragile_canary" in drills
+            and self.fragile_run is None
+            and day >= drills["fragile_canary"]
+            # one challenger at a time: start when the current evaluation is over (checked daily)
+            and not _alias(rt, "challenger")
+            and not _busy(client, ("train_candidate", "deploy_validated_model", "check_early_window"))
+        ):
             window = _champion_window(rt)  # the champion's own data: the same model, but fragile
             self.fragile_run = client.trigger(
                 "train_candidate",
