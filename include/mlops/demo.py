@@ -279,6 +279,7 @@ def run(args: argparse.Namespace) -> int:
     pending_window: datetime | None = None
     day = plan.first_traffic
     drills = Drills(plan)
+    extended = False
     while day <= plan.end:
         t0 = time.monotonic()
         tally.day_started[str(day)] = _utcnow()
@@ -307,6 +308,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"{day}  {serving_now(http, s.serving_url):45}  last decision: {last_decision(rt)}", flush=True)
             pending_window, window_start = window_end, window_end
         drills.maybe_start(day, rt, client, tally)
+        if day == plan.end and drills.rollback_waiting() and day < drills.last_day:
+            # the manual rollback needs a champion served before the current one: when no
+            # promotion happened in the range, go on a day at a time until one does (bounded)
+            plan.end = day + timedelta(days=1)
+            if not extended:
+                why = "no promotion yet, nothing to roll back to"
+                tally.note(day, f"drill manual_rollback: {why}; replaying on until {drills.last_day} at most")
+                extended = True
         day += timedelta(days=1)
         time.sleep(max(plan.seconds_per_day - (time.monotonic() - t0), 0))
 
@@ -327,6 +336,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+#: How far the replay may go past the requested end for a manual rollback that has nothing to roll
+#: back to yet (no promotion in the range), and the last day of the flights data.
+EXTRA_DAYS = timedelta(days=42)
+LAST_DAY = date(2013, 12, 31)
+
+
 class Drills:
     """The two drills that need the loop's cooperation start only when the loop is ready for them."""
 
@@ -336,6 +351,12 @@ class Drills:
         self.fragile_version: str | None = None
         self.fragile_redeployed = False
         self.rollback_done = False
+        #: the replay may go past the plan's end, up to this day, for a manual rollback still waiting
+        self.last_day = min(plan.end + EXTRA_DAYS, LAST_DAY)
+
+    def rollback_waiting(self) -> bool:
+        """The manual rollback drill is due but has had nothing to roll back to."""
+        return "manual_rollback" in self.plan.drills and not self.rollback_done
 
     def _fragile_may_redeploy(self, rt: Runtime, client: AirflowClient) -> bool:
         if self.fragile_version is None or self.fragile_redeployed or not _refused_busy(rt, self.fragile_version):
@@ -388,8 +409,8 @@ class Drills:
             tally.note(day, f"drill fragile_canary: v{self.fragile_version} waited for the challenger slot; deploying it", run_id=run_id)
         if "manual_rollback" in drills and not self.rollback_done and day >= drills["manual_rollback"]:
             champions = [r for r in rt.store.list_ledger(rt.model_name, "champion") if r["to_version"]]
-            if len(champions) < 2 and day < self.plan.end:
-                return  # nothing served before the champion yet: wait for a promotion
+            if len(champions) < 2 and day < self.last_day:
+                return  # nothing served before the champion yet: wait for a promotion (the replay goes on)
             run_id = client.trigger("promote_or_rollback", {"action": "rollback", "reason": "demo drill: manual rollback from the UI"})
             self.rollback_done = True
             tally.note(day, "drill manual_rollback: promote_or_rollback triggered with action=rollback", run_id=run_id)
