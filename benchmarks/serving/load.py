@@ -36,6 +36,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -188,7 +189,12 @@ def main(argv: list[str] | None = None) -> int:
         serving = start_serving(work / "serving", mlflow, MODEL_NAME, {"MLOPS_SERVING_POLL_SECONDS": "2"}, workers=args.workers)
         procs.append(serving.process)
         serving.wait_serving(champion, challenger, timeout=180)
-        status, answer = http("POST", serving.url + "/predict", raw=bodies[0].encode())
+        # wait_serving asked one worker; with several, each loads the models itself: probe until one
+        # request answered (a worker still loading answers 503)
+        deadline = time.monotonic() + 120
+        while (probe := http("POST", serving.url + "/predict", raw=bodies[0].encode()))[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        status, answer = probe
         assert status == 200, answer
         pid = serving.process.pid
         url = serving.url + "/predict"
