@@ -27,6 +27,11 @@ def isolated_env(home: Path) -> dict[str, str]:
     }
     for var in ("AIRFLOW_HOME", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__DAGS_FOLDER", "MLOPS_OPS_DB_URL", "MLOPS_LAKE"):
         env.pop(var, None)
+    # URLs the stack derives from its ports. `mlflow.set_tracking_uri` also writes MLFLOW_TRACKING_URI
+    # into os.environ (for subprocesses), so an earlier test's stack would leak in: the demo's
+    # e2e before the scheduler fault test pointed that test and its stack at the demo's stopped MLflow.
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLOPS_SERVING_URL", "MLOPS_EVIDENTLY_URL", "MLOPS_ALERT_AIRFLOW_URL"):
+        env.pop(var, None)
     for var in ("MLOPS_BACKEND", "MLOPS_POSTGRES_PORT", "MLOPS_POSTGRES_DIR", "MLOPS_POSTGRES_PASSWORD", "MLOPS_MLFLOW_BACKEND_URI"):
         env.pop(var, None)
     if os.environ.get("MLOPS_TEST_BACKEND") == "postgres":  # the stack runs its own cluster (`make up` option)

@@ -58,3 +58,18 @@ def test_a_library_that_fails_to_import_is_reported_not_raised():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
     assert out.stdout.strip().splitlines()[-1] == "['evidently']"
     assert "could not import evidently" in out.stderr
+
+
+def test_a_throwaway_stack_ignores_the_urls_an_earlier_stack_left_in_the_environment(monkeypatch, tmp_path):
+    """`mlflow.set_tracking_uri` writes MLFLOW_TRACKING_URI into os.environ: an e2e module run after
+    another must not inherit the previous stack's (stopped) MLflow, serving or Evidently URLs."""
+    from include.mlops.settings import get_settings
+    from tests.e2e.stack_env import isolated_env
+
+    for var in ("MLFLOW_TRACKING_URI", "MLOPS_SERVING_URL", "MLOPS_EVIDENTLY_URL"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    env = isolated_env(tmp_path)
+    s = get_settings(env)
+    assert s.mlflow_tracking_uri == f"http://127.0.0.1:{env['MLOPS_MLFLOW_PORT']}"
+    assert s.serving_url == f"http://127.0.0.1:{env['MLOPS_SERVING_PORT']}"
+    assert "127.0.0.1:9" not in " ".join(v for k, v in env.items() if k.endswith("_URI") or k.endswith("_URL"))
