@@ -58,15 +58,27 @@ def serving_rows(path: Path | None, data: dict[str, Any] | None) -> list[list[st
     floor = data.get("floor", {})
     if ours1 and floor.get("raw_1thread_1_p50_ms"):
         raw = floor["raw_1thread_1_p50_ms"]
+        gap = ours1["p50_ms"] - raw
         rows.append(
             [
                 "serving API",
                 "single-row request, 1 client: p50",
-                f"{ours1['p50_ms']:.2f} ms (+{ours1['p50_ms'] - raw:.2f} ms over the model)",
+                f"{ours1['p50_ms']:.2f} ms ({'+' if gap >= 0 else '-'}{abs(gap):.2f} ms against the model's `predict_proba`)",
                 f"{raw:.2f} ms raw in-process `predict_proba`",
                 src,
             ]
         )
+        direct = floor.get("direct_1thread_1_p50_ms")
+        if direct and (data.get("input_path") or {}):
+            rows.append(
+                [
+                    "serving API",
+                    "single-row request, 1 client: p50 over what it calls",
+                    f"{ours1['p50_ms']:.2f} ms (+{ours1['p50_ms'] - direct:.2f} ms of request handling)",
+                    f"{direct:.2f} ms the direct input path in-process (input path: {', '.join(sorted(set(data['input_path'].values())))})",
+                    src,
+                ]
+            )
     log = data.get("inference_log") or {}
     if log:
         figure = f"{log['lost']} lost of {log['rows_answered_by_api']:,} answered"

@@ -216,28 +216,51 @@ def train_and_register(mlflow_uri: str, spec: Any, cache: Path) -> tuple[str, An
     return version, model, later
 
 
-def raw_floor(model_uri: str, X: Any, reps: int = 300) -> dict[str, float]:
-    """Median and p99 of the raw in-process predict_proba on a DataFrame of 1 and 100 rows."""
+def raw_floor(model_uri: str, X: Any, spec: Any, reps: int = 300) -> dict[str, float]:
+    """Median and p99 of the raw in-process predict_proba on a DataFrame of 1 and 100 rows, and of
+    the serving API's direct input path (:mod:`include.mlops.serving.direct`) on the same rows."""
+    import math
+
     import mlflow.sklearn
     import numpy as np
     from threadpoolctl import threadpool_limits
 
+    from include.mlops.serving.direct import compile_direct
+    from include.mlops.serving.schema import Row
+    from include.mlops.serving.scoring import FrameBuilder
+
     model = mlflow.sklearn.load_model(model_uri)
+    direct, why = compile_direct(model, spec, FrameBuilder(spec))
+    if direct is None:
+        log.warning("the direct input path does not apply to this model: %s", why)
+
+    def as_rows(frame: Any) -> list[Row]:
+        return [
+            Row(str(i), None, tuple(None if isinstance(v, float) and math.isnan(v) else v for v in values))
+            for i, values in enumerate(frame.itertuples(index=False, name=None))
+        ]
+
     out: dict[str, float] = {}
+
+    def timed(label: str, call: Any, inputs: list[Any]) -> None:
+        for x in inputs[:5]:
+            call(x)
+        times = []
+        for r in range(reps):
+            x = inputs[r % len(inputs)]
+            t0 = time.perf_counter()
+            call(x)
+            times.append(time.perf_counter() - t0)
+        out[f"{label}_p50_ms"] = round(float(np.median(times)) * 1000, 2)
+        out[f"{label}_p99_ms"] = round(float(np.percentile(times, 99)) * 1000, 2)
+
     for label, limit in (("", None), ("1thread_", 1)):  # default OpenMP threads, and one thread as the API runs it
         with threadpool_limits(limits=limit):
             for n in (1, 100):
                 frames = [X.iloc[i * n : (i + 1) * n] for i in range(20)]
-                for f in frames[:5]:
-                    model.predict_proba(f)
-                times = []
-                for r in range(reps):
-                    f = frames[r % len(frames)]
-                    t0 = time.perf_counter()
-                    model.predict_proba(f)
-                    times.append(time.perf_counter() - t0)
-                out[f"raw_{label}{n}_p50_ms"] = round(float(np.median(times)) * 1000, 2)
-                out[f"raw_{label}{n}_p99_ms"] = round(float(np.percentile(times, 99)) * 1000, 2)
+                timed(f"raw_{label}{n}", model.predict_proba, frames)
+                if direct is not None and limit == 1:  # what the API calls instead, on the same rows
+                    timed(f"direct_{label}{n}", direct.predict_proba, [as_rows(f) for f in frames])
     return out
 
 
@@ -306,6 +329,12 @@ def table(results: list[Result], floor: dict[str, float]) -> str:
             f"| {floor[f'raw_{label}1_p50_ms']:.2f} / {floor[f'raw_{label}100_p50_ms']:.2f} "
             f"| {floor[f'raw_{label}1_p99_ms']:.2f} / {floor[f'raw_{label}100_p99_ms']:.2f} | | | |"
         )
+    if "direct_1thread_1_p50_ms" in floor:
+        lines.append(
+            "| the API's direct input path in-process (1 thread) | 1 row / 100 rows | | "
+            f"| {floor['direct_1thread_1_p50_ms']:.2f} / {floor['direct_1thread_100_p50_ms']:.2f} "
+            f"| {floor['direct_1thread_1_p99_ms']:.2f} / {floor['direct_1thread_100_p99_ms']:.2f} | | | |"
+        )
     return "\n".join(lines)
 
 
@@ -335,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         mlflow = start_mlflow(work / "mlflow")
         procs.append(mlflow.process)
         version, _, later = train_and_register(mlflow.uri, spec, ROOT / ".local" / "cache")
-        floor = raw_floor(f"models:/{MODEL_NAME}/{version}", later[spec.feature_names])
+        floor = raw_floor(f"models:/{MODEL_NAME}/{version}", later[spec.feature_names], spec)
         log.info("raw predict_proba floor: %s", floor)
 
         rows = [jsonable_row(r) for r in later[[spec.entity_id, spec.time_column, *spec.feature_names]].to_dict("records")]
@@ -350,6 +379,9 @@ def main(argv: list[str] | None = None) -> int:
         serving = start_serving(work / "serving", mlflow, MODEL_NAME, extra, workers=args.workers)
         procs.append(serving.process)
         serving.wait_serving(version, None, timeout=120)
+        _, health = http("GET", serving.url + "/health")
+        input_path = health.get("input_path", {}) if isinstance(health, dict) else {}
+        log.info("serving API input path: %s", input_path)
         targets = [("serving API", serving.url + "/predict", bodies_ours, "/predict", serving.process.pid)]
         if not args.skip_mlflow_serve:
             mproc, murl = start_mlflow_serve(work, mlflow.uri, version)
@@ -380,8 +412,13 @@ def main(argv: list[str] | None = None) -> int:
 
         # Inference-log completeness: what the API says it answered vs what reached the ops store
         # after a graceful stop (SIGTERM drains the queue).
-        _, metrics_text = http("GET", serving.url + "/metrics")
-        answered = served_ok_rows(metrics_text)
+        # wrk stops with requests in flight: wait until the API's count stands still before reading it
+        answered, previous = -1, -2
+        while answered != previous:
+            previous = answered
+            time.sleep(0.5)
+            _, metrics_text = http("GET", serving.url + "/metrics")
+            answered = served_ok_rows(metrics_text)
         started = time.perf_counter()
         serving.process.stop(signal.SIGTERM, timeout=120)
         stop_s = time.perf_counter() - started
@@ -406,6 +443,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": info,
             "args": vars(args),
             "floor": floor,
+            "input_path": input_path,
             "results": [asdict(r) for r in results],
             "inference_log": completeness,
             "table": md,

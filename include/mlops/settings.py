@@ -64,6 +64,10 @@ VARIABLES: dict[str, tuple[str, str]] = {
         "serving API's write-ahead journal: a killed process's answered requests are logged at the next start (off: none)",
     ),
     "MLOPS_SERVING_BATCH_WAIT_MS": ("3", "longest wait for the requests of just-answered clients to join a micro-batch (0: never wait)"),
+    "MLOPS_SERVING_DIRECT_INPUT": (
+        "on",
+        "score validated rows without a DataFrame when that gives exactly the pipeline's probabilities (off: always the DataFrame)",
+    ),
     # -- alert delivery (README, "Alerts"): every channel is off until configured -------------
     "MLOPS_ALERT_MIN_SEVERITY": ("warning", "lowest severity sent to the alert channels: info, warning, critical (the store keeps all)"),
     "MLOPS_ALERT_COOLOFF_MINUTES": ("360", "a repeating open alert is sent again (one reminder) only this long after its last delivery"),
@@ -141,6 +145,7 @@ class Settings:
     serving_max_body_bytes: int = 1 << 20
     serving_max_rows: int = 1000
     serving_batch_wait_ms: float = 3.0
+    serving_direct_input: bool = True
     serving_admin_token: str | None = field(default=None, repr=False)
     serving_api_key: str | None = field(default=None, repr=False)
     alerts: AlertSettings = field(default_factory=AlertSettings)
@@ -249,6 +254,17 @@ def _positive(env: dict[str, str], name: str, default: float, kind: type[int] | 
     if value <= 0:
         raise ValueError(f"{name} must be greater than 0, got {raw!r}")
     return value
+
+
+def _switch(env: dict[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "on", "true", "yes"):
+        return True
+    if raw in ("0", "off", "false", "no"):
+        return False
+    raise ValueError(f"{name} must be on or off, got {env[name]!r}")
 
 
 def _non_negative(env: dict[str, str], name: str, default: float) -> float:
@@ -373,6 +389,7 @@ def get_settings(environ: dict[str, str] | None = None) -> Settings:
         serving_max_body_bytes=int(_positive(env, "MLOPS_SERVING_MAX_BODY_BYTES", 1 << 20, int)),
         serving_max_rows=int(_positive(env, "MLOPS_SERVING_MAX_ROWS", 1000, int)),
         serving_batch_wait_ms=_non_negative(env, "MLOPS_SERVING_BATCH_WAIT_MS", 3.0),
+        serving_direct_input=_switch(env, "MLOPS_SERVING_DIRECT_INPUT", True),
         serving_admin_token=env.get("MLOPS_SERVING_ADMIN_TOKEN") or _read_secret(home / "run" / "serving-admin-token"),
         serving_api_key=env.get("MLOPS_SERVING_API_KEY") or None,
         alerts=_alert_settings(env, host),

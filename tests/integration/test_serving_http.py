@@ -15,6 +15,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from tests.integration.serving_fixtures import (
@@ -136,6 +137,7 @@ def test_requests_valid_and_malformed_limits_and_no_champion(spec, mlflow_server
     mlflow_server.client().set_registered_model_alias(name, "champion", version)
     health = serving.wait_serving(version)
     assert health["ready"] is True and health["model"] == name
+    assert health["input_path"] == {version: "direct"}, health  # checked equal to the pipeline at load
 
     # One row, and many rows with a request id.
     status, body = serving.predict(row_payload(spec, X, 0, "one-1"))
@@ -151,6 +153,8 @@ def test_requests_valid_and_malformed_limits_and_no_champion(spec, mlflow_server
     status, body = serving.predict({"rows": many, "request_id": "req-many"})
     assert status == 200, body
     assert body["request_id"] == "req-many" and [p["entity_id"] for p in body["predictions"]] == [r[spec.entity_id] for r in many]
+    frame = pd.DataFrame([{k: r[k] for k in spec.feature_names} for r in many])
+    assert [p["score"] for p in body["predictions"]] == fitted[0].predict_proba(frame)[:, 1].tolist()  # the pipeline's, exactly
 
     # Malformed requests: the right 4xx naming row, field and reason; never a 500.
     good = row_payload(spec, X, 1, "bad-1")

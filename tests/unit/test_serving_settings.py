@@ -43,9 +43,18 @@ def test_serving_defaults_and_overrides():
         ("MLOPS_SERVING_MAX_ROWS", "1.5", "positive integer"),
         ("MLOPS_SERVING_BATCH_WAIT_MS", "-2", "must not be negative"),
         ("MLOPS_SERVING_BATCH_WAIT_MS", "soon", "must be a number"),
+        ("MLOPS_SERVING_DIRECT_INPUT", "maybe", "must be on or off"),
     ],
 )
 def test_bad_serving_settings_are_clear_errors(name, value, message):
     with pytest.raises(ValueError, match=message) as info:
         get_settings({name: value})
     assert name in str(info.value)
+
+
+def test_direct_input_is_on_by_default_and_can_be_turned_off():
+    assert get_settings({}).serving_direct_input is True
+    for off in ("off", "0", "false", "OFF"):
+        assert get_settings({"MLOPS_SERVING_DIRECT_INPUT": off}).serving_direct_input is False
+    for on in ("on", "1", "true"):
+        assert get_settings({"MLOPS_SERVING_DIRECT_INPUT": on}).serving_direct_input is True

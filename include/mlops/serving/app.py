@@ -164,10 +164,18 @@ class ServingService:
     def _probe_row(self) -> Row:
         return Row("probe", None, self.frames.probe_row(self.spec))
 
-    def _accept_model(self, model: Any, probe: Any) -> None:
-        """Check a freshly loaded model, then freeze it with the rest of the long-lived heap."""
+    def _accept_model(self, model: Any, probe: Any) -> tuple[Any, str]:
+        """Check a freshly loaded model, prepare its direct input path (:mod:`.direct`) when that
+        reproduces it exactly, then freeze both with the rest of the long-lived heap."""
+        from include.mlops.serving.direct import compile_direct
+
         self._check_model(model, probe)
+        if self.settings.serving_direct_input:
+            direct, note = compile_direct(model, self.spec, self.frames)
+        else:
+            direct, note = None, "turned off (MLOPS_SERVING_DIRECT_INPUT=off)"
         _freeze_heap()
+        return direct, note
 
     @staticmethod
     def _check_model(model: Any, probe: Any) -> None:

@@ -39,6 +39,10 @@ class LoadedModel:
     model: Any
     loaded_at: datetime
     load_seconds: float
+    #: What scores validated rows without a DataFrame (:mod:`.direct`), when it reproduces the model exactly.
+    direct: Any = None
+    #: Why the direct path is not used (empty when it is).
+    direct_note: str = ""
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,7 @@ class ModelManager:
         config: Callable[[], ServingConfig],
         *,
         loader: Callable[[str], Any] | None = None,
-        probe: Callable[[Any], None] | None = None,
+        probe: Callable[[Any], tuple[Any, str] | None] | None = None,
         poll_seconds: float = 2.0,
         retry_failed_seconds: float = 30.0,
         metrics: ServingMetrics | None = None,
@@ -200,10 +204,11 @@ class ModelManager:
         if failed is not None and not force and time.monotonic() - failed.monotonic < self.retry_failed_seconds:
             return current
         started = time.perf_counter()
+        prepared: tuple[Any, str] | None = None
         try:
             model = self._loader(wanted)
             if self._probe is not None:
-                self._probe(model)
+                prepared = self._probe(model)
         except Exception as exc:
             failure = LoadFailure(alias, wanted, f"{type(exc).__name__}: {exc}"[:2000], _now(), time.monotonic())
             self._failures[wanted] = failure
@@ -213,12 +218,20 @@ class ModelManager:
             keeping = f"keeping version {current.version}" if current else "nothing to fall back to"
             log.error("cannot load %s version %s for %s (%s): %s", self.model_name, wanted, alias, keeping, failure.error)
             return current
-        loaded = LoadedModel(wanted, model, _now(), time.perf_counter() - started)
+        direct, note = prepared if prepared is not None else (None, "")
+        loaded = LoadedModel(wanted, model, _now(), time.perf_counter() - started, direct, note)
         self._failures.pop(wanted, None)
         self._cache[wanted] = loaded
         if self._metrics:
             self._metrics.model_loads.labels(alias=alias, version=wanted, result="success").inc()
-        log.info("loaded %s version %s for %s in %.2fs", self.model_name, wanted, alias, loaded.load_seconds)
+        log.info(
+            "loaded %s version %s for %s in %.2fs (%s)",
+            self.model_name,
+            wanted,
+            alias,
+            loaded.load_seconds,
+            "direct input" if direct is not None else f"DataFrame input: {note}" if note else "DataFrame input",
+        )
         return loaded
 
     # -- reporting ------------------------------------------------------------------------------
@@ -264,4 +277,9 @@ class ModelManager:
             "last_load_error": self.last_load_error.as_dict() if self.last_load_error else None,
             "load_errors": pending_failures,
             "swaps": self.swaps,
+            "input_path": {
+                m.version: "direct" if m.direct is not None else f"dataframe ({m.direct_note})" if m.direct_note else "dataframe"
+                for m in (state.champion, state.challenger)
+                if m is not None
+            },
         }
