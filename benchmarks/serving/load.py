@@ -11,7 +11,7 @@ In one run, in a throwaway state folder on free loopback ports:
 3. a short ladder of offered rates (``--rates``, ``--step`` seconds each, climbed until two in a
    row miss) finds the highest rate the API sustains with p99 under ``--p99-ms`` and no error;
    that rate is then held for ``--hold`` seconds (at least 60), and if the hold misses, the next
-   lower passing rate once more;
+   lower passing rates in turn (``--max-holds`` holds in all, default 3);
 4. load comes from ``wrk`` (Debian: ``apt-get install -y wrk``) with a random pause per connection
    after each answer (exponential, so the connections interleave like
    independent users; ``--clients`` connections, default rate / 4, the pause shortened by the
@@ -153,7 +153,10 @@ def step(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--rates", default="25,50,75,100,150,200,300,400", help="offered rates (req/s), climbed until two in a row miss")
+    parser.add_argument(
+        "--rates", default="25,50,75,100,150,200,300,400,500,600,800,1000", help="offered rates (req/s), climbed until two in a row miss"
+    )
+    parser.add_argument("--max-holds", type=int, default=3, help="holds tried, highest passing rate first, until one meets the target")
     parser.add_argument("--step", type=float, default=10.0, help="seconds per ladder step")
     parser.add_argument("--hold", type=float, default=60.0, help="seconds to hold the highest sustained rate (>= 60)")
     parser.add_argument(
@@ -219,9 +222,10 @@ def main(argv: list[str] | None = None) -> int:
             log.error("not even the lowest rate of the ladder met the target: %s", ladder[0])
             return 1
         # Hold the highest passing rate; if the long hold misses the target, the next lower passing
-        # rate gets one more hold (a 10 s step can pass by luck on a noisy 2-core machine).
+        # rates get a hold each, at most --max-holds in all (near saturation a 10 s step can pass
+        # by luck on a noisy 2-core machine).
         holds = []
-        for res in sorted((r for r in ladder if r["met_target"]), key=lambda r: -r["offered_req_per_s"])[:2]:
+        for res in sorted((r for r in ladder if r["met_target"]), key=lambda r: -r["offered_req_per_s"])[: args.max_holds]:
             hold = step(url, work, bodies, res["offered_req_per_s"], args.clients, args.hold, pid, res["p50_ms"])
             holds.append(hold)
             sent_ok += hold["requests"]
@@ -231,7 +235,13 @@ def main(argv: list[str] | None = None) -> int:
 
         # Rows the API answered, by its own counters: each worker has its own /metrics, so scrape
         # until every worker (told apart by mlops_serving_worker_pid) has answered once.
-        answered, counted_by = rows_answered(serving.url, args.workers or 1), "the API's /metrics, every worker"
+        # wrk stops with requests in flight: read until the count stands still (at most ~10 s)
+        answered, counted_by = None, "the API's /metrics, every worker"
+        for _ in range(20):
+            time.sleep(0.5)
+            previous, answered = answered, rows_answered(serving.url, args.workers or 1)
+            if answered is None or answered == previous:
+                break
         if answered is None:  # a worker never answered a scrape: wrk's count, a lower bound
             answered, counted_by = sent_ok, "wrk (a lower bound: not every worker answered a scrape)"
         serving.process.stop(signal.SIGTERM, timeout=120)
