@@ -148,3 +148,29 @@ def test_build_refuses_columns_outside_the_spec(spec, data, model):
 
     with pytest.raises(Unsupported, match="not features of the spec"):
         build(model, [n for n in spec.feature_names if n != "carrier"])
+
+
+def test_a_pipeline_without_categorical_columns_and_an_unreadable_one_never_fail_the_load(spec, data, monkeypatch):
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OrdinalEncoder
+
+    import include.mlops.serving.direct as direct_mod
+
+    X, y = data
+    nums = [f.name for f in spec.features if f.type != "categorical"]
+    frames = FrameBuilder(spec)
+    # an empty selection stays unfitted in transformers_; only the pass-through columns count
+    encoder = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1)
+    pre = ColumnTransformer([("cat", encoder, []), ("num", "passthrough", nums)])
+    numeric_only = Pipeline([("pre", pre), ("clf", HistGradientBoostingClassifier(max_iter=5))]).fit(X, y)
+    direct, why = compile_direct(numeric_only, spec, frames)
+    assert direct is not None, why
+
+    def surprised(estimator, names):
+        raise KeyError("something build() did not foresee")
+
+    monkeypatch.setattr(direct_mod, "build", surprised)
+    direct, why = compile_direct(numeric_only, spec, frames)
+    assert direct is None and "could not be read for direct input" in why and "KeyError" in why

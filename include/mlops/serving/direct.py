@@ -111,8 +111,8 @@ def build(model: Any, feature_names: Sequence[str]) -> DirectInput:
     encoded: list[_Encoded] = []
     order: list[tuple[str, int]] = []
     for name, trans, columns in pre.transformers_:
-        if isinstance(trans, str) and trans == "drop":
-            continue
+        if (isinstance(trans, str) and trans == "drop") or (not isinstance(columns, str) and len(columns) == 0):
+            continue  # no output columns (an empty selection is left unfitted)
         if isinstance(columns, str) or not all(isinstance(c, str) for c in columns):
             raise Unsupported(f"transformer {name!r} selects columns by position or pattern, not by name")
         unknown_cols = [c for c in columns if c not in position]
@@ -174,6 +174,8 @@ def compile_direct(model: Any, spec: Spec, frames: FrameBuilder) -> tuple[Direct
         direct = build(model, spec.feature_names)
     except Unsupported as exc:
         return None, str(exc)
+    except Exception as exc:  # a shape build() did not foresee: the DataFrame path, never a failed load
+        return None, f"the pipeline could not be read for direct input: {type(exc).__name__}: {exc}"[:500]
     rows = [Row(f"check-{i}", None, values) for i, values in enumerate(check_rows(spec, frames.probe_row(spec)))]
     try:
         with threadpool_limits(limits=1):  # as on the predictor thread
