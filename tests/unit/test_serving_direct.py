@@ -174,3 +174,33 @@ def test_a_pipeline_without_categorical_columns_and_an_unreadable_one_never_fail
     monkeypatch.setattr(direct_mod, "build", surprised)
     direct, why = compile_direct(numeric_only, spec, frames)
     assert direct is None and "could not be read for direct input" in why and "KeyError" in why
+
+
+def test_the_service_takes_requests_only_after_its_first_model_load(spec, model, tmp_path, monkeypatch):
+    """A worker uvicorn restarts beside a live one must not answer 503 while its model loads:
+    start-up (the lifespan) returns once the first registry read has loaded the champion."""
+    import asyncio
+    import time
+
+    import include.mlops.serving.models as models_mod
+    from include.mlops.serving.app import ServingService
+    from include.mlops.settings import get_settings
+
+    def slow_load(name, version):
+        time.sleep(1.0)
+        return model
+
+    monkeypatch.setattr(models_mod, "load_sklearn", slow_load)
+    settings = get_settings({"MLOPS_HOME": str(tmp_path), "MLOPS_SERVING_JOURNAL": "off", "MLOPS_SERVING_POLL_SECONDS": "60"})
+    service = ServingService(settings, spec, config=lambda: ServingConfig("3", None, None, 0.0))
+
+    async def started_state():
+        await service.start()
+        try:
+            return service.manager.state, service.health()
+        finally:
+            await service.stop()
+
+    state, health = asyncio.run(started_state())
+    assert state.champion is not None and state.champion.version == "3"
+    assert health["ready"] is True and health["input_path"] == {"3": "direct"}

@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 
 #: Rows of several requests scored in one predict_proba call at most (a bigger request goes alone).
 MAX_BATCH_ROWS = 1024
+#: Longest wait at start-up for the first registry read and model load before taking requests.
+FIRST_LOAD_WAIT_S = 30.0
 JSON = "application/json"
 
 
@@ -209,6 +211,13 @@ class ServingService:
         self.writer = InferenceLogWriter(engine, metrics=self.metrics, drain_timeout=8.0, journal=journal)
         self.metrics.track_queue(lambda: float(self.writer.depth) if self.writer else 0.0)
         self.writer.start()
+        # Take traffic only once the first registry read has loaded what serves: a worker that
+        # uvicorn restarts beside a live one would otherwise answer 503 until its model is in.
+        first = asyncio.ensure_future(asyncio.to_thread(self.manager.poll))
+        try:
+            await asyncio.wait_for(asyncio.shield(first), timeout=FIRST_LOAD_WAIT_S)
+        except TimeoutError:
+            log.warning("the first registry read and model load took over %.0f s; taking requests (503 until done)", FIRST_LOAD_WAIT_S)
         self.manager.start()
         log.info("serving %s on %s (registry %s)", self.model_name, self.settings.serving_url, self.settings.mlflow_tracking_uri)
 
