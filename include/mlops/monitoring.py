@@ -136,14 +136,18 @@ def export_inference(rt: Runtime, chunk: int = 100_000) -> dict[str, Any]:
 def read_window(rt: Runtime, start: datetime, end: datetime, versions: list[str] | None = None) -> pd.DataFrame:
     """Exported inference rows with event time in [start, end) (probe traffic excluded)."""
     import pandas as pd
-    import pyarrow.dataset as ds
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     frames = []
     day = start.date()
     while datetime.combine(day, datetime.min.time()) < end:
         folder = inference_dir(rt) / f"day={day.isoformat()}"
-        if folder.is_dir():
-            table = ds.dataset(str(folder), format="parquet").to_table()
+        parts = sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
+        if parts:
+            # A day exported in several parts: a column all null in one part (a weather gap) is
+            # typed null there and double in the others; promote instead of refusing the cast.
+            table = pa.concat_tables([pq.read_table(p) for p in parts], promote_options="default")
             frames.append(table.to_pandas())
         day += timedelta(days=1)
     if not frames:

@@ -44,3 +44,31 @@ def test_only_the_current_champion_asks_for_a_retrain():
     assert extra and extra["version"] == "1" and extra["reasons"] == ["dataset_drift!"]
     challenger = {"summaries": [summary("2", "challenger", ["dataset_drift"])], "current": {"champion": "1"}}
     assert event_extra(challenger, "drift_detected") is None
+
+
+def test_a_day_exported_in_parts_reads_even_when_a_column_is_all_null_in_one_part(runtime):
+    """The year demo's monitor failed on this: a weather column all null in one export part is
+    typed null there, double in the other part, and pyarrow refused the cast."""
+    from datetime import datetime
+
+    from include.mlops.monitoring import inference_dir, read_window
+
+    folder = inference_dir(runtime) / "day=2013-08-29"
+    folder.mkdir(parents=True)
+
+    def part(ids, gusts):
+        return pd.DataFrame(
+            {
+                "entity_id": ids,
+                "event_time": [datetime(2013, 8, 29, 9)] * len(ids),
+                "status": ["ok"] * len(ids),
+                "model_version": ["9"] * len(ids),
+                "wind_gust": gusts,
+            }
+        )
+
+    part(["a", "b"], [None, None]).to_parquet(folder / "part-000000000001-000000000002.parquet", index=False)
+    part(["c", "d"], [21.5, None]).to_parquet(folder / "part-000000000003-000000000004.parquet", index=False)
+    df = read_window(runtime, datetime(2013, 8, 29), datetime(2013, 8, 30))
+    assert list(df["entity_id"]) == ["a", "b", "c", "d"]
+    assert str(df["wind_gust"].dtype) == "float64" and df["wind_gust"].notna().sum() == 1
