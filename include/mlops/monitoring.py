@@ -136,23 +136,15 @@ def export_inference(rt: Runtime, chunk: int = 100_000) -> dict[str, Any]:
 def read_window(rt: Runtime, start: datetime, end: datetime, versions: list[str] | None = None) -> pd.DataFrame:
     """Exported inference rows with event time in [start, end) (probe traffic excluded)."""
     import pandas as pd
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    frames = []
-    day = start.date()
-    while datetime.combine(day, datetime.min.time()) < end:
-        folder = inference_dir(rt) / f"day={day.isoformat()}"
-        parts = sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
-        if parts:
-            # A day exported in several parts: a column all null in one part (a weather gap) is
-            # typed null there and double in the others; promote instead of refusing the cast.
-            table = pa.concat_tables([pq.read_table(p) for p in parts], promote_options="default")
-            frames.append(table.to_pandas())
-        day += timedelta(days=1)
-    if not frames:
+    from include.mlops.drift import read_window as read_parts
+    from include.mlops.drift import window_files
+
+    last = (end - timedelta(microseconds=1)).date()
+    if end <= start or not window_files(rt.lake.root, rt.model_name, start.date(), last):
         return pd.DataFrame(columns=[*LOG_COLUMNS, *rt.spec.feature_names])
-    df = pd.concat(frames, ignore_index=True)
+    # the parts of a day can differ in schema (a column all null in one part): read_parts unifies them
+    df = read_parts(rt.lake.root, rt.model_name, start.date(), last)
     df = df[(df["event_time"] >= start) & (df["event_time"] < end)]
     df = df[~df["entity_id"].fillna("").astype(str).str.startswith(PROBE_PREFIX)]
     if versions is not None:
