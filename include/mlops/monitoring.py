@@ -299,7 +299,6 @@ def _quality(rt: Runtime, version: str, end: datetime, ref: Reference) -> dict[s
 def _consistency(rt: Runtime) -> dict[str, Any]:
     """The probe set through the live serving API vs each answering version's registry artifact."""
     import httpx
-    import mlflow.sklearn
     import numpy as np
 
     from include.mlops.profiles import probe_frame
@@ -325,12 +324,32 @@ def _consistency(rt: Runtime) -> dict[str, Any]:
         by_version.setdefault(str(a.get("model_version")), []).append((i, float(a.get("score", math.nan))))
     worst = 0.0
     for version, pairs in by_version.items():
-        model = mlflow.sklearn.load_model(f"models:/{rt.model_name}/{version}")
         idx = [i for i, _ in pairs]
-        expected = model.predict_proba(probes.iloc[idx][rt.spec.feature_names])[:, 1]
+        expected = _artifact_probe_scores(rt, version, probes)[idx]
         got = np.array([s for _, s in pairs])
         worst = max(worst, float(np.max(np.abs(expected - got))) if len(got) else 0.0)
     return {"status": "measured", "rows": len(answers), "versions": sorted(by_version), "max_abs_diff": worst}
+
+
+def _artifact_probe_scores(rt: Runtime, version: str, probes: pd.DataFrame) -> Any:
+    """The probe set scored by ``version``'s registry artifact: computed by loading the artifact the
+    first time, then kept beside the version's cached reference (a version's artifact never
+    changes; loading it for every window was a second of each monitoring pass)."""
+    import mlflow.sklearn
+    import numpy as np
+    import pandas as pd
+
+    key = int(pd.util.hash_pandas_object(probes[rt.spec.feature_names], index=False).sum()) & 0xFFFFFFFFFFFF
+    cache = rt.lake.root / "reference" / rt.model_name / f"v{version}" / f"probe_scores-{key:012x}.npy"
+    if cache.exists():
+        return np.load(cache)
+    model = mlflow.sklearn.load_model(f"models:/{rt.model_name}/{version}")
+    scores = np.asarray(model.predict_proba(probes[rt.spec.feature_names])[:, 1], dtype=float)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npy")
+    np.save(tmp, scores)
+    tmp.replace(cache)
+    return scores
 
 
 def monitor_version(
@@ -488,7 +507,9 @@ def evidently_snapshots(rt: Runtime, s: Summary, scored: pd.DataFrame, ref: Refe
     when = datetime.fromisoformat(s.window_end)
     meta: dict[str, Any] = {"model": s.model, "version": s.version, "role": s.role, "window_start": s.window_start, "outcome": s.outcome}
     tags = [f"v{s.version}", s.role, "drift"]
-    drift_snap = Report([DataDriftPreset()]).run(
+    # the columns monitoring judges (``drift_exclude``, e.g. month in a weekly window, is not)
+    judged = [c for c in [*spec.feature_names, "score"] if c not in spec.monitoring.drift_exclude]
+    drift_snap = Report([DataDriftPreset(columns=judged)]).run(
         Dataset.from_pandas(cur, data_definition=dd),
         Dataset.from_pandas(refdf, data_definition=dd),
         timestamp=when,
@@ -644,10 +665,11 @@ def log_to_mlflow(rt: Runtime, s: Summary, summary_path: Path) -> str | None:
         f"live_{s.quality.get('metric', 'metric')}": s.quality.get("live"),
         "probe_max_abs_diff": s.consistency.get("max_abs_diff"),
     }
-    for key, value in values.items():
-        v = _num(value)
-        if v is not None:
-            client.log_metric(run_id, key, v, timestamp=ts, step=step)
+    from mlflow.entities import Metric
+
+    metrics = [Metric(key, v, ts, step) for key, v in ((k, _num(x)) for k, x in values.items()) if v is not None]
+    if metrics:  # one request, not one per metric
+        client.log_batch(run_id, metrics=metrics)
     client.log_artifact(run_id, str(summary_path), artifact_path=f"windows/{end:%Y-%m-%d}")
     mlflow.set_tracking_uri(rt.settings.mlflow_tracking_uri)
     return str(run_id)

@@ -72,3 +72,34 @@ def test_a_day_exported_in_parts_reads_even_when_a_column_is_all_null_in_one_par
     df = read_window(runtime, datetime(2013, 8, 29), datetime(2013, 8, 30))
     assert list(df["entity_id"]) == ["a", "b", "c", "d"]
     assert str(df["wind_gust"].dtype) == "float64" and df["wind_gust"].notna().sum() == 1
+
+
+def test_the_registry_artifacts_probe_scores_are_computed_once_per_version_and_probe_set(runtime, monkeypatch):
+    """The consistency check compares the live API with the artifact's scores: the artifact is
+    loaded the first time only, and again when the probe rows change."""
+    import mlflow.sklearn
+    import numpy as np
+
+    from include.mlops.monitoring import _artifact_probe_scores
+    from include.mlops.profiles import probe_frame
+
+    loads = []
+
+    class Model:
+        def predict_proba(self, x):
+            p = np.linspace(0.1, 0.9, len(x))
+            return np.column_stack([1 - p, p])
+
+    def load_model(uri):
+        loads.append(uri)
+        return Model()
+
+    monkeypatch.setattr(mlflow.sklearn, "load_model", load_model)
+    probes = probe_frame(runtime.spec)
+    first = _artifact_probe_scores(runtime, "7", probes)
+    again = _artifact_probe_scores(runtime, "7", probes)
+    assert loads == [f"models:/{runtime.model_name}/7"]
+    assert np.array_equal(first, again) and len(first) == len(probes)
+    _artifact_probe_scores(runtime, "7", probes.head(10))  # other probe rows: scored anew
+    _artifact_probe_scores(runtime, "8", probes)  # another version: its own artifact
+    assert loads == [f"models:/{runtime.model_name}/7"] * 2 + [f"models:/{runtime.model_name}/8"]
