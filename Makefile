@@ -12,7 +12,7 @@ PY := $(BIN)/python
 STACK := $(PY) -m include.mlops.stack
 PYTEST_ARGS ?=
 
-.PHONY: help venv up down status logs clean test test-fast test-postgres lint format unit dags integration live lock replay bench-serving trigger demo demo-fast
+.PHONY: help venv up down status logs clean test test-fast test-postgres lint format unit dags integration live lock replay bench-serving trigger demo demo-fast demo-cpu
 
 help:
 	@echo "make bench     every benchmark, then one table in benchmarks/README.md"
@@ -27,6 +27,7 @@ help:
 	@echo "make replay    write label batches into the landing folder (ARGS='--start 2013-01-01 --days 7')"
 	@echo "make trigger   run a DAG now and wait (DAG=train_candidate CONF='{\"train_end\": \"2013-01-31\"}')"
 	@echo "make lock      regenerate requirements*.txt from requirements*.in"
+	@echo "make demo-cpu  make demo, with the CPU seconds of every Airflow task and stack process (FAST=1: short run)"
 	@echo "make bench-serving  serving API vs mlflow models serve under wrk (needs wrk: apt-get install -y wrk)"
 
 $(STAMP): requirements-dev.txt requirements.txt
@@ -128,6 +129,12 @@ bench-serving: venv
 bench-load: venv
 	@command -v wrk >/dev/null || { echo "wrk is not installed: apt-get install -y wrk"; exit 2; }
 	$(PY) benchmarks/serving/load.py $(ARGS)
+
+# Where a demo run's CPU goes (not part of `make test`): runs `make demo` (FAST=1: the short run) while
+# sampling every process, then a table of CPU seconds per Airflow task and per stack process.
+.PHONY: demo-cpu
+demo-cpu: venv
+	$(PY) benchmarks/demo/cpu_by_task.py -- $(MAKE) --no-print-directory demo $(if $(FAST),FAST=1,) $(if $(ARGS),ARGS="$(ARGS)",)
 
 # Monitoring-pass benchmark (not part of `make test`): include.mlops.drift vs Evidently's DataDriftPreset
 # on synthetic flights-shaped windows of 100k and 1M rows; about 5 minutes, mostly Evidently at 1M.

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from include.mlops.monitoring import event_extra, serving_roles
+
+pytestmark = pytest.mark.unit
 
 
 def frame(rows):
