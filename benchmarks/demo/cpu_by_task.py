@@ -51,8 +51,10 @@ KINDS = (
     ("load-check", "deploy gate `loads`: clean-process load"),
     ("include.mlops.demo", "the demo's own process"),
     ("mlflow", "MLflow server"),
-    ("multiprocessing.spawn", "MLflow server"),  # its workers (uvicorn, spawned)
 )
+#: a child started by multiprocessing's spawn (uvicorn's workers: MLflow's, or the serving API's
+#: with MLOPS_SERVING_WORKERS > 1) says nothing of itself: it counts as what its parent is
+SPAWNED = "multiprocessing.spawn"
 
 
 def kind_of(cmdline: str) -> str:
@@ -67,7 +69,7 @@ def kind_of(cmdline: str) -> str:
 
 def snapshot() -> dict[tuple[str, str], tuple[str, float]]:
     """(pid, start time) -> (kind, CPU seconds so far) for every process now."""
-    out: dict[tuple[str, str], tuple[str, float]] = {}
+    procs: dict[str, tuple[str, str, str, float]] = {}  # pid -> (start, parent pid, command line, CPU s)
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -77,8 +79,21 @@ def snapshot() -> dict[tuple[str, str], tuple[str, float]]:
         except OSError:
             continue
         fields = stat[stat.rfind(")") + 2 :].split()
-        out[(pid, fields[19])] = (kind_of(cmd) if cmd else "kernel", (int(fields[11]) + int(fields[12])) / HZ)
-    return out
+        procs[pid] = (fields[19], fields[1], cmd, (int(fields[11]) + int(fields[12])) / HZ)
+    return {(pid, start): (kind_in(pid, procs), cpu) for pid, (start, _, _, cpu) in procs.items()}
+
+
+def kind_in(pid: str, procs: dict[str, tuple[str, str, str, float]]) -> str:
+    """What ``pid`` is; a spawned child is what its nearest parent that says so is."""
+    seen = 0
+    while pid in procs and seen < 8:
+        cmd = procs[pid][2]
+        if not cmd:
+            return "kernel"
+        if SPAWNED not in cmd:
+            return kind_of(cmd)
+        pid, seen = procs[pid][1], seen + 1
+    return "other"
 
 
 def cpu_totals() -> tuple[float, float]:
@@ -120,6 +135,8 @@ def sample(command: list[str], interval: float = 0.5) -> dict:
 
 
 def task_names(airflow_db: Path) -> dict[str, str]:
+    """Task instance id -> dag_id.task_id. Without the SQLite database (a stack on PostgreSQL, or
+    one reset since), the report says "(unknown task)" and still sums the task processes."""
     if not airflow_db.exists():
         return {}
     db = sqlite3.connect(f"file:{airflow_db}?mode=ro", uri=True)
@@ -151,7 +168,7 @@ def report(raw: dict, airflow_db: Path, top: int = 40) -> str:
     for kind, seconds in cpu.most_common(top):
         n = count.get(kind, 0)
         each = f"{seconds / n:.2f}" if n else ""
-        lines.append(f"| {seconds:.0f} | {seconds / busy:.1%} | {kind} | {n or ''} | {each} |")
+        lines.append(f"| {seconds:.0f} | {seconds / busy if busy > 0 else 0:.1%} | {kind} | {n or ''} | {each} |")
     return "\n".join(lines)
 
 
@@ -159,10 +176,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--report", type=Path, help="print the table of an earlier run's raw JSON instead of running")
     parser.add_argument(
-        "--airflow-db", type=Path, default=ROOT / ".local" / "airflow" / "airflow.db", help="names the task processes (the stack's)"
+        "--airflow-db",
+        type=Path,
+        default=None,
+        help="the stack's Airflow metadata database (SQLite), which names the task processes (default: the one under MLOPS_HOME)",
     )
     parser.add_argument("command", nargs="*", help="what to run and measure (after --)")
     args = parser.parse_args(argv)
+    if args.airflow_db is None:
+        sys.path.insert(0, str(ROOT))
+        from include.mlops.settings import get_settings
+
+        args.airflow_db = get_settings().airflow_home / "airflow.db"
     if args.report:
         print(report(json.loads(args.report.read_text()), args.airflow_db))
         return 0

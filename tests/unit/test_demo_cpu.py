@@ -32,6 +32,20 @@ def test_processes_are_named_by_what_they_run():
     assert m.kind_of("bash") == "other"
 
 
+def test_a_spawned_worker_counts_as_its_parent():
+    m = load()
+    procs = {
+        "10": ("1", "1", "/x/python /x/mlflow server --port 5000", 3.0),
+        "11": ("2", "10", "/x/python -c from multiprocessing.spawn import spawn_main; spawn_main(tracker_fd=7)", 9.0),
+        "20": ("3", "1", "/x/uvicorn include.mlops.serving.app:create_app --workers 2", 1.0),
+        "21": ("4", "20", "/x/python -c from multiprocessing.spawn import spawn_main; spawn_main(tracker_fd=5)", 5.0),
+        "30": ("5", "2", "", 0.1),
+    }
+    assert m.kind_in("11", procs) == "MLflow server"
+    assert m.kind_in("21", procs) == "serving API"
+    assert m.kind_in("30", procs) == "kernel"
+
+
 def test_the_report_sums_task_processes_by_task_and_shows_busy_time(tmp_path):
     m = load()
     db = tmp_path / "airflow.db"
@@ -56,3 +70,6 @@ def test_the_report_sums_task_processes_by_task_and_shows_busy_time(tmp_path):
     assert "| 8 | 5.0% | airflow: scheduler |  |  |" in text
     assert "| 1 | 0.6% | task ingest_outcomes.find_batches | 1 | 1.00 |" in text
     assert "attributed 19 CPU s (11 in 3 task processes)" in text
+    # a command too short for the machine's counters to move still gets a report
+    idle_run = m.report({**raw, "cpu_s": 0.0, "idle_s": 0.0}, db)
+    assert "busy 0 CPU s" in idle_run and "| 8 | 0.0% | airflow: scheduler |" in idle_run
