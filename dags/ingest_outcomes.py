@@ -7,7 +7,7 @@ Every labelled outcome batch that lands is validated by the spec's Great Expecta
 * **Runs** when a producer touches `<lake>/landing/_READY` (asset watcher on
   `label_batches_landed`: event-driven, no worker slot held while waiting), and every 10 minutes
   as a sweep for files dropped without the marker. Trigger it by hand to look right now.
-* **Mapped tasks** over the waiting files (at most 4, two at a time, whole days each, so a backlog
+* **Mapped tasks** over the waiting files (at most 2, run side by side, whole days each, so a backlog
   costs a few task starts, not one per day); each label in the grid says what happened
   (`outcomes_2013-01-05.parquet: quarantined (temperature_not_fahrenheit)`).
 * **Emits** `training_pool` + `ground_truth` when a batch was accepted, `batch_quarantined` when

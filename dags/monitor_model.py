@@ -14,7 +14,9 @@ registry artifact, and system stability (errors, latency).
   over time), metrics on the version's MLflow monitoring run, and a decision: healthy, warning,
   drift, decay or insufficient_data with reason codes.
 * **Emits** `drift_detected` / `performance_degraded` (champion only) with the reasons in the
-  event's extra; `retrain_on_drift` governs what happens next.
+  event's extra; `retrain_on_drift` governs what happens next. `monitor` is a branch: it runs
+  `emit_drift` / `emit_decay` only when there is something to emit (the others show as skipped),
+  and its full result is the XCom `result`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, g
 
 from include.mlops.assets import DRIFT_DETECTED, INFERENCE_WINDOW_CLOSED, PERFORMANCE_DEGRADED, monitoring_schedule
 from include.mlops.notifiers import LoopFailureNotifier
+
+#: the XCom key of a monitoring pass's result (the task's return value is its branch choice)
+RESULT = "result"
+#: follow-up task -> the asset it emits when the champion shows the condition
+EMITTERS = {"emit_drift": DRIFT_DETECTED.name, "emit_decay": PERFORMANCE_DEGRADED.name}
 
 
 @dag(
@@ -47,9 +54,11 @@ from include.mlops.notifiers import LoopFailureNotifier
     doc_md=__doc__,
 )
 def monitor_model() -> None:
-    @task
-    def monitor() -> dict[str, Any]:
-        from include.mlops.monitoring import run_windows
+    @task.branch
+    def monitor() -> list[str]:
+        """Judge the windows; the pass's result is the XCom ``result``. Returns the follow-ups to run
+        (``emit_drift`` / ``emit_decay``): an event nobody needs costs no task process."""
+        from include.mlops.monitoring import event_extra, run_windows
         from include.mlops.runtime import load_runtime
 
         context = get_current_context()
@@ -61,35 +70,32 @@ def monitor_model() -> None:
             for event in events:  # every window announced since the last run, judged in order
                 extra = event.extra or {}
                 windows.append((extra.get("window_start"), extra.get("window_end")))
-        return run_windows(load_runtime(), windows, force=bool(params.get("force")), dag_id=context["dag"].dag_id, run_id=context["run_id"])
+        force = bool(params.get("force"))
+        result = run_windows(load_runtime(), windows, force=force, dag_id=context["dag"].dag_id, run_id=context["run_id"])
+        context["ti"].xcom_push(key=RESULT, value=result)
+        return [task_id for task_id, asset in EMITTERS.items() if event_extra(result, asset) is not None]
+
+    def _emit(asset: Any, outlet_events: Any) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from include.mlops.monitoring import event_extra
+
+        result = get_current_context()["ti"].xcom_pull(task_ids="monitor", key=RESULT) or {}
+        extra = event_extra(result, asset.name)
+        if extra is None:  # only a manual re-run of this task gets here: monitor chose it otherwise
+            raise AirflowSkipException(f"no {asset.name} for the champion in this window")
+        outlet_events[asset].extra = extra
+        return extra
 
     @task(outlets=[DRIFT_DETECTED])
-    def emit_drift(result: dict[str, Any], *, outlet_events: Any = None) -> dict[str, Any]:
-        from airflow.sdk.exceptions import AirflowSkipException
-
-        from include.mlops.monitoring import event_extra
-
-        extra = event_extra(result, "drift_detected")
-        if extra is None:
-            raise AirflowSkipException("no drift for the champion in this window")
-        outlet_events[DRIFT_DETECTED].extra = extra
-        return extra
+    def emit_drift(*, outlet_events: Any = None) -> dict[str, Any]:
+        return _emit(DRIFT_DETECTED, outlet_events)
 
     @task(outlets=[PERFORMANCE_DEGRADED])
-    def emit_decay(result: dict[str, Any], *, outlet_events: Any = None) -> dict[str, Any]:
-        from airflow.sdk.exceptions import AirflowSkipException
+    def emit_decay(*, outlet_events: Any = None) -> dict[str, Any]:
+        return _emit(PERFORMANCE_DEGRADED, outlet_events)
 
-        from include.mlops.monitoring import event_extra
-
-        extra = event_extra(result, "performance_degraded")
-        if extra is None:
-            raise AirflowSkipException("no decay for the champion in this window")
-        outlet_events[PERFORMANCE_DEGRADED].extra = extra
-        return extra
-
-    result = monitor()
-    emit_drift(result)
-    emit_decay(result)
+    monitor() >> [emit_drift(), emit_decay()]
 
 
 monitor_model()

@@ -9,13 +9,14 @@ same cause, no second retrain while one is in flight, and a stop when the traini
 validation (see the spec's `retraining`).
 
 * **Refused**: a decision with the reason (visible here and on the loop status page), an alert
-  once per reason, not on every run.
+  once per reason, not on every run; `request_retrain` shows as skipped (`govern` is a branch).
 * **Accepted**: emits `retrain_requested` (extra: reason, request id); the candidate then goes
   through `train_candidate` and `deploy_validated_model` like any other. Nothing skips the pipeline.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Any
 
@@ -24,6 +25,10 @@ from airflow.sdk import dag, get_current_context, task
 
 from include.mlops.assets import DRIFT_DETECTED, PERFORMANCE_DEGRADED, RETRAIN_REQUESTED
 from include.mlops.notifiers import LoopFailureNotifier
+
+log = logging.getLogger(__name__)
+#: the XCom key of the governance verdicts (the task's return value is its branch choice)
+RESULT = "result"
 
 
 @dag(
@@ -37,8 +42,10 @@ from include.mlops.notifiers import LoopFailureNotifier
     doc_md=__doc__,
 )
 def retrain_on_drift() -> None:
-    @task
-    def govern() -> dict[str, Any]:
+    @task.branch
+    def govern() -> list[str]:
+        """Judge every trigger of this run; the verdicts (and the accepted request) are the XCom
+        ``result``. Runs ``request_retrain`` only when a trigger was accepted."""
         from include.mlops.governance import govern, trigger_from
         from include.mlops.runtime import load_runtime
 
@@ -54,12 +61,16 @@ def retrain_on_drift() -> None:
                 )
                 verdicts.append(verdict.to_dict())
                 accepted = accepted or (request or None)
-        return {"verdicts": verdicts, "request": accepted}
+        context["ti"].xcom_push(key=RESULT, value={"verdicts": verdicts, "request": accepted})
+        if not accepted:
+            log.info("governance refused every trigger of this run: %s", "; ".join(v["reason_code"] for v in verdicts))
+        return ["request_retrain"] if accepted else []
 
     @task(outlets=[RETRAIN_REQUESTED])
-    def request_retrain(result: dict[str, Any], *, outlet_events: Any = None) -> dict[str, Any]:
+    def request_retrain(*, outlet_events: Any = None) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowSkipException
 
+        result = get_current_context()["ti"].xcom_pull(task_ids="govern", key=RESULT) or {"verdicts": [], "request": None}
         if not result["request"]:
             raise AirflowSkipException(
                 "governance refused every trigger of this run: " + "; ".join(v["reason_code"] for v in result["verdicts"])
@@ -67,7 +78,7 @@ def retrain_on_drift() -> None:
         outlet_events[RETRAIN_REQUESTED].extra = result["request"]
         return dict(result["request"])
 
-    request_retrain(govern())
+    govern() >> request_retrain()
 
 
 retrain_on_drift()

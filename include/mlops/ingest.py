@@ -379,7 +379,9 @@ def notify_landing(lake: Lake) -> Path:
 
 
 # -- entry points of the ingest_outcomes DAG --------------------------------------------------
-MAX_INGEST_TASKS = 4
+#: one mapped task per core (the DAG runs two at a time): each task costs a process and Great
+#: Expectations' context before its first batch, so more chunks than cores only add those costs
+MAX_INGEST_TASKS = 2
 
 
 def find_batch_groups(max_chunks: int = MAX_INGEST_TASKS) -> list[list[str]]:

@@ -27,8 +27,8 @@ def test_ingest_dag_accepts_good_and_quarantines_faulty(airflow_db, runtime, fli
     states = ti_states(run)
     assert states[("publish_accepted", -1)] == "success"
     assert states[("publish_quarantined", -1)] == "success"
-    # 5 days waiting -> 3 mapped chunks of whole days (at most 4 tasks)
-    assert sum(1 for (task, _), s in states.items() if task == "ingest_batches" and s == "success") == 3
+    # 5 days waiting -> 2 mapped chunks of whole days (at most 2 tasks)
+    assert sum(1 for (task, _), s in states.items() if task == "ingest_batches" and s == "success") == 2
 
     batches = {b["file_name"]: b for b in runtime.store.list_batches()}
     assert {n for n, b in batches.items() if b["status"] == "accepted"} == {f"outcomes_2013-01-0{d}.parquet" for d in (1, 2, 3)}
