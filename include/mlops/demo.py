@@ -273,10 +273,28 @@ def run(args: argparse.Namespace) -> int:
         "serving to load it",
     )
 
-    # 2. the replay: as fast as the loop keeps up (never more than one monitoring window ahead)
+    # 2. the replay: as fast as the loop keeps up. A window closes when its last day's traffic is
+    # sent; it is announced once the label batches landed by then are ingested (realized quality
+    # needs them) and the window before it is judged. The next days' traffic goes on meanwhile,
+    # so the ingest overlaps the replay; at most one closed window waits (backpressure).
     window_hours = rt.spec.monitoring.window_hours
     window_start = datetime.combine(plan.first_traffic, datetime.min.time())
-    pending_window: datetime | None = None
+    judging: datetime | None = None  # the end of the last window announced
+    closed: ClosedWindow | None = None  # closed, not announced yet
+
+    def announce(w: ClosedWindow) -> None:
+        nonlocal judging
+        _wait_ingested(rt, w.labels, args.window_timeout)
+        if judging is not None:  # backpressure: the previous window must be judged first
+            _wait_judged(rt, judging, args.window_timeout, tally)
+        client.request(
+            "POST",
+            "/assets/events",
+            json={"asset_id": window_asset, "extra": {"window_start": w.start.isoformat(), "window_end": w.end.isoformat()}},
+        )
+        print(f"{w.last_day}  {serving_now(http, s.serving_url):45}  last decision: {last_decision(rt)}", flush=True)
+        judging = w.end
+
     day = plan.first_traffic
     drills = Drills(plan)
     extended = False
@@ -292,21 +310,17 @@ def run(args: argparse.Namespace) -> int:
         labels_day = day - timedelta(days=max(rt.spec.label_delay_hours // 24, 1))
         if labels_day >= plan.first_traffic:
             _land_labels(rt, flights, labels_day, plan, tally)
+        if closed is not None and _ingested(rt, closed.labels) and (judging is None or _judged(rt, judging)):
+            announce(closed)
+            closed = None
         window_end = datetime.combine(day + timedelta(days=1), datetime.min.time())
         if window_end - window_start >= timedelta(hours=window_hours) or day == plan.end:
-            # the producer signals once per window: one ingest run takes the week's batches, and the
-            # window is announced once its labels are in (realized quality needs them)
+            # the producer signals once per window: one ingest run takes the week's batches
             notify_landing(rt.lake)
-            _wait_backlog(rt, max_files=0, timeout=args.window_timeout)
-            if pending_window is not None:  # backpressure: the previous window must be judged first
-                _wait_judged(rt, pending_window, args.window_timeout, tally)
-            client.request(
-                "POST",
-                "/assets/events",
-                json={"asset_id": window_asset, "extra": {"window_start": window_start.isoformat(), "window_end": window_end.isoformat()}},
-            )
-            print(f"{day}  {serving_now(http, s.serving_url):45}  last decision: {last_decision(rt)}", flush=True)
-            pending_window, window_start = window_end, window_end
+            if closed is not None:
+                announce(closed)
+            closed = ClosedWindow(window_start, window_end, day, _landed(rt))
+            window_start = window_end
         drills.maybe_start(day, rt, client, tally)
         if day == plan.end and drills.rollback_waiting() and day < drills.last_day:
             # the manual rollback needs a champion served before the current one: when no
@@ -321,6 +335,8 @@ def run(args: argparse.Namespace) -> int:
 
     # 3. let the loop finish what the last days started, then tell the story
     notify_landing(rt.lake)
+    if closed is not None:
+        announce(closed)
     tally.note(plan.end, "replay done; waiting for the loop to settle")
     try:
         wait_until(lambda: idle(client), args.settle_timeout, "every DAG run to finish", poll=5)
@@ -511,33 +527,54 @@ def _busy(client: AirflowClient, dag_ids: tuple[str, ...]) -> bool:
     return any(r["state"] in ("queued", "running") for d in dag_ids for r in client.runs(d, limit=3))
 
 
-def _wait_judged(rt: Runtime, window_end: datetime, timeout: float, tally: Tally) -> None:
+@dataclass
+class ClosedWindow:
+    """A window of traffic whose last day was sent, and the label batches landed by then."""
+
+    start: datetime
+    end: datetime
+    last_day: date
+    labels: frozenset[str]
+
+
+def _landed(rt: Runtime) -> frozenset[str]:
+    return frozenset(p.name for p in rt.lake.landing.glob("outcomes_*"))
+
+
+def _ingested(rt: Runtime, names: frozenset[str]) -> bool:
+    """ingest_outcomes has taken every one of these batches (accepted or quarantined)."""
+    return not (names & _landed(rt))
+
+
+def _wait_ingested(rt: Runtime, names: frozenset[str], timeout: float = 300.0) -> None:
+    """Until ingest_outcomes has taken these batches (the cron sweep catches a missed signal);
+    after ``timeout`` the window is announced anyway, as a producer would."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not _ingested(rt, names):
+        time.sleep(0.5)
+
+
+def _judged(rt: Runtime, window_end: datetime) -> bool:
+    """monitor_model has recorded a decision on the window ending at ``window_end``."""
     from sqlalchemy import func, select
 
     from include.mlops.store import decisions
 
     tag = f"..{window_end:%Y-%m-%dT%H:%M}"
+    with rt.store.engine.connect() as conn:
+        n = conn.execute(
+            select(func.count())
+            .select_from(decisions)
+            .where(decisions.c.model_name == rt.model_name, decisions.c.kind == "monitor", decisions.c.subject.like(f"%{tag}"))
+        ).scalar_one()
+    return bool(n)
 
-    def judged() -> bool:
-        with rt.store.engine.connect() as conn:
-            n = conn.execute(
-                select(func.count())
-                .select_from(decisions)
-                .where(decisions.c.model_name == rt.model_name, decisions.c.kind == "monitor", decisions.c.subject.like(f"%{tag}"))
-            ).scalar_one()
-        return bool(n)
 
+def _wait_judged(rt: Runtime, window_end: datetime, timeout: float, tally: Tally) -> None:
     try:
-        wait_until(judged, timeout, f"monitor_model to judge the window ending {window_end}", poll=1.0)
+        wait_until(lambda: _judged(rt, window_end), timeout, f"monitor_model to judge the window ending {window_end}", poll=1.0)
     except TimeoutError as exc:
         tally.note(window_end.date(), f"moving on: {exc}")
-
-
-def _wait_backlog(rt: Runtime, max_files: int, timeout: float = 300.0) -> None:
-    """Until ingest_outcomes has taken the landed batches (the cron sweep catches a missed signal)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and len(list(rt.lake.landing.glob("outcomes_*"))) > max_files:
-        time.sleep(1.0)
 
 
 def _alias(rt: Runtime, alias: str) -> str | None:
