@@ -8,7 +8,8 @@ Gates, each recorded as a decision with its inputs and a reason code:
 * ``floors``: its holdout metrics clear the spec's absolute floors;
 * ``beats_champion``: on the candidate's own holdout, it beats the current champion by at least
   ``deployment.min_gain`` on the primary metric (both evaluated with ``mlflow.models.evaluate`` and
-  compared with ``mlflow.validate_evaluation_results``);
+  compared with ``mlflow.validate_evaluation_results``; the candidate's evaluation logs MLflow's
+  plots, the champion's only its metrics);
 * ``probe``: on the spec's fixed probe set its scores are finite, in [0, 1], not constant,
   deterministic, and equal to the scores recorded at training time (serialization skew).
 
@@ -173,7 +174,7 @@ def _eval_frame(rt: Runtime, c: Candidate) -> Any:
     return df[[*rt.spec.feature_names, rt.spec.target.name]].reset_index(drop=True)
 
 
-def _evaluate(model_uri: str, data: Any, target: str) -> Any:
+def _evaluate(model_uri: str, data: Any, target: str, *, plots: bool = True) -> Any:
     import mlflow
 
     return mlflow.models.evaluate(
@@ -181,9 +182,41 @@ def _evaluate(model_uri: str, data: Any, target: str) -> Any:
         data=data,
         targets=target,
         model_type="classifier",
-        evaluators="default",
+        evaluators="default" if plots else _metrics_only_evaluator(),
         evaluator_config={"log_model_explainability": False, "pos_label": 1, "log_metrics_with_dataset_info": False},
     )
+
+
+#: MLflow's built-in classifier evaluator without its five plots (ROC, precision-recall, lift,
+#: calibration, confusion matrix: 60% of an evaluation's CPU). The champion's re-evaluation on a
+#: candidate's holdout needs only its metrics; the candidate's own evaluation keeps every plot.
+METRICS_ONLY = "mlops_classifier_metrics"
+
+
+def _metrics_only_evaluator() -> str:
+    """The name of that evaluator, registered once per process; ``default`` (plots included) if
+    this MLflow's evaluator registry is not where it was (it is internal to MLflow)."""
+    try:
+        from mlflow.models.evaluation.evaluator_registry import _model_evaluation_registry as registry
+        from mlflow.models.evaluation.evaluators.classifier import ClassifierEvaluator
+    except ImportError:
+        return "default"
+    if not registry.is_registered(METRICS_ONLY):
+
+        class MetricsOnlyClassifier(ClassifierEvaluator):
+            name = METRICS_ONLY
+
+            def _log_binary_classifier_artifacts(self) -> None:
+                pass
+
+            def _log_multiclass_classifier_artifacts(self) -> None:
+                pass
+
+            def _log_confusion_matrix(self) -> None:
+                pass
+
+        registry.register(METRICS_ONLY, MetricsOnlyClassifier)
+    return METRICS_ONLY
 
 
 def _threshold_failures(exc: Exception) -> str:
@@ -245,7 +278,7 @@ def gates_by_evaluation(rt: Runtime, c: Candidate, dag_run: str | None = None) -
             )
             return results
         with mlflow.start_run(run_name=f"evaluate champion v{c.champion} on v{c.version}'s holdout", nested=True):
-            base = _evaluate(f"models:/{c.model}/{c.champion}", data, spec.target.name)
+            base = _evaluate(f"models:/{c.model}/{c.champion}", data, spec.target.name, plots=False)
         cv, bv = cand.metrics.get(metric), base.metrics.get(metric)
         inputs = {"metric": metric, "candidate": cv, "champion": bv, "champion_version": c.champion, "min_gain": spec.deployment.min_gain}
         greater = metric not in LOWER_IS_BETTER

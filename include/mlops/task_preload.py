@@ -30,6 +30,9 @@ LIBRARIES = (
     "mlflow.sklearn",
     "skops.io",
     "evidently",
+    # the deploy gate's evaluation: MLflow's built-in evaluators and the plots they draw
+    "mlflow.models.evaluation.evaluators.classifier",
+    "matplotlib.pyplot",
 )
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")  # no telemetry: nothing leaves the machine
@@ -45,3 +48,12 @@ with warnings.catch_warnings():
         except Exception as exc:  # see the module doc: never raise here
             failed[_name] = f"{type(exc).__name__}: {exc}"
             print(f"mlops task preload: could not import {_name} ({failed[_name]}); tasks will import it themselves", file=sys.stderr)
+    # MLflow maps every installed module to its package the first time a model is logged or
+    # loaded (1-2 CPU s a task); done once here. A package installed after the scheduler started
+    # is only missing from MLflow's version-mismatch warnings until the next start.
+    try:
+        from mlflow.utils.requirements_utils import _init_modules_to_packages_map
+
+        _init_modules_to_packages_map()
+    except Exception as exc:  # a private helper of MLflow's: gone in a later version, nothing breaks
+        failed["mlflow packages map"] = f"{type(exc).__name__}: {exc}"

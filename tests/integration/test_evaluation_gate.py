@@ -1,0 +1,40 @@
+"""The evaluation gate's two ``mlflow.models.evaluate`` calls: the candidate's logs MLflow's plots,
+the champion's re-evaluation only its metrics, and both compute the same metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from include.mlops.deploy import _evaluate
+
+pytestmark = pytest.mark.integration
+
+
+def test_metrics_only_evaluation_has_the_same_metrics_and_no_plots(tmp_path):
+    import mlflow
+    import mlflow.sklearn
+    from sklearn.linear_model import LogisticRegression
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        rng = np.random.default_rng(0)
+        x = pd.DataFrame({"a": rng.random(2000), "b": rng.random(2000)})
+        y = (x["a"] + rng.random(2000) > 1).astype(int)
+        with mlflow.start_run():
+            uri = mlflow.sklearn.log_model(LogisticRegression().fit(x, y), name="m", input_example=x.head(2)).model_uri
+        data = x.assign(label=y)
+        runs = {}
+        for plots in (True, False):
+            with mlflow.start_run() as run:
+                runs[plots] = (_evaluate(uri, data, "label", plots=plots), run.info.run_id)
+        client = mlflow.MlflowClient()
+        artifacts = {plots: {a.path for a in client.list_artifacts(run_id)} for plots, (_, run_id) in runs.items()}
+        assert {"roc_curve_plot.png", "confusion_matrix.png"} <= artifacts[True]
+        assert not {a for a in artifacts[False] if a.endswith(".png")}, artifacts[False]
+        full, lean = runs[True][0].metrics, runs[False][0].metrics
+        assert full["roc_auc"] > 0.7 and lean["roc_auc"] == full["roc_auc"]
+        assert {k: lean[k] for k in full} == full
+    finally:
+        mlflow.set_tracking_uri(None)
