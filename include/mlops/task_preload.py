@@ -15,6 +15,7 @@ itself and fails with the real error.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 import os
@@ -57,3 +58,8 @@ with warnings.catch_warnings():
         _init_modules_to_packages_map()
     except Exception as exc:  # a private helper of MLflow's: gone in a later version, nothing breaks
         failed["mlflow packages map"] = f"{type(exc).__name__}: {exc}"
+
+# Everything imported here lives as long as the process: move it out of the garbage collector's
+# sight. Otherwise every task process forked from here walks these objects (some 700,000) in its
+# first full collection: 0.5 CPU s a task, measured on the year demo, and pages copied by touching.
+gc.freeze()
