@@ -30,7 +30,11 @@ def _free_port() -> int:
 class TestCluster:
     __test__ = False  # not a test class
 
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
+        """``durable``: a commit is in the WAL before it returns (PostgreSQL's default), for tests
+        that crash the server; otherwise ``synchronous_commit=off`` (faster, and a crash may lose
+        the last fraction of a second of commits: even the tables a test just created)."""
+        self.durable = durable
         self.host = "127.0.0.1"
         self.port = _free_port()
         self.password = secrets.token_urlsafe(16)
@@ -46,7 +50,12 @@ class TestCluster:
         postgres.ensure_cluster(data, self.password, self.root / "initdb.log")
         log = (self.root / "server.log").open("ab")
         self.proc = subprocess.Popen(
-            [*postgres.server_command(data, self.host, self.port), "-c", "fsync=off", "-c", "synchronous_commit=off"],
+            [
+                *postgres.server_command(data, self.host, self.port),
+                "-c",
+                "fsync=off",
+                *([] if self.durable else ["-c", "synchronous_commit=off"]),
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

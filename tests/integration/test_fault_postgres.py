@@ -29,7 +29,9 @@ DAY = date(2013, 1, 9)
 
 @pytest.fixture
 def cluster():
-    pg = TestCluster().start()
+    # durable commits: the crash case kills the server right after the tables are created
+    # (fsync=off stays: the operating system, and its page cache, survive a server crash)
+    pg = TestCluster(durable=True).start()
     yield pg
     pg.stop()
 
