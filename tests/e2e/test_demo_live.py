@@ -137,7 +137,7 @@ def test_every_decision_has_a_reason_code_and_no_dag_run_failed(demo):
     from include.mlops.demo import DAG_IDS
 
     failed = {d: [r["dag_run_id"] for r in client.runs(d, limit=500) if r["state"] == "failed"] for d in DAG_IDS}
-    assert not any(failed.values()), failed
+    assert not any(failed.values()), _failed_task_logs(client, settings, failed)
     # a manual rollback from the UI (trigger with params) returned to the version served before
     manual = [
         r for r in rt.store.list_ledger(rt.model_name, "champion") if r["action"] == "rolled_back" and r["dag_id"] == "promote_or_rollback"
@@ -183,3 +183,18 @@ def test_status_page_behind_airflow_login_in_headless_chromium(demo):
         finally:
             browser.close()
     assert (shots / "status-page.png").stat().st_size > 20_000
+
+
+def _failed_task_logs(client, settings, failed: dict[str, list[str]]) -> str:
+    """The failed runs with each failed task's state and the tail of its log, so a CI failure says why."""
+    lines = [f"failed DAG runs: { {d: ids for d, ids in failed.items() if ids} }"]
+    for dag_id, run_ids in failed.items():
+        for run_id in run_ids:
+            for ti in client.task_instances(dag_id, run_id):
+                if ti["state"] not in ("failed", "upstream_failed"):
+                    continue
+                lines.append(f"--- {dag_id} / {run_id} / {ti['task_id']}: {ti['state']} (try {ti.get('try_number')})")
+                folder = Path(settings.airflow_home) / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={ti['task_id']}"
+                for log in sorted(folder.glob("**/attempt=*.log")):
+                    lines.append(f"{log.name}:\n" + "\n".join(log.read_text(errors="replace").splitlines()[-40:]))
+    return "\n".join(lines)
