@@ -73,3 +73,15 @@ def test_a_throwaway_stack_ignores_the_urls_an_earlier_stack_left_in_the_environ
     assert s.mlflow_tracking_uri == f"http://127.0.0.1:{env['MLOPS_MLFLOW_PORT']}"
     assert s.serving_url == f"http://127.0.0.1:{env['MLOPS_SERVING_PORT']}"
     assert "127.0.0.1:9" not in " ".join(v for k, v in env.items() if k.endswith("_URI") or k.endswith("_URL"))
+
+
+def test_tasks_get_one_blas_and_openmp_thread_unless_told_otherwise(monkeypatch):
+    for var in (*stack.THREAD_POOL_VARS, "MLOPS_TASK_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    assert stack.task_threads_env() == {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    monkeypatch.setenv("MLOPS_TASK_THREADS", "2")
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")  # the user's own setting wins
+    assert stack.task_threads_env() == {"OMP_NUM_THREADS": "4", "OPENBLAS_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+    monkeypatch.setenv("MLOPS_TASK_THREADS", "many")
+    with pytest.raises(ValueError, match="MLOPS_TASK_THREADS"):
+        stack.task_threads_env()
