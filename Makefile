@@ -29,6 +29,7 @@ help:
 	@echo "make lock      regenerate requirements*.txt from requirements*.in"
 	@echo "make demo-cpu  make demo, with the CPU seconds of every Airflow task and stack process (FAST=1: short run)"
 	@echo "make bench-serving  serving API vs mlflow models serve under wrk (needs wrk: apt-get install -y wrk)"
+	@echo "make bench-threads  the loop's task workloads with default thread pools vs one thread per task"
 
 $(STAMP): requirements-dev.txt requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -113,7 +114,7 @@ lock:
 # Every benchmark, then one table of their figures beside their anchors in benchmarks/README.md
 # (the loop-latency rows come from the newest demo run: `make demo-fast` first). About 10 minutes.
 .PHONY: bench bench-table
-bench: bench-serving bench-load bench-monitoring bench-table
+bench: bench-serving bench-load bench-monitoring bench-threads bench-table
 
 bench-table: venv
 	$(PY) benchmarks/table.py
@@ -141,3 +142,9 @@ demo-cpu: venv
 .PHONY: bench-monitoring
 bench-monitoring: venv
 	$(PY) benchmarks/monitoring/bench.py $(ARGS)
+
+# Thread-pool benchmark (not part of `make test`): the loop's drift report, GX validation and training
+# with the libraries' default thread pools vs one thread per task, alternating; about 6 minutes.
+.PHONY: bench-threads
+bench-threads: venv
+	$(PY) benchmarks/threads/bench.py $(ARGS)

@@ -138,6 +138,26 @@ def monitoring_rows(path: Path | None, data: dict[str, Any] | None) -> list[list
     return rows
 
 
+def threads_rows(path: Path | None, data: dict[str, Any] | None) -> list[list[str]]:
+    src = f"`{path.name}`" if path else "no run"
+    if data is None:
+        return [["task thread pools", "(no result: run `make bench-threads`)", "", "", src]]
+    other = "other core busy" if data.get("meta", {}).get("busy") else "other core idle"
+    rows = []
+    for r in data.get("rows", []):
+        one, default = r["one thread (stack default)"], r["library default"]
+        rows.append(
+            [
+                "task thread pools",
+                f"{r['workload']} workload, {other}: CPU s, wall s",
+                f"{one['cpu_s']:.2f} CPU s, {one['wall_s']:.2f} s (one thread, the stack's default)",
+                f"{default['cpu_s']:.2f} CPU s, {default['wall_s']:.2f} s (the libraries' default pools)",
+                src,
+            ]
+        )
+    return rows
+
+
 def loop_rows(path: Path) -> list[list[str]]:
     if not path.is_file():
         return [["loop latency", "(no demo run: `make demo-fast`)", "", "", "no run"]]
@@ -198,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     rows += load_rows(*newest("load"))
     mon_path, mon = newest("monitoring")
     rows += monitoring_rows(mon_path, summarize_monitoring(mon))
+    rows += threads_rows(*newest("threads"))
     rows += loop_rows(args.demo_summary)
     table = render(rows)
     text = args.readme.read_text()
