@@ -182,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---:|---:|---:|---:|---:|")
     for r in rows:
         d, one = r["library default"], r["one thread (stack default)"]
-        print(f"| {r['workload']} | {d['cpu_s']:.2f} | {one['cpu_s']:.2f} | {d['wall_s']:.2f} | {one['wall_s']:.2f} | {r['cpu_saved_share']:.0%} |")
+        cells = [f"{d['cpu_s']:.2f}", f"{one['cpu_s']:.2f}", f"{d['wall_s']:.2f}", f"{one['wall_s']:.2f}", f"{r['cpu_saved_share']:.0%}"]
+        print(f"| {r['workload']} | " + " | ".join(cells) + " |")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = ROOT / "benchmarks" / "results" / f"threads-{stamp}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
