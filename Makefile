@@ -112,7 +112,7 @@ lock:
 	PYTHON=$(PYTHON) bash scripts/lock.sh
 
 # Every benchmark, then one table of their figures beside their anchors in benchmarks/README.md
-# (the loop-latency rows come from the newest demo run: `make demo-fast` first). About 10 minutes.
+# (the loop-latency rows come from the newest demo run: `make demo-fast` first). About 16 minutes.
 .PHONY: bench bench-table
 bench: bench-serving bench-load bench-monitoring bench-threads bench-table
 

@@ -37,6 +37,16 @@ def newest(prefix: str, anchored: bool = False) -> tuple[Path | None, dict[str, 
     return (files[0], json.loads(files[0].read_text())) if files else (None, None)
 
 
+def newest_threads(busy: bool) -> tuple[Path | None, dict[str, Any] | None]:
+    """The newest thread-pool result run with the other core busy (or idle); (None, None) for
+    idle when there is none (busy is the benchmark's default, so it always gets a row)."""
+    for f in sorted((HERE / "results").glob("threads-*.json"), reverse=True):
+        data = json.loads(f.read_text())
+        if bool(data.get("meta", {}).get("busy")) == busy:
+            return f, data
+    return (None, None)
+
+
 def _row(serving: dict[str, Any] | None, server: str, scenario: str) -> dict[str, Any] | None:
     for r in (serving or {}).get("results", []):
         if r["server"] == server and r["scenario"] == scenario:
@@ -138,10 +148,10 @@ def monitoring_rows(path: Path | None, data: dict[str, Any] | None) -> list[list
     return rows
 
 
-def threads_rows(path: Path | None, data: dict[str, Any] | None) -> list[list[str]]:
+def threads_rows(path: Path | None, data: dict[str, Any] | None, required: bool = True) -> list[list[str]]:
     src = f"`{path.name}`" if path else "no run"
     if data is None:
-        return [["task thread pools", "(no result: run `make bench-threads`)", "", "", src]]
+        return [["task thread pools", "(no result: run `make bench-threads`)", "", "", src]] if required else []
     other = "other core busy" if data.get("meta", {}).get("busy") else "other core idle"
     rows = []
     for r in data.get("rows", []):
@@ -218,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     rows += load_rows(*newest("load"))
     mon_path, mon = newest("monitoring")
     rows += monitoring_rows(mon_path, summarize_monitoring(mon))
-    rows += threads_rows(*newest("threads"))
+    for busy in (True, False):  # the newest run with the other core busy, and with it idle
+        rows += threads_rows(*newest_threads(busy), required=busy)
     rows += loop_rows(args.demo_summary)
     table = render(rows)
     text = args.readme.read_text()
