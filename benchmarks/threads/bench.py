@@ -8,9 +8,9 @@ Each measurement is a fresh Python process (imports and data loading untimed) th
 the loop's own code paths on the real 2013 flights table (``include.mlops.flights``, built into
 ``.local/cache`` once, as ``make demo`` does):
 
-* **drift**: the monitoring pass's Evidently report (``DriftedColumnsCount`` + ``ValueDrift`` per
-  judged column, as ``include.mlops.monitoring.evidently_snapshots`` builds it) on one week of
-  flights against a 5,000-row sample of the four weeks before;
+* **drift**: the monitoring pass's Evidently report (``include.mlops.monitoring.drift_report``:
+  ``DriftedColumnsCount`` + ``ValueDrift`` per judged column) on one week of flights against a
+  5,000-row sample of the four weeks before;
 * **gx**: ``include.mlops.validation.validate_frame`` on four days' label batches (an ingest chunk);
 * **train**: the spec's pipeline (``include.mlops.pipelines.build_pipeline``: gradient boosting)
   fitted on 28 days and scored on the 7 after, as ``train_candidate`` does.
@@ -49,7 +49,7 @@ FIRST_DAY = "2013-03-04"  # a Monday: 28 days of training/reference, then the we
 
 
 def _frames() -> tuple[Any, Any, Any]:
-    """The flights table, the spec, and the days of the workload (untimed)."""
+    """The spec, the flights of the five weeks the workloads use, and the first judged day (untimed)."""
     import pandas as pd
 
     from include.mlops.flights import load_flights
@@ -73,21 +73,12 @@ def _child(workload: str) -> dict[str, float]:
     for frame in (before, after):
         frame[spec.target.name] = spec.target.derive(frame[spec.target.source_column]).astype("int8")
     if workload == "drift":
-        from evidently import DataDefinition, Dataset, Report
-        from evidently.metrics import DriftedColumnsCount, ValueDrift
+        from include.mlops.monitoring import drift_report
 
-        cats = [f.name for f in spec.features if f.type == "categorical"]
-        nums = [f.name for f in spec.features if f.type != "categorical"]
-        judged = [c for c in spec.feature_names if c not in spec.monitoring.drift_exclude]
-        cur, ref = after[spec.feature_names].copy(), before[spec.feature_names].sample(n=5000, random_state=0).reset_index(drop=True)
-        for frame in (cur, ref):
-            for c in cats:
-                frame[c] = frame[c].astype(object).where(frame[c].notna(), None)
-        dd = DataDefinition(numerical_columns=nums, categorical_columns=cats)
+        cur, ref = after[spec.feature_names], before[spec.feature_names].sample(n=5000, random_state=0).reset_index(drop=True)
 
         def run() -> Any:
-            metrics = [DriftedColumnsCount(columns=judged), *[ValueDrift(column=c) for c in judged]]
-            return Report(metrics).run(Dataset.from_pandas(cur, data_definition=dd), Dataset.from_pandas(ref, data_definition=dd))
+            return drift_report(spec, cur.copy(), ref.copy())
 
     elif workload == "gx":
         from include.mlops.flights import day_slice

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from include.mlops.runtime import Runtime
+    from include.mlops.spec import Spec
 
 log = logging.getLogger(__name__)
 
@@ -482,16 +483,36 @@ def _num(v: Any) -> float | None:
 REPORT_SAMPLE_ROWS = 20_000
 
 
+def drift_report(spec: Spec, cur: pd.DataFrame, ref: pd.DataFrame, *, extra_numeric: tuple[str, ...] = (), **run: Any) -> Any:
+    """Evidently's drift snapshot of ``cur`` against ``ref`` (both holding the spec's features and
+    ``extra_numeric``; their categorical columns are made plain objects in place): the share of
+    drifted columns and each judged column's drift (score, test, the two distributions). These are
+    what ``DataDriftPreset`` computes, without its summary table, which computes every column's
+    drift twice more and draws every plot again (half of the report's CPU on a weekly window).
+    ``run`` goes to ``Report.run`` (timestamp, metadata, tags)."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import DriftedColumnsCount, ValueDrift
+
+    cats = [f.name for f in spec.features if f.type == "categorical"]
+    nums = [f.name for f in spec.features if f.type != "categorical"]
+    for df in (cur, ref):
+        for c in cats:
+            df[c] = df[c].astype(object).where(df[c].notna(), None)
+    dd = DataDefinition(numerical_columns=[*nums, *extra_numeric], categorical_columns=cats)
+    # the columns monitoring judges (``drift_exclude``, e.g. month in a weekly window, is not)
+    judged = [c for c in [*spec.feature_names, *extra_numeric] if c not in spec.monitoring.drift_exclude]
+    metrics: list[Any] = [DriftedColumnsCount(columns=judged), *[ValueDrift(column=c) for c in judged]]
+    return Report(metrics).run(Dataset.from_pandas(cur, data_definition=dd), Dataset.from_pandas(ref, data_definition=dd), **run)
+
+
 def evidently_snapshots(rt: Runtime, s: Summary, scored: pd.DataFrame, ref: Reference, labelled: pd.DataFrame | None) -> list[Any]:
     """Two snapshots per window: drift (features + score vs the reference) and model/system."""
     import numpy as np
     import pandas as pd
     from evidently import BinaryClassification, DataDefinition, Dataset, Report
-    from evidently.metrics import DriftedColumnsCount, MeanValue, QuantileValue, RocAuc, RowCount, ValueDrift
+    from evidently.metrics import MeanValue, QuantileValue, RocAuc, RowCount
 
     spec = rt.spec
-    cats = [f.name for f in spec.features if f.type == "categorical"]
-    nums = [f.name for f in spec.features if f.type != "categorical"]
     current = scored.sample(n=min(len(scored), REPORT_SAMPLE_ROWS), random_state=0) if len(scored) > REPORT_SAMPLE_ROWS else scored
     cur = current[[*spec.feature_names, "score"]].copy()
     refdf = ref.sample[spec.feature_names].copy().reset_index(drop=True)
@@ -499,26 +520,10 @@ def evidently_snapshots(rt: Runtime, s: Summary, scored: pd.DataFrame, ref: Refe
     # resampled to the reference sample's length (rows are not paired across columns).
     rng = np.random.default_rng(0)
     refdf["score"] = rng.choice(ref.holdout["score"].to_numpy(dtype=float), size=len(refdf), replace=True)
-    for df in (cur, refdf):
-        for c in cats:
-            df[c] = df[c].astype(object).where(df[c].notna(), None)
-    dd = DataDefinition(numerical_columns=[*nums, "score"], categorical_columns=cats)
     when = datetime.fromisoformat(s.window_end)
     meta: dict[str, Any] = {"model": s.model, "version": s.version, "role": s.role, "window_start": s.window_start, "outcome": s.outcome}
     tags = [f"v{s.version}", s.role, "drift"]
-    # the columns monitoring judges (``drift_exclude``, e.g. month in a weekly window, is not)
-    judged = [c for c in [*spec.feature_names, "score"] if c not in spec.monitoring.drift_exclude]
-    # The share of drifted columns and each column's drift (score, test, the two distributions):
-    # what DataDriftPreset computes, without its summary table, which computes every column's drift
-    # twice more and draws every plot again (half of the report's CPU on a weekly window).
-    drift_metrics: list[Any] = [DriftedColumnsCount(columns=judged), *[ValueDrift(column=c) for c in judged]]
-    drift_snap = Report(drift_metrics).run(
-        Dataset.from_pandas(cur, data_definition=dd),
-        Dataset.from_pandas(refdf, data_definition=dd),
-        timestamp=when,
-        metadata=meta,
-        tags=tags,
-    )
+    drift_snap = drift_report(spec, cur, refdf, extra_numeric=("score",), timestamp=when, metadata=meta, tags=tags)
     sys_df = pd.DataFrame({"latency_ms": current["latency_ms"].astype(float), "score": current["score"].astype(float)})
     metrics: list[Any] = [
         RowCount(),

@@ -190,7 +190,12 @@ def _failed_task_logs(client, settings, failed: dict[str, list[str]]) -> str:
     lines = [f"failed DAG runs: { {d: ids for d, ids in failed.items() if ids} }"]
     for dag_id, run_ids in failed.items():
         for run_id in run_ids:
-            for ti in client.task_instances(dag_id, run_id):
+            try:
+                tis = client.task_instances(dag_id, run_id)
+            except Exception as exc:  # the failed run ids above still get reported
+                lines.append(f"--- {dag_id} / {run_id}: task instances unavailable ({type(exc).__name__}: {exc})")
+                continue
+            for ti in tis:
                 if ti["state"] not in ("failed", "upstream_failed"):
                     continue
                 lines.append(f"--- {dag_id} / {run_id} / {ti['task_id']}: {ti['state']} (try {ti.get('try_number')})")
