@@ -59,9 +59,9 @@ def days(start, n):
 
 
 def test_window_default_is_last_holdout_days_after_window_days(spec):
-    w = plan_window(spec, days(date(2013, 1, 1), 60))
-    assert (w.holdout_start, w.holdout_end) == (date(2013, 2, 23), date(2013, 3, 1))
-    assert (w.train_start, w.train_end) == (date(2013, 1, 26), date(2013, 2, 22))
+    w = plan_window(spec, days(date(2013, 1, 1), 90))  # the pool covers Jan 1 .. Mar 31
+    assert (w.holdout_start, w.holdout_end) == (date(2013, 3, 25), date(2013, 3, 31))
+    assert (w.train_start, w.train_end) == (date(2013, 1, 28), date(2013, 3, 24))  # the spec's 56 days
     assert (w.train_end - w.train_start).days + 1 == spec.training.window_days
 
 
