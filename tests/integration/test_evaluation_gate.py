@@ -19,7 +19,9 @@ def test_metrics_only_evaluation_has_the_same_metrics_and_no_plots(tmp_path):
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     try:
-        mlflow.set_experiment("evaluation gate")  # not an experiment id an earlier test left active
+        # not an experiment id an earlier test left active; artifacts under tmp_path, not ./mlruns
+        mlflow.create_experiment("evaluation gate", artifact_location=(tmp_path / "artifacts").as_uri())
+        mlflow.set_experiment("evaluation gate")
         rng = np.random.default_rng(0)
         x = pd.DataFrame({"a": rng.random(2000), "b": rng.random(2000)})
         y = (x["a"] + rng.random(2000) > 1).astype(int)
