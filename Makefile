@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-from-lock
 export PYTHONPATH := $(CURDIR)
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 PY := $(BIN)/python
-STACK := $(PY) -m include.mlops.stack
+STACK := $(PY) -m tooling.stack
 PYTEST_ARGS ?=
 
 .PHONY: help venv up down status logs clean test test-fast test-postgres lint format unit dags integration live lock replay bench-serving trigger demo demo-fast demo-cpu
@@ -44,31 +44,31 @@ up: venv
 	@$(STACK) up
 
 down:
-	@if [ -x $(PY) ]; then $(STACK) down; else $(PYTHON) -m include.mlops.stack down; fi
+	@if [ -x $(PY) ]; then $(STACK) down; else $(PYTHON) -m tooling.stack down; fi
 
 status:
-	@if [ -x $(PY) ]; then $(STACK) status; else $(PYTHON) -m include.mlops.stack status; fi
+	@if [ -x $(PY) ]; then $(STACK) status; else $(PYTHON) -m tooling.stack status; fi
 
 logs:
-	@if [ -x $(PY) ]; then $(STACK) logs $(SERVICE); else $(PYTHON) -m include.mlops.stack logs $(SERVICE); fi
+	@if [ -x $(PY) ]; then $(STACK) logs $(SERVICE); else $(PYTHON) -m tooling.stack logs $(SERVICE); fi
 
 clean:
-	@if [ -x $(PY) ]; then $(STACK) clean; else $(PYTHON) -m include.mlops.stack clean; fi
+	@if [ -x $(PY) ]; then $(STACK) clean; else $(PYTHON) -m tooling.stack clean; fi
 
 # The whole loop, live: resets the demo state, starts the stack, replays 2013 with fire drills.
 demo: venv
-	@$(PY) -m include.mlops.demo $(if $(FAST),--fast,) $(ARGS)
+	@$(PY) -m tooling.demo $(if $(FAST),--fast,) $(ARGS)
 
 demo-fast: venv
-	@$(PY) -m include.mlops.demo --fast $(ARGS)
+	@$(PY) -m tooling.demo --fast $(ARGS)
 
 replay: venv
-	@$(PY) -m include.mlops.replay $(ARGS)
+	@$(PY) -m tooling.replay $(ARGS)
 
 CONF ?= {}
 trigger: venv
 	@test -n "$(DAG)" || { echo "usage: make trigger DAG=<dag_id> [CONF='{...}']"; exit 2; }
-	@$(PY) -m include.mlops.cli trigger $(DAG) --conf '$(CONF)' --wait
+	@$(PY) -m tooling.cli trigger $(DAG) --conf '$(CONF)' --wait
 
 lint: venv
 	$(BIN)/ruff check .
@@ -137,7 +137,7 @@ bench-load: venv
 demo-cpu: venv
 	$(PY) benchmarks/demo/cpu_by_task.py -- $(MAKE) --no-print-directory demo $(if $(FAST),FAST=1,) $(if $(ARGS),ARGS="$(ARGS)",)
 
-# Monitoring-pass benchmark (not part of `make test`): include.mlops.drift vs Evidently's DataDriftPreset
+# Monitoring-pass benchmark (not part of `make test`): include.mlops.domain.drift vs Evidently's DataDriftPreset
 # on synthetic flights-shaped windows of 100k and 1M rows; about 5 minutes, mostly Evidently at 1M.
 .PHONY: bench-monitoring
 bench-monitoring: venv

@@ -24,8 +24,8 @@ from typing import Any
 import pendulum
 from airflow.sdk import Param, PokeReturnValue, dag, get_current_context, task
 
-from include.mlops.assets import EARLY_WINDOW_PASSED, MODEL_DEPLOYED, MODEL_ROLLED_BACK
-from include.mlops.notifiers import LoopFailureNotifier
+from include.mlops.adapters.assets import EARLY_WINDOW_PASSED, MODEL_DEPLOYED, MODEL_ROLLED_BACK
+from include.mlops.adapters.notifiers import LoopFailureNotifier
 
 
 @dag(
@@ -44,8 +44,8 @@ from include.mlops.notifiers import LoopFailureNotifier
 def check_early_window() -> None:
     @task
     def start() -> dict[str, Any]:
-        from include.mlops.release import find_release, serving_process
         from include.mlops.runtime import load_runtime
+        from include.mlops.steps.release import find_release, serving_process
 
         context = get_current_context()
         version = context["params"].get("version")
@@ -58,16 +58,16 @@ def check_early_window() -> None:
 
     @task.sensor(poke_interval=10, timeout=timedelta(hours=6), mode="reschedule")
     def wait_for_traffic(state: dict[str, Any]) -> PokeReturnValue:
-        from include.mlops.release import Release, poke
         from include.mlops.runtime import load_runtime
+        from include.mlops.steps.release import Release, poke
 
         done, info = poke(load_runtime(), Release(**state["release"]))
         return PokeReturnValue(is_done=done, xcom_value=info)
 
     @task
     def judge(state: dict[str, Any], traffic: dict[str, Any]) -> dict[str, Any]:
-        from include.mlops.release import Release, judge, record_window
         from include.mlops.runtime import load_runtime
+        from include.mlops.steps.release import Release, judge, record_window
 
         context = get_current_context()
         rt = load_runtime()
@@ -82,8 +82,8 @@ def check_early_window() -> None:
 
     @task(outlets=[MODEL_ROLLED_BACK])
     def roll_back(result: dict[str, Any], *, outlet_events: Any = None) -> dict[str, Any]:
-        from include.mlops.release import Release, roll_back_release
         from include.mlops.runtime import load_runtime
+        from include.mlops.steps.release import Release, roll_back_release
 
         context = get_current_context()
         out = roll_back_release(

@@ -25,8 +25,8 @@ import pendulum
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param, dag, get_current_context, task
 
-from include.mlops.assets import CANDIDATE_REFUSED, CANDIDATE_REGISTERED, MODEL_DEPLOYED
-from include.mlops.notifiers import LoopFailureNotifier
+from include.mlops.adapters.assets import CANDIDATE_REFUSED, CANDIDATE_REGISTERED, MODEL_DEPLOYED
+from include.mlops.adapters.notifiers import LoopFailureNotifier
 
 GATE_TASKS = ["loads", "signature", "evaluation", "probe"]
 
@@ -54,8 +54,8 @@ GATE_TASKS = ["loads", "signature", "evaluation", "probe"]
 def deploy_validated_model() -> None:
     @task
     def resolve() -> dict[str, Any]:
-        from include.mlops.deploy import resolve_candidate
         from include.mlops.runtime import load_runtime
+        from include.mlops.steps.deploy import resolve_candidate
 
         context = get_current_context()
         version = context["params"].get("version")
@@ -66,8 +66,8 @@ def deploy_validated_model() -> None:
 
     @task(map_index_template="{{ gate_label }}")
     def gate(name: str, candidate: dict[str, Any]) -> list[dict[str, Any]]:
-        from include.mlops.deploy import Candidate, gates_label, record_gates, run_gate
         from include.mlops.runtime import load_runtime
+        from include.mlops.steps.deploy import Candidate, gates_label, record_gates, run_gate
 
         context = get_current_context()
         rt = load_runtime()
@@ -79,8 +79,8 @@ def deploy_validated_model() -> None:
 
     @task.branch
     def decide(candidate: dict[str, Any], results: list[list[dict[str, Any]]]) -> str:
-        from include.mlops.deploy import Candidate, plan
         from include.mlops.runtime import load_runtime
+        from include.mlops.steps.deploy import Candidate, plan
 
         params = get_current_context()["params"]
         p = plan(
@@ -107,8 +107,8 @@ def deploy_validated_model() -> None:
 
     @task(outlets=[MODEL_DEPLOYED], trigger_rule="none_failed_min_one_success")
     def deploy(candidate: dict[str, Any], results: list[list[dict[str, Any]]], *, outlet_events: Any = None) -> dict[str, Any]:
-        from include.mlops.deploy import Candidate, deploy, plan
         from include.mlops.runtime import load_runtime
+        from include.mlops.steps.deploy import Candidate, deploy, plan
 
         context = get_current_context()
         rt = load_runtime()
@@ -125,8 +125,8 @@ def deploy_validated_model() -> None:
 
     @task(outlets=[CANDIDATE_REFUSED])
     def refuse(candidate: dict[str, Any], results: list[list[dict[str, Any]]], *, outlet_events: Any = None) -> dict[str, Any]:
-        from include.mlops.deploy import Candidate, plan, refuse
         from include.mlops.runtime import load_runtime
+        from include.mlops.steps.deploy import Candidate, plan, refuse
 
         context = get_current_context()
         rt = load_runtime()
@@ -140,8 +140,8 @@ def deploy_validated_model() -> None:
     @task(trigger_rule="all_done")
     def record_approval(candidate: dict[str, Any]) -> dict[str, Any] | None:
         """A person's 'Reject' is a decision too: record it (nothing else changes)."""
-        from include.mlops.deploy import Candidate, refuse
         from include.mlops.runtime import load_runtime
+        from include.mlops.steps.deploy import Candidate, refuse
 
         context = get_current_context()
         answer = context["ti"].xcom_pull(task_ids="approve")

@@ -24,8 +24,8 @@ from typing import Any
 import pendulum
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, get_current_context, task
 
-from include.mlops.assets import BATCH_QUARANTINED, GROUND_TRUTH, LABEL_BATCHES_LANDED, TRAINING_POOL
-from include.mlops.notifiers import LoopFailureNotifier
+from include.mlops.adapters.assets import BATCH_QUARANTINED, GROUND_TRUTH, LABEL_BATCHES_LANDED, TRAINING_POOL
+from include.mlops.adapters.notifiers import LoopFailureNotifier
 
 
 @dag(
@@ -44,13 +44,13 @@ from include.mlops.notifiers import LoopFailureNotifier
 def ingest_outcomes() -> None:
     @task
     def find_batches() -> list[list[str]]:
-        from include.mlops.ingest import find_batch_groups
+        from include.mlops.steps.ingest import find_batch_groups
 
         return find_batch_groups()
 
     @task(map_index_template="{{ batch_label }}", max_active_tis_per_dagrun=2)
     def ingest_batches(files: list[str]) -> list[dict[str, Any]]:
-        from include.mlops.ingest import ingest_files, task_label
+        from include.mlops.steps.ingest import ingest_files, task_label
 
         context = get_current_context()
         results = ingest_files(files, dag_id=context["dag"].dag_id, run_id=context["run_id"])
@@ -62,7 +62,7 @@ def ingest_outcomes() -> None:
     def publish_accepted(results: list[list[dict[str, Any]]], *, outlet_events: Any = None) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from include.mlops.ingest import summarize
+        from include.mlops.steps.ingest import summarize
 
         summary = summarize([r for group in results for r in group])
         if not summary["accepted"]:
@@ -76,7 +76,7 @@ def ingest_outcomes() -> None:
     def publish_quarantined(results: list[list[dict[str, Any]]], *, outlet_events: Any = None) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from include.mlops.ingest import summarize
+        from include.mlops.steps.ingest import summarize
 
         summary = summarize([r for group in results for r in group])
         if not summary["quarantined"]:

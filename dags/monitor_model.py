@@ -27,8 +27,8 @@ from typing import Any
 import pendulum
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, get_current_context, task
 
-from include.mlops.assets import DRIFT_DETECTED, INFERENCE_WINDOW_CLOSED, PERFORMANCE_DEGRADED, monitoring_schedule
-from include.mlops.notifiers import LoopFailureNotifier
+from include.mlops.adapters.assets import DRIFT_DETECTED, INFERENCE_WINDOW_CLOSED, PERFORMANCE_DEGRADED, monitoring_schedule
+from include.mlops.adapters.notifiers import LoopFailureNotifier
 
 #: the XCom key of a monitoring pass's result (the task's return value is its branch choice)
 RESULT = "result"
@@ -58,8 +58,8 @@ def monitor_model() -> None:
     def monitor() -> list[str]:
         """Judge the windows; the pass's result is the XCom ``result``. Returns the follow-ups to run
         (``emit_drift`` / ``emit_decay``): an event nobody needs costs no task process."""
-        from include.mlops.monitoring import event_extra, run_windows
         from include.mlops.runtime import load_runtime
+        from include.mlops.steps.monitoring import event_extra, run_windows
 
         context = get_current_context()
         params = dict(context["params"])
@@ -78,7 +78,7 @@ def monitor_model() -> None:
     def _emit(asset: Any, outlet_events: Any) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from include.mlops.monitoring import event_extra
+        from include.mlops.steps.monitoring import event_extra
 
         result = get_current_context()["ti"].xcom_pull(task_ids="monitor", key=RESULT) or {}
         extra = event_extra(result, asset.name)

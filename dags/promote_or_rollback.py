@@ -24,8 +24,8 @@ from typing import Any
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
-from include.mlops.assets import EARLY_WINDOW_PASSED, MODEL_PROMOTED, MODEL_ROLLED_BACK
-from include.mlops.notifiers import LoopFailureNotifier
+from include.mlops.adapters.assets import EARLY_WINDOW_PASSED, MODEL_PROMOTED, MODEL_ROLLED_BACK
+from include.mlops.adapters.notifiers import LoopFailureNotifier
 
 
 @dag(
@@ -52,9 +52,9 @@ from include.mlops.notifiers import LoopFailureNotifier
 def promote_or_rollback() -> None:
     @task
     def decide() -> dict[str, Any]:
-        from include.mlops.policy import Verdict
-        from include.mlops.release import decide_final
+        from include.mlops.domain.policy import Verdict
         from include.mlops.runtime import load_runtime
+        from include.mlops.steps.release import decide_final
 
         context = get_current_context()
         params = context["params"]
@@ -76,9 +76,9 @@ def promote_or_rollback() -> None:
         return {"promote": "promote", "rollback": "rollback"}.get(d["verdict"]["outcome"], "no_change")
 
     def _act(d: dict[str, Any]) -> dict[str, Any]:
-        from include.mlops.policy import Verdict
-        from include.mlops.release import act_final
+        from include.mlops.domain.policy import Verdict
         from include.mlops.runtime import load_runtime
+        from include.mlops.steps.release import act_final
 
         context = get_current_context()
         return act_final(

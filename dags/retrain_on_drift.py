@@ -23,8 +23,8 @@ from typing import Any
 import pendulum
 from airflow.sdk import dag, get_current_context, task
 
-from include.mlops.assets import DRIFT_DETECTED, PERFORMANCE_DEGRADED, RETRAIN_REQUESTED
-from include.mlops.notifiers import LoopFailureNotifier
+from include.mlops.adapters.assets import DRIFT_DETECTED, PERFORMANCE_DEGRADED, RETRAIN_REQUESTED
+from include.mlops.adapters.notifiers import LoopFailureNotifier
 
 log = logging.getLogger(__name__)
 #: the XCom key of the governance verdicts (the task's return value is its branch choice)
@@ -46,8 +46,8 @@ def retrain_on_drift() -> None:
     def govern() -> list[str]:
         """Judge every trigger of this run; the verdicts (and the accepted request) are the XCom
         ``result``. Runs ``request_retrain`` only when a trigger was accepted."""
-        from include.mlops.governance import govern, trigger_from
         from include.mlops.runtime import load_runtime
+        from include.mlops.steps.governance import govern, trigger_from
 
         context = get_current_context()
         rt = load_runtime()

@@ -21,8 +21,8 @@ from typing import Any
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
-from include.mlops.assets import CANDIDATE_REGISTERED, RETRAIN_REQUESTED
-from include.mlops.notifiers import LoopFailureNotifier
+from include.mlops.adapters.assets import CANDIDATE_REGISTERED, RETRAIN_REQUESTED
+from include.mlops.adapters.notifiers import LoopFailureNotifier
 
 
 @dag(
@@ -48,7 +48,7 @@ def train_candidate() -> None:
     def train(*, outlet_events: Any = None) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from include.mlops.training import TrainingRefused, run_training
+        from include.mlops.steps.training import TrainingRefused, run_training
 
         context = get_current_context()
         params = dict(context["params"])

@@ -29,3 +29,5 @@ ENV PYTHONPATH=/opt/airflow
 COPY --chown=airflow:0 dags /opt/airflow/dags
 COPY --chown=airflow:0 plugins /opt/airflow/plugins
 COPY --chown=airflow:0 include /opt/airflow/include
+# Development tooling (the demo's replay and fire drills): the drills name a training pipeline in it.
+COPY --chown=airflow:0 tooling /opt/airflow/tooling

@@ -95,7 +95,7 @@ def http(url: str, method: str = "GET", body: dict | None = None, headers: dict 
 def main() -> int:
     compose_raw = load_compose()
     pg = TestCluster().start()
-    say(f"postgres (tests/pg.py, include/mlops/postgres.py server command) on {pg.port}")
+    say(f"postgres (tests/pg.py, tooling/postgres.py server command) on {pg.port}")
     try:
         return scenario(compose_raw, pg)
     finally:
@@ -292,7 +292,7 @@ def scenario(compose_raw: dict, pg: TestCluster) -> int:
     say("serving: its registry polls log in to MLflow (no 'cannot read the registry' in its log)")
 
     # a DAG run on the Celery worker
-    from include.mlops.airflow_api import AirflowClient
+    from include.mlops.adapters.airflow_api import AirflowClient
 
     client = AirflowClient(api, user, admin_pw)
     deadline = time.monotonic() + 180

@@ -2,7 +2,7 @@
 
 A FastAPI app mounted in Airflow's API server under ``/mlops-loop`` (server-rendered, behind
 Airflow's own authentication: the UI session cookie or a bearer token) and a navigation entry
-that shows it in the Airflow UI. The page itself is built by ``include.mlops.status_page``.
+that shows it in the Airflow UI. The page itself is built by ``include.mlops.ui.status_page``.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def _runtime() -> Any:
 async def page(user: User) -> HTMLResponse:
     from starlette.concurrency import run_in_threadpool
 
-    from include.mlops.status_page import gather, render
+    from include.mlops.ui.status_page import gather, render
 
     status = await run_in_threadpool(lambda: gather(_runtime()))
     return HTMLResponse(render(status))
@@ -77,7 +77,7 @@ async def page(user: User) -> HTMLResponse:
 async def status_json(user: User) -> JSONResponse:
     from starlette.concurrency import run_in_threadpool
 
-    from include.mlops.status_page import as_json, gather
+    from include.mlops.ui.status_page import as_json, gather
 
     status = await run_in_threadpool(lambda: gather(_runtime()))
     return JSONResponse(as_json(status))
@@ -85,7 +85,7 @@ async def status_json(user: User) -> JSONResponse:
 
 @app.get("/files")
 async def report_file(path: str, user: User) -> FileResponse:
-    from include.mlops.status_page import safe_report_path
+    from include.mlops.ui.status_page import safe_report_path
 
     found = safe_report_path(_runtime(), path)
     if found is None:

@@ -43,11 +43,11 @@ def login(page: Any, airflow_url: str, user: str, password: str, then: str) -> N
 def main(argv: list[str] | None = None) -> int:
     from playwright.sync_api import sync_playwright
 
-    from include.mlops.airflow_api import AirflowClient
-    from include.mlops.demo import asset_id
+    from include.mlops.adapters.airflow_api import AirflowClient
     from include.mlops.runtime import load_runtime
     from include.mlops.settings import get_settings
-    from include.mlops.stack import airflow_login
+    from tooling.demo import asset_id
+    from tooling.stack import airflow_login
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "img")

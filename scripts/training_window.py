@@ -38,10 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
     from sklearn.metrics import roc_auc_score
 
-    from include.mlops.flights import load_flights
-    from include.mlops.pipelines import build_pipeline
+    from include.mlops.domain.pipelines import build_pipeline
+    from include.mlops.domain.spec import load_spec
     from include.mlops.settings import get_settings
-    from include.mlops.spec import load_spec
+    from tooling.flights import load_flights
 
     s = get_settings()
     spec = load_spec(s.spec_path)

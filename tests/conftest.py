@@ -84,7 +84,7 @@ def mlflow_backend_uri(folder: Path) -> str:
 
 @pytest.fixture(scope="session")
 def spec():
-    from include.mlops.spec import load_spec
+    from include.mlops.domain.spec import load_spec
 
     return load_spec(ROOT / "include/specs/flights.yaml")
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pandas as pd
 
-    from include.mlops.spec import Spec
+    from include.mlops.domain.spec import Spec
 
 
 def make_batch(spec: Spec, day: date, n: int = 150, seed: int = 0) -> pd.DataFrame:

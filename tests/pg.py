@@ -1,6 +1,6 @@
 """A throwaway PostgreSQL cluster for the test session (``MLOPS_TEST_BACKEND=postgres``).
 
-Started with the same code as the stack's own cluster (:mod:`include.mlops.postgres`: ``initdb``
+Started with the same code as the stack's own cluster (:mod:`tooling.postgres`: ``initdb``
 then the ``postgres`` server on a free loopback port, password login), in a temporary folder
 that the ``postgres`` system user can reach when the tests run as root; stopped and deleted at
 the end of the session.
@@ -18,7 +18,7 @@ import time
 import uuid
 from pathlib import Path
 
-from include.mlops import postgres
+from tooling import postgres
 
 
 def _free_port() -> int:

@@ -49,7 +49,7 @@ KINDS = (
     ("include.mlops.serving", "serving API"),
     ("evidently ui", "Evidently UI"),
     ("load-check", "deploy gate `loads`: clean-process load"),
-    ("include.mlops.demo", "the demo's own process"),
+    ("tooling.demo", "the demo's own process"),
     ("mlflow", "MLflow server"),
 )
 #: a child started by multiprocessing's spawn (uvicorn's workers: MLflow's, or the serving API's

@@ -1,4 +1,4 @@
-"""Monitoring-pass benchmark: ``include.mlops.drift`` vs Evidently's ``DataDriftPreset`` on the same data.
+"""Monitoring-pass benchmark: ``include.mlops.domain.drift`` vs Evidently's ``DataDriftPreset`` on the same data.
 
     make bench-monitoring                 # or: PYTHONPATH=. .venv/bin/python benchmarks/monitoring/bench.py
     make bench-monitoring ARGS="--sizes 100000 --repeats 1 --evidently-timeout 300"
@@ -49,7 +49,7 @@ sys.path[:0] = [str(ROOT), str(HERE)]
 
 log = logging.getLogger("bench-monitoring")
 
-#: Evidently's display names -> the method names ``include.mlops.drift`` reports.
+#: Evidently's display names -> the method names ``include.mlops.domain.drift`` reports.
 EVIDENTLY_METHODS = {
     "Wasserstein distance (normed)": "wasserstein",
     "Jensen-Shannon distance": "jensenshannon",
@@ -77,8 +77,8 @@ def child_ours(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     from synth import CATEGORICAL, COLUMNS, spec_dict
 
-    from include.mlops.drift import column_drift, dataset_drift, read_window
-    from include.mlops.spec import parse_spec
+    from include.mlops.domain.drift import column_drift, dataset_drift, read_window
+    from include.mlops.domain.spec import parse_spec
 
     spec = parse_spec(spec_dict())
     t_import = time.perf_counter()
@@ -109,8 +109,8 @@ def child_evidently(args: argparse.Namespace) -> None:
     from evidently.presets import DataDriftPreset
     from synth import COLUMNS, spec_dict
 
-    from include.mlops.drift import evidently_data_definition, read_window
-    from include.mlops.spec import parse_spec
+    from include.mlops.domain.drift import evidently_data_definition, read_window
+    from include.mlops.domain.spec import parse_spec
 
     spec = parse_spec(spec_dict())
     t_import = time.perf_counter()
@@ -216,8 +216,8 @@ def child_setup(args: argparse.Namespace) -> None:
     """Untimed setup, in its own process so that the parent stays small (see ``run_child``)."""
     from synth import MODEL, make_frame, spec_dict, write_window
 
-    from include.mlops.drift import reference_stats
-    from include.mlops.spec import parse_spec
+    from include.mlops.domain.drift import reference_stats
+    from include.mlops.domain.spec import parse_spec
 
     spec = parse_spec(spec_dict())
     n, folder = int(args.rows), Path(args.root)
@@ -298,7 +298,7 @@ def table(results: list[dict[str, Any]]) -> str:
         o, e, a = r["ours"], r["evidently"], r["agreement"]
         agree = f"{a['verdicts_agree']}/{a['columns']} ({100 * a['verdict_agreement']:.0f} %)" if a else "n/a"
         lines.append(
-            f"| {r['rows']:,} | `include.mlops.drift` | {o['pass_s']:.2f} s ({o['read_s']:.2f} + {o['drift_s']:.2f}) "
+            f"| {r['rows']:,} | `include.mlops.domain.drift` | {o['pass_s']:.2f} s ({o['read_s']:.2f} + {o['drift_s']:.2f}) "
             f"| {r['rows'] / o['pass_s']:,.0f} | {o['max_rss_mb']:,.0f} MiB | {o['process_wall_s']:.2f} s "
             f"| {o['load_before']:.1f} / {o['load_after']:.1f} | {agree} |"
         )

@@ -186,8 +186,8 @@ def train_and_register(mlflow_uri: str, spec: Any, cache: Path) -> tuple[str, An
     import mlflow
     import mlflow.sklearn
 
-    from include.mlops.flights import load_flights
-    from include.mlops.pipelines import build_pipeline
+    from include.mlops.domain.pipelines import build_pipeline
+    from tooling.flights import load_flights
 
     df = load_flights(cache)
     t = df[spec.time_column]
@@ -353,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("wrk is not installed: apt-get install -y wrk")
         return 2
 
-    from include.mlops.spec import load_spec
+    from include.mlops.domain.spec import load_spec
 
     spec = load_spec(ROOT / "include/specs/flights.yaml")
     info = machine()

@@ -94,8 +94,8 @@ def register_challenger(mlflow_uri: str, spec: Any, cache: Path) -> str:
     import mlflow
     import mlflow.sklearn
 
-    from include.mlops.flights import load_flights
-    from include.mlops.pipelines import build_pipeline
+    from include.mlops.domain.pipelines import build_pipeline
+    from tooling.flights import load_flights
 
     df = load_flights(cache)
     t = df[spec.time_column]
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("--hold must be at least 60 seconds")
         return 2
 
-    from include.mlops.spec import load_spec
+    from include.mlops.domain.spec import load_spec
 
     spec = load_spec(ROOT / "include/specs/flights.yaml")
     info = machine()

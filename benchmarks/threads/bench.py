@@ -5,14 +5,14 @@ one thread per task (``MLOPS_TASK_THREADS=1``, the stack's default), side by sid
     make bench-threads ARGS="--repeats 5 --no-busy"
 
 Each measurement is a fresh Python process (imports and data loading untimed) that runs one of
-the loop's own code paths on the real 2013 flights table (``include.mlops.flights``, built into
+the loop's own code paths on the real 2013 flights table (``tooling.flights``, built into
 ``.local/cache`` once, as ``make demo`` does):
 
-* **drift**: the monitoring pass's Evidently report (``include.mlops.monitoring.drift_report``:
+* **drift**: the monitoring pass's Evidently report (``include.mlops.steps.monitoring.drift_report``:
   ``DriftedColumnsCount`` + ``ValueDrift`` per judged column) on one week of flights against a
   5,000-row sample of the four weeks before;
-* **gx**: ``include.mlops.validation.validate_frame`` on four days' label batches (an ingest chunk);
-* **train**: the spec's pipeline (``include.mlops.pipelines.build_pipeline``: gradient boosting)
+* **gx**: ``include.mlops.domain.validation.validate_frame`` on four days' label batches (an ingest chunk);
+* **train**: the spec's pipeline (``include.mlops.domain.pipelines.build_pipeline``: gradient boosting)
   fitted on 28 days and scored on the 7 after, as ``train_candidate`` did (the demo spec now trains
   on 56 days; the workload keeps 28 so its figures stay comparable).
 
@@ -53,8 +53,8 @@ def _frames() -> tuple[Any, Any, Any]:
     """The spec, the flights of the five weeks the workloads use, and the first judged day (untimed)."""
     import pandas as pd
 
-    from include.mlops.flights import load_flights
-    from include.mlops.spec import load_spec
+    from include.mlops.domain.spec import load_spec
+    from tooling.flights import load_flights
 
     spec = load_spec(ROOT / "include" / "specs" / "flights.yaml")
     flights = load_flights(ROOT / ".local" / "cache")
@@ -64,7 +64,7 @@ def _frames() -> tuple[Any, Any, Any]:
 
 
 def _child(workload: str) -> dict[str, float]:
-    import include.mlops.task_preload  # noqa: F401  (the libraries a task process starts with)
+    import tooling.task_preload  # noqa: F401  (the libraries a task process starts with)
 
     spec, df, start = _frames()
     import pandas as pd
@@ -74,7 +74,7 @@ def _child(workload: str) -> dict[str, float]:
     for frame in (before, after):
         frame[spec.target.name] = spec.target.derive(frame[spec.target.source_column]).astype("int8")
     if workload == "drift":
-        from include.mlops.monitoring import drift_report
+        from include.mlops.steps.monitoring import drift_report
 
         cur, ref = after[spec.feature_names], before[spec.feature_names].sample(n=5000, random_state=0).reset_index(drop=True)
 
@@ -82,8 +82,8 @@ def _child(workload: str) -> dict[str, float]:
             return drift_report(spec, cur.copy(), ref.copy())
 
     elif workload == "gx":
-        from include.mlops.flights import day_slice
-        from include.mlops.validation import validate_frame
+        from include.mlops.domain.validation import validate_frame
+        from tooling.flights import day_slice
 
         days = [(start + pd.Timedelta(days=i)).date() for i in range(4)]
         batches = [(d, day_slice(df, d.isoformat(), spec.time_column)[spec.batch_columns]) for d in days]
@@ -94,7 +94,7 @@ def _child(workload: str) -> dict[str, float]:
             return outcomes
 
     else:
-        from include.mlops.pipelines import build_pipeline
+        from include.mlops.domain.pipelines import build_pipeline
 
         features, target = spec.feature_names, spec.target.name
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # airflow-init (docker-compose.yaml): what `make up` does before it starts Airflow, for the compose
-# shape. Migrates the metadata database (`airflow db migrate`, as include/mlops/stack.py does), creates
+# shape. Migrates the metadata database (`airflow db migrate`, as tooling/stack.py does), creates
 # the admin user of the FAB auth manager from .env (an existing user is left as it is: change its
 # password in the UI or with `airflow users reset-password`), and creates the shared state folders
 # the DAGs and the Evidently UI expect. Safe to run again.

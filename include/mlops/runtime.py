@@ -9,10 +9,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from include.mlops.lake import Lake
+from include.mlops.adapters.lake import Lake
+from include.mlops.adapters.store import Store
+from include.mlops.domain.spec import Spec, load_spec
 from include.mlops.settings import Settings, get_settings
-from include.mlops.spec import Spec, load_spec
-from include.mlops.store import Store
 
 
 @dataclass(frozen=True)

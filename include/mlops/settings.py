@@ -4,7 +4,7 @@ This is the one place the project reads its deployment environment. Nothing happ
 call :func:`get_settings` (cheap, re-reads the environment each time) where a setting is needed.
 
 The model's own contract (features, thresholds, policies) is not here: it lives in the spec file
-(see :mod:`include.mlops.spec`); :attr:`Settings.spec_path` only says which spec to use.
+(see :mod:`include.mlops.domain.spec`); :attr:`Settings.spec_path` only says which spec to use.
 """
 
 from __future__ import annotations

@@ -113,7 +113,7 @@ def test_ledger_registry_and_serving_agree_on_who_serves(demo):
     settings, rt, _, _ = demo
     import httpx
 
-    from include.mlops.registry import aliases, mlflow_client
+    from include.mlops.adapters.registry import aliases, mlflow_client
 
     registry = aliases(mlflow_client(settings.mlflow_tracking_uri), rt.model_name)
     health = httpx.get(f"{settings.serving_url}/health", timeout=10).json()
@@ -131,10 +131,10 @@ def test_every_decision_has_a_reason_code_and_no_dag_run_failed(demo):
     decisions = rt.store.list_decisions(rt.model_name)
     assert len(decisions) > 50
     assert all(d["reason_code"] for d in decisions)
-    from include.mlops.airflow_api import AirflowClient
+    from include.mlops.adapters.airflow_api import AirflowClient
 
     client = AirflowClient.for_home(settings.airflow_url, settings.airflow_home)
-    from include.mlops.demo import DAG_IDS
+    from tooling.demo import DAG_IDS
 
     failed = {d: [r["dag_run_id"] for r in client.runs(d, limit=500) if r["state"] == "failed"] for d in DAG_IDS}
     assert not any(failed.values()), _failed_task_logs(client, settings, failed)
@@ -151,7 +151,7 @@ def test_status_page_behind_airflow_login_in_headless_chromium(demo):
     settings, rt, _, _ = demo
     from playwright.sync_api import sync_playwright
 
-    from include.mlops.stack import airflow_login
+    from tooling.stack import airflow_login
 
     shots = Path(os.environ.get("MLOPS_SCREENSHOTS") or (Path(settings.home).parent / "screenshots"))
     shots.mkdir(parents=True, exist_ok=True)

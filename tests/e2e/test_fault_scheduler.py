@@ -131,13 +131,13 @@ def _diagnostics(home: Path) -> str:
 def test_scheduler_killed_mid_training_resumes_and_deploys_once(stack, flights_cache):
     env, home = stack
     deadline = time.monotonic() + BUDGET_S
-    from include.mlops.airflow_api import AirflowClient
-    from include.mlops.flights import load_flights
-    from include.mlops.registry import aliases, mlflow_client
-    from include.mlops.replay import replay
+    from include.mlops.adapters.airflow_api import AirflowClient
+    from include.mlops.adapters.registry import aliases, mlflow_client
     from include.mlops.runtime import load_runtime
     from include.mlops.settings import get_settings
-    from include.mlops.stack import running_pid
+    from tooling.flights import load_flights
+    from tooling.replay import replay
+    from tooling.stack import running_pid
 
     settings = get_settings(env)
     rt = load_runtime(settings)

@@ -56,14 +56,14 @@ def test_port_taken_is_reported_and_nothing_is_left_running(stack, tmp_path):
 
 def test_replayed_week_is_ingested_through_the_rest_api(stack, flights_cache):
     env, home = stack
-    from include.mlops.airflow_api import AirflowClient
+    from include.mlops.adapters.airflow_api import AirflowClient
     from include.mlops.runtime import load_runtime
     from include.mlops.settings import get_settings
 
     settings = get_settings(env)
     rt = load_runtime(settings)
-    from include.mlops.flights import load_flights
-    from include.mlops.replay import replay
+    from tooling.flights import load_flights
+    from tooling.replay import replay
 
     replay(rt, date(2013, 1, 1), 7, ["celsius", "missing_column", "duplicate_batch"], source=load_flights(flights_cache), notify=False)
     client = AirflowClient.for_home(settings.airflow_url, settings.airflow_home)
@@ -105,11 +105,11 @@ def test_replayed_week_is_ingested_through_the_rest_api(stack, flights_cache):
 def test_touching_the_landing_marker_triggers_ingest(stack, flights_cache):
     """The asset watcher: a producer writes a batch and touches _READY; a run starts by itself."""
     env, _ = stack
-    from include.mlops.airflow_api import AirflowClient
-    from include.mlops.flights import load_flights
-    from include.mlops.replay import replay
+    from include.mlops.adapters.airflow_api import AirflowClient
     from include.mlops.runtime import load_runtime
     from include.mlops.settings import get_settings
+    from tooling.flights import load_flights
+    from tooling.replay import replay
 
     settings = get_settings(env)
     rt = load_runtime(settings)

@@ -19,7 +19,7 @@ def airflow_db():
 
 @pytest.fixture(scope="session")
 def flights(flights_cache):
-    from include.mlops.flights import load_flights
+    from tooling.flights import load_flights
 
     return load_flights(flights_cache)
 
@@ -113,8 +113,8 @@ def fill_pool(runtime, flights, start, end, first_batch_id: int = 900_000) -> li
     (the ingest path itself is tested in test_ingest.py; training tests only need a pool)."""
     from datetime import timedelta
 
-    from include.mlops.ingest import _write_pool
-    from include.mlops.replay import day_frame
+    from include.mlops.steps.ingest import _write_pool
+    from tooling.replay import day_frame
 
     days = []
     day, batch_id = start, first_batch_id

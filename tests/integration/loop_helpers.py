@@ -9,8 +9,8 @@ from datetime import date, timedelta
 import numpy as np
 from sqlalchemy import insert
 
-from include.mlops.replay import day_frame
-from include.mlops.store import ground_truth, inference_log, utcnow
+from include.mlops.adapters.store import ground_truth, inference_log, utcnow
+from tooling.replay import day_frame
 
 
 def log_traffic(

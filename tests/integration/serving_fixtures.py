@@ -174,7 +174,7 @@ def train_tiny(spec: Any, seed: int = 0, rows: int = 400, max_iter: int = 15) ->
 
     import pandas as pd
 
-    from include.mlops.pipelines import default_pipeline
+    from include.mlops.domain.pipelines import default_pipeline
     from tests.helpers import make_batch
 
     df = pd.concat([make_batch(spec, date(2013, 3, d), n=rows // 4, seed=seed) for d in range(1, 5)], ignore_index=True)
@@ -290,7 +290,7 @@ def log_rows(db_url: str, model_name: str) -> list[dict[str, Any]]:
     """Every inference-log record of ``model_name`` in the ops store at ``db_url``."""
     from sqlalchemy import create_engine, select
 
-    from include.mlops.store import inference_log
+    from include.mlops.adapters.store import inference_log
 
     engine = create_engine(db_url)
     try:

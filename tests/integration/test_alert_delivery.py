@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from include.mlops.alerts import deliver_pending, raise_alert, resolve_alerts
+from include.mlops.adapters.alerts import deliver_pending, raise_alert, resolve_alerts
 
 pytestmark = pytest.mark.integration
 
@@ -222,7 +222,7 @@ def test_failing_receiver_never_raises_and_the_alert_waits_for_deliver_pending(c
 def test_a_black_holed_endpoint_costs_one_timeout_not_one_per_alert(channels, receiver, monkeypatch):
     """A socket that accepts connections and never answers: the first alert waits one timeout, the
     next ones skip that destination (and stay pending) instead of waiting again."""
-    from include.mlops import alerts
+    from include.mlops.adapters import alerts
 
     monkeypatch.setattr(alerts, "_timed_out_until", {})
     hole = socket.socket()
@@ -340,7 +340,7 @@ def _probe_dag():
     import pendulum
     from airflow.sdk import DAG, task
 
-    from include.mlops.notifiers import LoopFailureNotifier, LoopRecoveryNotifier
+    from include.mlops.adapters.notifiers import LoopFailureNotifier, LoopRecoveryNotifier
 
     with DAG(
         dag_id="alert_probe",
@@ -419,7 +419,7 @@ def test_notifier_never_raises_even_when_the_ops_store_is_unusable(state, monkey
     import pendulum
     from airflow.sdk import DAG
 
-    from include.mlops.notifiers import LoopFailureNotifier
+    from include.mlops.adapters.notifiers import LoopFailureNotifier
 
     (tmp_path / "not-a-dir").write_text("a file where the ops store's folder should be")
     monkeypatch.setenv("MLOPS_OPS_DB_URL", f"sqlite:///{tmp_path / 'not-a-dir' / 'ops.db'}")
@@ -439,7 +439,7 @@ def _context(task_id: str = "ingest_batches", run_id: str = "scheduled__2026-03-
 
 
 def test_mapped_failures_share_one_alert_and_only_the_failed_instance_resolves_it(channels, receiver):
-    from include.mlops.notifiers import record_task_failure, record_task_success
+    from include.mlops.adapters.notifiers import record_task_failure, record_task_success
 
     rt = channels
     first = record_task_failure(_context(map_index=1, exc=OSError("disk full")))
@@ -455,8 +455,8 @@ def test_mapped_failures_share_one_alert_and_only_the_failed_instance_resolves_i
 
 
 def test_a_failure_that_already_alerted_is_recorded_but_not_sent_twice(channels, receiver):
-    from include.mlops.alerts import mark_alerted
-    from include.mlops.notifiers import record_task_failure
+    from include.mlops.adapters.alerts import mark_alerted
+    from include.mlops.adapters.notifiers import record_task_failure
 
     rt = channels
     own = _raise(rt, key="training_refused:too_few_rows", kind="training_refused")
@@ -468,7 +468,7 @@ def test_a_failure_that_already_alerted_is_recorded_but_not_sent_twice(channels,
 
 
 def test_a_task_that_died_without_an_exception(channels, receiver):
-    from include.mlops.notifiers import record_task_failure
+    from include.mlops.adapters.notifiers import record_task_failure
 
     alert = record_task_failure(_context(task_id="judge"))
     assert alert.delivery == "delivered"

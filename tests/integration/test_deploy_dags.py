@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from include.mlops.registry import CHALLENGER, CHAMPION, TAG_MODE, aliases, mlflow_client
+from include.mlops.adapters.registry import CHALLENGER, CHAMPION, TAG_MODE, aliases, mlflow_client
 from tests.integration.conftest import fill_pool
 
 pytestmark = pytest.mark.integration

@@ -15,8 +15,8 @@ import time
 import pytest
 from mlflow.exceptions import MlflowException
 
-from include.mlops import registry
-from include.mlops.registry import CHAMPION, aliases, previously_serving, set_alias
+from include.mlops.adapters import registry
+from include.mlops.adapters.registry import CHAMPION, aliases, previously_serving, set_alias
 from tests.integration.serving_fixtures import MlflowServer, start_mlflow
 
 pytestmark = pytest.mark.integration

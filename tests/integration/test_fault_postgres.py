@@ -17,10 +17,10 @@ import pandas as pd
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from include.mlops import ingest
-from include.mlops.ingest import ingest_file
-from include.mlops.replay import day_frame, write_day
+from include.mlops.steps import ingest
+from include.mlops.steps.ingest import ingest_file
 from tests.pg import TestCluster
+from tooling.replay import day_frame, write_day
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,8 @@ from datetime import date
 
 import pytest
 
-from include.mlops.ingest import IngestError, ingest_file
-from include.mlops.replay import day_frame, write_day
+from include.mlops.steps.ingest import IngestError, ingest_file
+from tooling.replay import day_frame, write_day
 
 pytestmark = pytest.mark.integration
 

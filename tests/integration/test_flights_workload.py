@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from include.mlops.flights import COLUMNS, FEATURES
+from tooling.flights import COLUMNS, FEATURES
 
 pytestmark = pytest.mark.integration
 

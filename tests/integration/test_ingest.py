@@ -7,9 +7,9 @@ from datetime import date
 
 import pytest
 
-from include.mlops import ingest
-from include.mlops.ingest import discover, group_by_day, ingest_file, ingest_group
-from include.mlops.replay import FAULTS, replay, write_day
+from include.mlops.steps import ingest
+from include.mlops.steps.ingest import discover, group_by_day, ingest_file, ingest_group
+from tooling.replay import FAULTS, replay, write_day
 
 pytestmark = pytest.mark.integration
 

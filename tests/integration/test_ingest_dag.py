@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from include.mlops.replay import replay
+from tooling.replay import replay
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from include.mlops import registry
-from include.mlops.registry import CHALLENGER, CHAMPION, aliases, previously_serving, reconcile, remove_alias, set_alias
+from include.mlops.adapters import registry
+from include.mlops.adapters.registry import CHALLENGER, CHAMPION, aliases, previously_serving, reconcile, remove_alias, set_alias
 
 pytestmark = pytest.mark.integration
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from include.mlops.governance import govern, trigger_from
-from include.mlops.monitoring import MonitoringError, event_extra, run_monitoring
-from include.mlops.registry import CHAMPION, mlflow_client, set_alias
-from include.mlops.training import train_candidate
+from include.mlops.adapters.registry import CHAMPION, mlflow_client, set_alias
+from include.mlops.steps.governance import govern, trigger_from
+from include.mlops.steps.monitoring import MonitoringError, event_extra, run_monitoring
+from include.mlops.steps.training import train_candidate
 from tests.conftest import ops_db_url
 from tests.integration.conftest import fill_pool
 from tests.integration.loop_helpers import log_traffic
@@ -156,7 +156,7 @@ def test_mlflow_unreachable_fails_clearly_and_records_nothing(champion, flights,
 
 def test_governance_lets_one_retrain_through(champion, flights, monkeypatch):
     rt, v = champion
-    from include.mlops.store import ground_truth
+    from include.mlops.adapters.store import ground_truth
 
     # labels of the pool days count as newly validated rows since the champion's window
     when, day = datetime(2013, 3, 1), date(2013, 3, 1)

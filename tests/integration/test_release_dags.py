@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from include.mlops.registry import CHALLENGER, CHAMPION, aliases, mlflow_client, set_alias, set_challenger_mode
+from include.mlops.adapters.registry import CHALLENGER, CHAMPION, aliases, mlflow_client, set_alias, set_challenger_mode
 from tests.integration.loop_helpers import log_traffic
 
 pytestmark = pytest.mark.integration
@@ -29,8 +29,8 @@ def trained(mlflow_server, flights, spec):
     import mlflow
     import pandas as pd
 
-    from include.mlops.pipelines import build_pipeline
-    from include.mlops.training import pip_requirements
+    from include.mlops.domain.pipelines import build_pipeline
+    from include.mlops.steps.training import pip_requirements
 
     mlflow.set_tracking_uri(mlflow_server["url"])
     mlflow.set_experiment("release-tests")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from include.mlops.registry import CHALLENGER, CHAMPION, aliases, mlflow_client, set_alias, set_challenger_mode
+from include.mlops.adapters.registry import CHALLENGER, CHAMPION, aliases, mlflow_client, set_alias, set_challenger_mode
 from tests.helpers import make_batch
 from tests.integration.serving_fixtures import MlflowServer, Process, register, row_payload, start_serving
 
@@ -24,8 +24,8 @@ def test_bad_canary_is_rolled_back_with_no_failed_request(
 ):
     import pandas as pd
 
-    from include.mlops.drills import fragile_pipeline
-    from include.mlops.pipelines import default_pipeline
+    from include.mlops.domain.pipelines import default_pipeline
+    from tooling.drills import fragile_pipeline
 
     spec_variant("drill", early_window={"min_requests": 60, "max_minutes": 5})
     rt = ml_runtime
@@ -68,8 +68,8 @@ def test_bad_canary_is_rolled_back_with_no_failed_request(
         sender = threading.Thread(target=send, daemon=True)
         sender.start()
         deadline = time.monotonic() + 60
-        from include.mlops.release import Release, find_release
-        from include.mlops.release import traffic as release_traffic
+        from include.mlops.steps.release import Release, find_release
+        from include.mlops.steps.release import traffic as release_traffic
 
         rel: Release = find_release(rt, v2)
         while time.monotonic() < deadline and release_traffic(rt, rel)[0] < 80:

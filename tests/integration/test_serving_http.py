@@ -215,7 +215,7 @@ def test_requests_valid_and_malformed_limits_and_no_champion(spec, mlflow_server
 
 
 def test_canary_share_is_sticky_and_shadow_logs_two_rows(spec, mlflow_server, models, serving_factory):
-    from include.mlops.registry import set_challenger_mode
+    from include.mlops.adapters.registry import set_challenger_mode
 
     fitted, X = models
     name = "serving_routes"

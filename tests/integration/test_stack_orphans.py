@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from include.mlops import stack
 from include.mlops.settings import get_settings
+from tooling import stack
 
 pytestmark = pytest.mark.integration
 

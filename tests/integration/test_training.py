@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from include.mlops.registry import mlflow_client
-from include.mlops.training import TrainingRefused, train_candidate
+from include.mlops.adapters.registry import mlflow_client
+from include.mlops.steps.training import TrainingRefused, train_candidate
 from tests.integration.conftest import fill_pool
 
 pytestmark = pytest.mark.integration
@@ -83,7 +83,7 @@ def test_training_refuses_without_a_holdout(ml_runtime, mlflow_env, model_name, 
 def test_a_try_that_died_between_registering_and_tagging_is_finished_not_repeated(ml_runtime, mlflow_env, model_name, flights, monkeypatch):
     """The version is registered inside log_model; its tags come a few calls later. A try killed in
     between leaves an untagged version: the retry finds it through its training run and tags it."""
-    from include.mlops import training
+    from include.mlops.steps import training
 
     runtime = ml_runtime
     fill_pool(runtime, flights, date(2013, 1, 1), date(2013, 2, 7))

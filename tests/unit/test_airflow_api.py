@@ -6,8 +6,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from include.mlops import airflow_api
-from include.mlops.airflow_api import AirflowAPIError, AirflowClient
+from include.mlops.adapters import airflow_api
+from include.mlops.adapters.airflow_api import AirflowAPIError, AirflowClient
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from include.mlops import alerts
-from include.mlops.alerts import (
+from include.mlops.adapters import alerts
+from include.mlops.adapters.alerts import (
     DeliveryError,
     HttpTarget,
     alert_document,
@@ -23,8 +23,8 @@ from include.mlops.alerts import (
     resolve_alerts,
     slack_message,
 )
+from include.mlops.adapters.store import Store
 from include.mlops.settings import get_settings
-from include.mlops.store import Store
 
 pytestmark = pytest.mark.unit
 
@@ -44,7 +44,7 @@ def store(tmp_path):
 @pytest.fixture
 def clock(monkeypatch):
     """The clock of the ops store and of delivery, moved by hand."""
-    from include.mlops import store as store_mod
+    from include.mlops.adapters import store as store_mod
 
     now = {"t": T0}
     monkeypatch.setattr(alerts, "_now", lambda: now["t"])

@@ -2,7 +2,7 @@
 
 * the compose file validates against the Compose Specification's JSON schema (the copy vendored in
   check-jsonschema, so no network);
-* every service of the local stack (include/mlops/stack.py, the processes the tests run) has a
+* every service of the local stack (tooling/stack.py, the processes the tests run) has a
   compose counterpart running the same program with the same subcommand and flags (host, port and
   paths may differ), and Airflow gets the same configuration, except where a reason is written below;
 * published ports are on 127.0.0.1; every long-running service has a health check and a restart
@@ -29,9 +29,9 @@ import jsonschema
 import pytest
 import yaml
 
-from include.mlops import postgres
-from include.mlops import stack as local_stack
 from include.mlops.settings import VARIABLES, get_settings
+from tooling import postgres
+from tooling import stack as local_stack
 
 pytestmark = pytest.mark.unit
 

@@ -27,7 +27,7 @@ def test_processes_are_named_by_what_they_run():
     assert m.kind_of("airflow worker -- 01a21b82-e238-75c4-b377-90371cbe83f6") == "ti:01a21b82e23875c4b37790371cbe83f6"
     assert m.kind_of("airflow worker -- LocalExecutor: <idle>").startswith("airflow: LocalExecutor")
     assert m.kind_of("/x/.venv/bin/python /x/.venv/bin/airflow scheduler --skip-serve-logs") == "airflow: scheduler"
-    assert m.kind_of("/x/python -m include.mlops.deploy load-check models:/m/3") == "deploy gate `loads`: clean-process load"
+    assert m.kind_of("/x/python -m include.mlops.steps.deploy load-check models:/m/3") == "deploy gate `loads`: clean-process load"
     assert m.kind_of("/x/uvicorn include.mlops.serving.app:create_app --factory") == "serving API"
     assert m.kind_of("bash") == "other"
 

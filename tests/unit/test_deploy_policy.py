@@ -7,9 +7,9 @@ from datetime import date, timedelta
 import numpy as np
 import pytest
 
-from include.mlops.deploy import Candidate, plan
-from include.mlops.profiles import probe_frame
-from include.mlops.training import TrainingRefused, classification_metrics, plan_window
+from include.mlops.domain.profiles import probe_frame
+from include.mlops.steps.deploy import Candidate, plan
+from include.mlops.steps.training import TrainingRefused, classification_metrics, plan_window
 
 pytestmark = pytest.mark.unit
 

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from include.mlops import drift
-from include.mlops.spec import Spec, parse_spec
+from include.mlops.domain import drift
+from include.mlops.domain.spec import Spec, parse_spec
 
 pytestmark = pytest.mark.unit
 
@@ -175,7 +175,7 @@ def test_bad_overrides_are_refused_with_the_reason(overrides, message):
 
 
 def test_an_override_for_an_unmonitored_column_is_ignored_with_a_warning(caplog):
-    with caplog.at_level(logging.WARNING, logger="include.mlops.drift"):
+    with caplog.at_level(logging.WARNING, logger="include.mlops.domain.drift"):
         out = run(frame(2000, 1), frame(2000, 2), overrides={"nope": {"threshold": 0.2}, "x": {"method": None, "threshold": None}})
     assert "nope" in caplog.text and set(out) == {"x", "c"}
     assert out["x"].method == "wasserstein" and out["x"].threshold == 0.1

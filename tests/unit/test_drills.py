@@ -9,9 +9,9 @@ from datetime import date
 import numpy as np
 import pytest
 
-from include.mlops.drills import fragile_pipeline
-from include.mlops.pipelines import default_pipeline
+from include.mlops.domain.pipelines import default_pipeline
 from tests.helpers import make_batch
+from tooling.drills import fragile_pipeline
 
 
 def test_fragile_scores_like_the_default_pipeline_and_fails_on_an_unknown_category(spec):
@@ -35,16 +35,14 @@ def test_fragile_scores_like_the_default_pipeline_and_fails_on_an_unknown_catego
 def test_fragile_round_trips_through_mlflow_with_skops_and_its_own_trusted_types(spec, tmp_path):
     import mlflow.sklearn
 
-    from include.mlops.pipelines import trusted_types
+    from include.mlops.domain.pipelines import trusted_types
 
     df = make_batch(spec, date(2013, 1, 6), n=300, seed=4)
     x, y = df[spec.feature_names], spec.target.derive(df[spec.target.source_column])
     fitted = fragile_pipeline(spec, {"max_iter": 10}).fit(x, y)
-    fragile_spec = spec.model_copy(
-        update={"training": spec.training.model_copy(update={"pipeline": "include.mlops.drills:fragile_pipeline"})}
-    )
-    assert "include.mlops.drills.refuse_unknown_categories" in trusted_types(fragile_spec)
-    assert "include.mlops.drills.refuse_unknown_categories" not in trusted_types(spec)
+    fragile_spec = spec.model_copy(update={"training": spec.training.model_copy(update={"pipeline": "tooling.drills:fragile_pipeline"})})
+    assert "tooling.drills.refuse_unknown_categories" in trusted_types(fragile_spec)
+    assert "tooling.drills.refuse_unknown_categories" not in trusted_types(spec)
     mlflow.sklearn.save_model(fitted, str(tmp_path / "m"), skops_trusted_types=trusted_types(fragile_spec))
     loaded = mlflow.sklearn.load_model(str(tmp_path / "m"))
     np.testing.assert_array_equal(loaded.predict_proba(x), fitted.predict_proba(x))

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from include.mlops.ingest import chunk_groups, group_by_day, task_label
+from include.mlops.steps.ingest import chunk_groups, group_by_day, task_label
 
 pytestmark = pytest.mark.unit
 
@@ -41,7 +41,7 @@ def test_task_label_lists_verdicts_or_summarizes():
 
 
 def test_gate_labels_fit_airflows_column():
-    from include.mlops.deploy import GateResult, gates_label
+    from include.mlops.steps.deploy import GateResult, gates_label
 
     results = [GateResult("beats_champion", False, "worse", "x" * 300), GateResult("beats_champion", True, "ok", "fine")]
     label = gates_label(results)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from include.mlops.monitoring import event_extra, serving_roles
+from include.mlops.steps.monitoring import event_extra, serving_roles
 
 pytestmark = pytest.mark.unit
 
@@ -54,7 +54,7 @@ def test_a_day_exported_in_parts_reads_even_when_a_column_is_all_null_in_one_par
     typed null there, double in the other part, and pyarrow refused the cast."""
     from datetime import datetime
 
-    from include.mlops.monitoring import inference_dir, read_window
+    from include.mlops.steps.monitoring import inference_dir, read_window
 
     folder = inference_dir(runtime) / "day=2013-08-29"
     folder.mkdir(parents=True)
@@ -83,8 +83,8 @@ def test_the_registry_artifacts_probe_scores_are_computed_once_per_version_and_p
     import mlflow.sklearn
     import numpy as np
 
-    from include.mlops.monitoring import _artifact_probe_scores
-    from include.mlops.profiles import probe_frame
+    from include.mlops.domain.profiles import probe_frame
+    from include.mlops.steps.monitoring import _artifact_probe_scores
 
     loads = []
 

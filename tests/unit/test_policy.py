@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from include.mlops.policy import LedgerRow, Realized, WindowPolicy, WindowSignals, decide_early_window, decide_promotion, rollback_target
+from include.mlops.domain.policy import (
+    LedgerRow,
+    Realized,
+    WindowPolicy,
+    WindowSignals,
+    decide_early_window,
+    decide_promotion,
+    rollback_target,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -150,7 +158,7 @@ def test_rollback_target(history, current, requested, outcome, to):
 
 from datetime import datetime, timedelta  # noqa: E402
 
-from include.mlops.policy import RetrainPolicy, RetrainState, RetrainTrigger, decide_retrain  # noqa: E402
+from include.mlops.domain.policy import RetrainPolicy, RetrainState, RetrainTrigger, decide_retrain  # noqa: E402
 
 GOV = RetrainPolicy(cooldown=timedelta(days=14), max_retrains=3, period=timedelta(days=90), min_new_rows=5000, dedupe=timedelta(hours=24))
 T0 = datetime(2013, 6, 1)

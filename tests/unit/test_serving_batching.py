@@ -10,7 +10,7 @@ from datetime import date
 import numpy as np
 import pytest
 
-from include.mlops.registry import ServingConfig
+from include.mlops.adapters.registry import ServingConfig
 from include.mlops.serving.batching import MicroBatcher
 from include.mlops.serving.models import ModelManager
 from include.mlops.serving.routing import bucket
@@ -181,7 +181,7 @@ def data(spec):
 def fitted(spec, data):
     from sklearn.linear_model import LogisticRegression
 
-    from include.mlops.pipelines import default_pipeline
+    from include.mlops.domain.pipelines import default_pipeline
 
     X, y, _ = data
     a = default_pipeline(spec, {"max_iter": 5}).fit(X, y)

@@ -7,7 +7,7 @@ from datetime import date
 import numpy as np
 import pytest
 
-from include.mlops.registry import ServingConfig
+from include.mlops.adapters.registry import ServingConfig
 from include.mlops.serving.direct import UNKNOWN, build, check_rows, compile_direct
 from include.mlops.serving.models import ModelManager
 from include.mlops.serving.schema import Row
@@ -29,7 +29,7 @@ def data(spec):
 
 @pytest.fixture(scope="module")
 def model(spec, data):
-    from include.mlops.pipelines import default_pipeline
+    from include.mlops.domain.pipelines import default_pipeline
 
     return default_pipeline(spec, {"max_iter": 20}).fit(*data)
 

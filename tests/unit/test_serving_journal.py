@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from include.mlops.adapters.store import Store, inference_log, log_journal
 from include.mlops.serving.journal import Journal, checkpoint, recover
 from include.mlops.serving.logwriter import InferenceLogWriter
-from include.mlops.store import Store, inference_log, log_journal
 from tests.unit.test_serving_logwriter import record
 
 pytestmark = pytest.mark.unit

@@ -9,9 +9,9 @@ from datetime import datetime
 import pytest
 from sqlalchemy import create_engine, func, select
 
+from include.mlops.adapters.store import Store, inference_log
 from include.mlops.serving.logwriter import InferenceLogWriter
 from include.mlops.serving.metrics import ServingMetrics
-from include.mlops.store import Store, inference_log
 
 pytestmark = pytest.mark.unit
 

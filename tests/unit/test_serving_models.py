@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from include.mlops.registry import ServingConfig
+from include.mlops.adapters.registry import ServingConfig
 from include.mlops.serving.metrics import ServingMetrics
 from include.mlops.serving.models import ModelManager
 

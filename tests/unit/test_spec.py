@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from include.mlops.spec import SpecError, load_spec, parse_spec
+from include.mlops.domain.spec import SpecError, load_spec, parse_spec
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from include.mlops import stack
+from tooling import stack
 
 pytestmark = pytest.mark.unit
 
@@ -27,17 +27,16 @@ def test_the_preload_brings_the_libraries_and_none_of_the_projects_code():
     """What the forkserver would hold: the heavy libraries, and of this project only the preload
     module itself (any other module would be stale in every task after an edit)."""
     code = (
-        "import sys, json, include.mlops.task_preload; "
-        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {'include', 'dags', 'plugins', "
-        "'great_expectations', 'evidently', 'mlflow', 'sklearn', 'skops'} and (m.count('.') <= 1 or m.startswith('include.')))))"
+        "import sys, json, tooling.task_preload; "
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {'include', 'tooling', 'dags', 'plugins', "
+        "'great_expectations', 'evidently', 'mlflow', 'sklearn', 'skops'} and (m.count('.') <= 1 or m.startswith(('include.', 'tooling.'))))))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
     loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
     assert {"great_expectations", "evidently", "mlflow", "mlflow.sklearn", "sklearn.ensemble", "skops.io"} <= loaded
-    assert sorted(m for m in loaded if m.split(".")[0] in {"include", "dags", "plugins"}) == [
-        "include",
-        "include.mlops",
-        "include.mlops.task_preload",
+    assert sorted(m for m in loaded if m.split(".")[0] in {"include", "tooling", "dags", "plugins"}) == [
+        "tooling",
+        "tooling.task_preload",
     ]
     assert "Skipping registering function" not in out.stderr  # GX's import chatter is quieted
 
@@ -53,7 +52,7 @@ def test_a_library_that_fails_to_import_is_reported_not_raised():
     """An exception would stop the forkserver and with it every task."""
     code = (
         "import sys; sys.modules['evidently'] = None; "  # importing it now raises ImportError
-        "import include.mlops.task_preload as p; print(sorted(p.failed))"
+        "import tooling.task_preload as p; print(sorted(p.failed))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
     assert out.stdout.strip().splitlines()[-1] == "['evidently']"

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 
-from include.mlops.alerts import raise_alert
-from include.mlops.status_page import as_json, gather, render, safe_report_path
-from include.mlops.store import Decision
+from include.mlops.adapters.alerts import raise_alert
+from include.mlops.adapters.store import Decision
+from include.mlops.ui.status_page import as_json, gather, render, safe_report_path
 
 
 def _ledger(rt, alias, frm, to, action, reason, n):

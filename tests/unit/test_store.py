@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import inspect, text
 
-from include.mlops import store as store_mod
-from include.mlops.store import LATEST_VERSION, Decision, Store, current_version, get_engine, migrate
+from include.mlops.adapters import store as store_mod
+from include.mlops.adapters.store import LATEST_VERSION, Decision, Store, current_version, get_engine, migrate
 
 pytestmark = pytest.mark.unit
 

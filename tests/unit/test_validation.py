@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from include.mlops.validation import BatchReadError, read_batch, render_report, validate_frame
+from include.mlops.domain.validation import BatchReadError, read_batch, render_report, validate_frame
 from tests.helpers import make_batch
 
 pytestmark = pytest.mark.unit

@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from include.mlops.domain.spec import Spec, load_spec
 from include.mlops.serving.batching import MicroBatcher
 from include.mlops.serving.journal import Journal, recover
 from include.mlops.serving.logwriter import InferenceLogWriter, Record
@@ -37,14 +38,13 @@ from include.mlops.serving.routing import CHALLENGER, CHAMPION, bucket, goes_to_
 from include.mlops.serving.schema import FieldError, ParsedRequest, RequestRejected, RequestSchema, Row
 from include.mlops.serving.scoring import FrameBuilder, NoChampion, Outcome, Scorer
 from include.mlops.settings import Settings, get_settings
-from include.mlops.spec import Spec, load_spec
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from sqlalchemy import Engine
 
-    from include.mlops.registry import ServingConfig
+    from include.mlops.adapters.registry import ServingConfig
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def _freeze_heap() -> None:
 
 def _open_engine(url: str) -> Engine:
     """The ops store's engine, migrated when reachable; the log writer retries when it is not (yet)."""
-    from include.mlops.store import Store, get_engine
+    from include.mlops.adapters.store import Store, get_engine
 
     try:
         return Store.open(url).engine
@@ -195,7 +195,7 @@ class ServingService:
             raise ValueError(f"predict_proba on the probe row returned {proba.tolist()}, not probabilities")
 
     def _registry_config(self) -> ServingConfig:
-        from include.mlops.registry import mlflow_client, serving_config
+        from include.mlops.adapters.registry import mlflow_client, serving_config
 
         if self._client is None:
             self._client = mlflow_client(self.settings.mlflow_tracking_uri)

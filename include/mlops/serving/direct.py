@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import numpy as np
 
+    from include.mlops.domain.spec import Spec
     from include.mlops.serving.schema import Row
     from include.mlops.serving.scoring import FrameBuilder
-    from include.mlops.spec import Spec
 
 #: A category no spec uses, to check the unknown-category branch.
 UNKNOWN = "\x00mlops-unknown-category"

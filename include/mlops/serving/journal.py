@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, insert, select, update
 
-from include.mlops.store import inference_log, log_journal, utcnow
+from include.mlops.adapters.store import inference_log, log_journal, utcnow
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine

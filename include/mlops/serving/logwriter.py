@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import insert
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError, SQLAlchemyError
 
+from include.mlops.adapters.store import inference_log
 from include.mlops.serving.journal import Journal, checkpoint
-from include.mlops.store import inference_log
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine

@@ -1,6 +1,6 @@
 """Which models serve: polling the registry, loading new versions in the background, atomic hot swap.
 
-A poller thread reads :func:`include.mlops.registry.serving_config` every ``poll_seconds`` (and
+A poller thread reads :func:`include.mlops.adapters.registry.serving_config` every ``poll_seconds`` (and
 ``POST /admin/reload`` forces a poll now). A version not loaded yet is loaded with
 ``mlflow.sklearn.load_model("models:/<name>/<version>")`` (the version the alias points at, resolved
 once, so a load cannot race an alias move), checked on a probe row, and only then swapped in by
@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from include.mlops.registry import ServingConfig
+    from include.mlops.adapters.registry import ServingConfig
     from include.mlops.serving.metrics import ServingMetrics
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 if TYPE_CHECKING:
-    from include.mlops.spec import Spec
+    from include.mlops.domain.spec import Spec
 
 #: Longest entity id / request id the inference log stores (its column sizes).
 MAX_ENTITY_ID_CHARS = 200

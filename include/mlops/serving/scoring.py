@@ -26,11 +26,11 @@ from include.mlops.serving.routing import CHALLENGER, CHAMPION, SHADOW, bucket, 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from include.mlops.domain.spec import Spec
     from include.mlops.serving.batching import Job
     from include.mlops.serving.metrics import ServingMetrics
     from include.mlops.serving.models import LoadedModel, ModelManager
     from include.mlops.serving.schema import Row
-    from include.mlops.spec import Spec
 
 log = logging.getLogger(__name__)
 

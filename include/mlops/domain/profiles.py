@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-    from include.mlops.spec import Spec
+    from include.mlops.domain.spec import Spec
 
 QUANTILES = [i / 100 for i in range(101)]
 PROBE_SEED = 20130101

@@ -23,7 +23,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from include.mlops.store import Store
+from include.mlops.adapters.store import Store
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

@@ -10,7 +10,7 @@ nothing else is accepted (``scram-sha-256`` on loopback, no socket in a shared f
 PostgreSQL refuses to run as root. When the stack runs as root (containers, CI), the server and
 ``initdb`` run as the ``postgres`` system user (created by Debian's ``postgresql`` package), so
 that user must be able to reach the data folder. The same module backs the tests' PostgreSQL
-fixture (``tests/pg.py``). Standard library only, like :mod:`include.mlops.stack`.
+fixture (``tests/pg.py``). Standard library only, like :mod:`tooling.stack`.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""Airflow notifiers of the loop: a failed task becomes an alert through :mod:`include.mlops.alerts`.
+"""Airflow notifiers of the loop: a failed task becomes an alert through :mod:`include.mlops.adapters.alerts`.
 
 DAG files import this module at parse time, so it imports only the stdlib and Airflow's
 ``BaseNotifier``; settings, the ops store and the delivery code load when a callback runs::
 
-    from include.mlops.notifiers import LoopFailureNotifier, LoopRecoveryNotifier
+    from include.mlops.adapters.notifiers import LoopFailureNotifier, LoopRecoveryNotifier
 
     default_args={..., "on_failure_callback": LoopFailureNotifier(), "on_success_callback": LoopRecoveryNotifier()}
 
@@ -26,7 +26,7 @@ from airflow.sdk.bases.notifier import BaseNotifier
 if TYPE_CHECKING:
     from airflow.sdk.definitions.context import Context
 
-    from include.mlops.alerts import Alert, Severity
+    from include.mlops.adapters.alerts import Alert, Severity
     from include.mlops.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def _model_name(settings: Settings) -> str:
     if settings.model_name_override:
         return settings.model_name_override
     try:
-        from include.mlops.spec import load_spec
+        from include.mlops.domain.spec import load_spec
 
         return load_spec(settings.spec_path).name
     except Exception as exc:
@@ -88,11 +88,11 @@ def _model_name(settings: Settings) -> str:
 def record_task_failure(context: Mapping[str, Any], *, severity: Severity = "critical", kind: str = TASK_FAILED) -> Alert:
     """Record (and deliver) the failure alert: one per ``dag_id.task_id`` while open, with the
     exception, the try number and a link to the log. A failure whose exception already raised its
-    own alert (``exc.mlops_alert_id``, see :func:`include.mlops.alerts.mark_alerted`) is recorded
+    own alert (``exc.mlops_alert_id``, see :func:`include.mlops.adapters.alerts.mark_alerted`) is recorded
     but not delivered again."""
-    from include.mlops.alerts import raise_alert
+    from include.mlops.adapters.alerts import raise_alert
+    from include.mlops.adapters.store import Store
     from include.mlops.settings import get_settings
-    from include.mlops.store import Store
 
     facts = failure_facts(context)
     settings = get_settings()
@@ -126,9 +126,9 @@ def record_task_failure(context: Mapping[str, Any], *, severity: Severity = "cri
 def record_task_success(context: Mapping[str, Any], *, kind: str = TASK_FAILED) -> list[int]:
     """Resolve the open failure alert of this task once it succeeds, unless that alert came from another
     mapped instance of the same run (that one is still failed). Returns the closed alert ids."""
-    from include.mlops.alerts import resolve_alerts
+    from include.mlops.adapters.alerts import resolve_alerts
+    from include.mlops.adapters.store import Store
     from include.mlops.settings import get_settings
-    from include.mlops.store import Store
 
     facts = failure_facts(context)
     if not facts.get("task_id"):

@@ -142,7 +142,7 @@ class Training(_Model):
     positive_rate_min: float = Field(default=0.01, ge=0.0, le=1.0)
     positive_rate_max: float = Field(default=0.99, ge=0.0, le=1.0)
     #: ``module:function`` returning an unfitted scikit-learn estimator: ``f(spec, params)``.
-    pipeline: str = Field(default="include.mlops.pipelines:default_pipeline", pattern=r"^[\w.]+:\w+$")
+    pipeline: str = Field(default="include.mlops.domain.pipelines:default_pipeline", pattern=r"^[\w.]+:\w+$")
     params: dict[str, float | int | str | bool | None] = {}
     random_state: int = 42
     #: Types skops may load for this pipeline (exactly those of the pipeline, never "everything").

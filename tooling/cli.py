@@ -1,6 +1,6 @@
 """Command line for the running stack: trigger a DAG through Airflow's REST API and follow it.
 
-python -m include.mlops.cli trigger train_candidate --conf '{"train_start": "2013-01-01", "train_end": "2013-01-31"}' --wait
+python -m tooling.cli trigger train_candidate --conf '{"train_start": "2013-01-01", "train_end": "2013-01-31"}' --wait
 """
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ import argparse
 import json
 import sys
 
-from include.mlops.airflow_api import AirflowAPIError, AirflowClient
+from include.mlops.adapters.airflow_api import AirflowAPIError, AirflowClient
 from include.mlops.settings import get_settings
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m include.mlops.cli", description="Drive the running mlops-loop stack.")
+    parser = argparse.ArgumentParser(prog="python -m tooling.cli", description="Drive the running mlops-loop stack.")
     sub = parser.add_subparsers(dest="verb", required=True)
     trig = sub.add_parser("trigger", help="start a DAG run now")
     trig.add_argument("dag_id")

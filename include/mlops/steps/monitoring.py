@@ -3,7 +3,7 @@
 One pass (``monitor_model``) looks at a window of live traffic in event time, for the champion and
 the challenger, against the reference stored with each version at training time:
 
-* data drift per feature and dataset drift (:mod:`include.mlops.drift`, exact fast checks on the
+* data drift per feature and dataset drift (:mod:`include.mlops.domain.drift`, exact fast checks on the
   whole window against precomputed reference statistics), prediction drift (score and class);
 * input quality: the spec's Great Expectations suite on the window's inputs, and the share of
   requests the serving API rejected;
@@ -34,14 +34,14 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, func, select
 
-from include.mlops.lake import atomic_write_bytes, atomic_write_text
-from include.mlops.store import governance_state, ground_truth, inference_log, utcnow
+from include.mlops.adapters.lake import atomic_write_bytes, atomic_write_text
+from include.mlops.adapters.store import governance_state, ground_truth, inference_log, utcnow
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from include.mlops.domain.spec import Spec
     from include.mlops.runtime import Runtime
-    from include.mlops.spec import Spec
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +138,8 @@ def read_window(rt: Runtime, start: datetime, end: datetime, versions: list[str]
     """Exported inference rows with event time in [start, end) (probe traffic excluded)."""
     import pandas as pd
 
-    from include.mlops.drift import read_window as read_parts
-    from include.mlops.drift import window_files
+    from include.mlops.domain.drift import read_window as read_parts
+    from include.mlops.domain.drift import window_files
 
     last = (end - timedelta(microseconds=1)).date()
     if end <= start or not window_files(rt.lake.root, rt.model_name, start.date(), last):
@@ -163,7 +163,7 @@ def latest_event_day(rt: Runtime) -> date | None:
 class Reference:
     version: str
     run_id: str
-    stats: dict[str, Any]  # include.mlops.drift.reference_stats of the training inputs + holdout scores
+    stats: dict[str, Any]  # include.mlops.domain.drift.reference_stats of the training inputs + holdout scores
     sample: pd.DataFrame
     holdout: pd.DataFrame
     metrics: dict[str, float]
@@ -174,8 +174,8 @@ def load_reference(rt: Runtime, version: str) -> Reference:
     import mlflow
     import pandas as pd
 
-    from include.mlops import drift
-    from include.mlops.registry import mlflow_client
+    from include.mlops.adapters.registry import mlflow_client
+    from include.mlops.domain import drift
 
     client = mlflow_client(rt.settings.mlflow_tracking_uri)
     mv = client.get_model_version(rt.model_name, version)
@@ -261,7 +261,7 @@ def _rejected_between(rt: Runtime, frame: pd.DataFrame) -> int:
 
 
 def _input_quality(rt: Runtime, frame: pd.DataFrame, rejected: int, total_requests: int) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    from include.mlops.validation import validate_frame
+    from include.mlops.domain.validation import validate_frame
 
     issues: list[tuple[str, str]] = []
     inputs = frame[rt.spec.feature_names].copy()
@@ -281,7 +281,7 @@ def _quality(rt: Runtime, version: str, end: datetime, ref: Reference) -> dict[s
     """Realized quality of ``version`` over the trailing ``quality_days`` of labelled predictions."""
     import numpy as np
 
-    from include.mlops.training import classification_metrics
+    from include.mlops.steps.training import classification_metrics
 
     mon = rt.spec.monitoring
     df = _labelled(rt, version, end)
@@ -302,8 +302,8 @@ def _consistency(rt: Runtime) -> dict[str, Any]:
     import httpx
     import numpy as np
 
-    from include.mlops.profiles import probe_frame
-    from include.mlops.registry import quiet_model_imports
+    from include.mlops.adapters.registry import quiet_model_imports
+    from include.mlops.domain.profiles import probe_frame
 
     quiet_model_imports()
     probes = probe_frame(rt.spec)
@@ -359,7 +359,7 @@ def monitor_version(
     """Every check for one version on one window; returns the summary and its scored rows."""
     import numpy as np
 
-    from include.mlops import drift
+    from include.mlops.domain import drift
 
     mon = rt.spec.monitoring
     start, end = window
@@ -644,7 +644,7 @@ def publish_evidently(rt: Runtime, s: Summary, snaps: list[Any], html: Path) -> 
 def log_to_mlflow(rt: Runtime, s: Summary, summary_path: Path) -> str | None:
     import mlflow
 
-    from include.mlops.registry import mlflow_client
+    from include.mlops.adapters.registry import mlflow_client
 
     client = mlflow_client(rt.settings.mlflow_tracking_uri)
     exp = client.get_experiment_by_name(rt.model_name) or client.get_experiment(client.create_experiment(rt.model_name))
@@ -702,7 +702,7 @@ def choose_window(rt: Runtime, start: str | None, end: str | None) -> tuple[date
 def already_judged(rt: Runtime, version: str, window: tuple[datetime, datetime]) -> bool:
     subject = f"v{version} {window[0]:%Y-%m-%dT%H:%M}..{window[1]:%Y-%m-%dT%H:%M}"
     with rt.store.engine.connect() as conn:
-        from include.mlops.store import decisions
+        from include.mlops.adapters.store import decisions
 
         n = conn.execute(
             select(func.count())
@@ -750,7 +750,7 @@ def run_monitoring(
 ) -> dict[str, Any]:
     """One monitoring pass over the window for the versions that served it (the champion, and the
     challenger when there is one). ``shared`` carries what several windows of one pass reuse."""
-    from include.mlops.registry import CHALLENGER, CHAMPION, aliases, mlflow_client
+    from include.mlops.adapters.registry import CHALLENGER, CHAMPION, aliases, mlflow_client
 
     exported = export_inference(rt)
     window = choose_window(rt, window_start, window_end)
@@ -837,7 +837,7 @@ def serving_roles(frame: pd.DataFrame, current: dict[str, str]) -> list[tuple[st
     window can close after a promotion: the rows then belong to the old champion and the
     challenger of the time). A window no version served is judged for the current aliases,
     which says "too few rows" instead of saying nothing."""
-    from include.mlops.registry import CHALLENGER, CHAMPION
+    from include.mlops.adapters.registry import CHALLENGER, CHAMPION
 
     ok = frame[frame["status"] == "ok"] if len(frame) else frame
     served: dict[str, str] = {}
@@ -858,7 +858,7 @@ _ALERTS = {
 def _alert(rt: Runtime, s: Summary) -> None:
     """One alert per incident: drift / decay / warning signals of the champion; a healthy window
     resolves them, so the next occurrence is a new incident."""
-    from include.mlops.alerts import raise_alert, resolve_alerts
+    from include.mlops.adapters.alerts import raise_alert, resolve_alerts
 
     v = s.version
     payload = {"version": v, "window_start": s.window_start, "window_end": s.window_end, "reason_codes": s.reason_codes, "report": s.report}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from airflow.providers.standard.triggers.file import DirectoryFileDeleteTrigger
 from airflow.sdk import Asset, AssetWatcher
 
-from include.mlops.lake import READY_MARKER, landing_dir
+from include.mlops.adapters.lake import READY_MARKER, landing_dir
 from include.mlops.settings import get_settings
 
 #: How often the triggerer looks for the landing marker (seconds).
@@ -50,6 +50,6 @@ PERFORMANCE_DEGRADED = Asset(name="performance_degraded", uri="mlops://loop/perf
 def monitoring_schedule() -> str:
     """monitor_model's cron, from the spec (a light YAML read at parse time; a broken spec shows as
     the DAG's import error, which is where a person will look)."""
-    from include.mlops.spec import load_spec
+    from include.mlops.domain.spec import load_spec
 
     return load_spec(get_settings().spec_path).monitoring.schedule

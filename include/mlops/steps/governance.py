@@ -1,6 +1,6 @@
 """Governed retraining: rules, never emotion.
 
-A drift or decay event asks for a retrain; :func:`include.mlops.policy.decide_retrain` answers from
+A drift or decay event asks for a retrain; :func:`include.mlops.domain.policy.decide_retrain` answers from
 the state kept in the ops store: a cooldown since the last retrain, a maximum number per period, a
 minimum number of newly validated labelled rows since the last training window, dedupe of repeated
 triggers for the same cause, a retrain already in flight, and a stop when the training pool itself
@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
-from include.mlops.policy import RetrainPolicy, RetrainState, RetrainTrigger, Verdict, decide_retrain
-from include.mlops.store import batches, decisions, ground_truth, utcnow
+from include.mlops.adapters.store import batches, decisions, ground_truth, utcnow
+from include.mlops.domain.policy import RetrainPolicy, RetrainState, RetrainTrigger, Verdict, decide_retrain
 
 if TYPE_CHECKING:
     from include.mlops.runtime import Runtime
@@ -33,7 +33,7 @@ IN_FLIGHT_TIMEOUT = timedelta(hours=6)
 
 
 def _requests(rt: Runtime) -> list[dict[str, Any]]:
-    from include.mlops.monitoring import _state_get
+    from include.mlops.steps.monitoring import _state_get
 
     value = _state_get(rt, REQUESTS_KEY, [])
     return list(value) if isinstance(value, list) else []
@@ -81,7 +81,7 @@ def _pool_invalid(rt: Runtime) -> bool:
 
 def _last_window_end(rt: Runtime) -> datetime | None:
     """End of the data the current champion was trained and evaluated on (its holdout end)."""
-    from include.mlops.registry import CHAMPION, aliases, mlflow_client
+    from include.mlops.adapters.registry import CHAMPION, aliases, mlflow_client
 
     client = mlflow_client(rt.settings.mlflow_tracking_uri)
     champion = aliases(client, rt.model_name).get(CHAMPION)
@@ -130,8 +130,8 @@ def govern(
 ) -> tuple[Verdict, dict[str, Any]]:
     """Decide on one trigger, record the decision, alert once on a refusal; returns the verdict and,
     when accepted, the extra of the ``retrain_requested`` event."""
-    from include.mlops.alerts import raise_alert
-    from include.mlops.monitoring import _state_set
+    from include.mlops.adapters.alerts import raise_alert
+    from include.mlops.steps.monitoring import _state_set
 
     st = state(rt)
     verdict = decide_retrain(trigger, st, policy(rt))

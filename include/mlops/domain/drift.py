@@ -65,7 +65,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-    from include.mlops.spec import Spec
+    from include.mlops.domain.spec import Spec
 
 log = logging.getLogger(__name__)
 

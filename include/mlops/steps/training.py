@@ -21,8 +21,8 @@ from importlib.metadata import version as pkg_version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from include.mlops.lake import Lake
-from include.mlops.spec import Spec
+from include.mlops.adapters.lake import Lake
+from include.mlops.domain.spec import Spec
 
 if TYPE_CHECKING:
     import numpy as np
@@ -186,7 +186,7 @@ def _end_abandoned_runs(client: Any, model: str, dag_run_id: str) -> None:
 
 
 def _gate_training_set(df: pd.DataFrame, spec: Spec, out_dir: Path) -> dict[str, Any]:
-    from include.mlops.validation import render_report, validate_frame
+    from include.mlops.domain.validation import render_report, validate_frame
 
     outcome = validate_frame(df, spec, None, training=True)
     (out_dir / "gx_training_set.json").write_text(json.dumps(outcome.gx_result, indent=1, default=str))
@@ -218,10 +218,10 @@ def train_candidate(
     import numpy as np
     from mlflow.models import infer_signature
 
-    from include.mlops.drift import reference_stats
-    from include.mlops.pipelines import build_pipeline, trusted_types
-    from include.mlops.profiles import build_profile, probe_frame
-    from include.mlops.registry import TAG_DAG_RUN, TAG_STATUS, mlflow_client, quiet_model_imports
+    from include.mlops.adapters.registry import TAG_DAG_RUN, TAG_STATUS, mlflow_client, quiet_model_imports
+    from include.mlops.domain.drift import reference_stats
+    from include.mlops.domain.pipelines import build_pipeline, trusted_types
+    from include.mlops.domain.profiles import build_profile, probe_frame
 
     spec, model = rt.spec, rt.model_name
     client = mlflow_client(rt.settings.mlflow_tracking_uri)
@@ -350,7 +350,7 @@ def _tag_version(
     metrics: dict[str, float],
     params: dict[str, Any],
 ) -> None:
-    from include.mlops.registry import TAG_DAG_RUN, TAG_REASON, TAG_STATUS
+    from include.mlops.adapters.registry import TAG_DAG_RUN, TAG_REASON, TAG_STATUS
 
     for key, value in {
         TAG_STATUS: "candidate",
@@ -466,7 +466,7 @@ def dataset_schema(df: pd.DataFrame) -> Any:
 # -- entry point of the train_candidate DAG ----------------------------------------------------
 def run_training(params: dict[str, Any], *, dag_id: str | None, run_id: str | None) -> dict[str, Any]:
     """Train from DAG params (dates as ISO strings or empty); records the decision either way."""
-    from include.mlops.alerts import mark_alerted, raise_alert
+    from include.mlops.adapters.alerts import mark_alerted, raise_alert
     from include.mlops.runtime import load_runtime
 
     rt = load_runtime()

@@ -28,11 +28,11 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from include.mlops.alerts import raise_alert
-from include.mlops.lake import READY_MARKER, Lake, atomic_write_bytes, atomic_write_text, sha256_file
-from include.mlops.spec import Spec
-from include.mlops.store import Decision, Store
-from include.mlops.validation import BatchReadError, CheckResult, Reason, read_batch, render_report, validate_frame
+from include.mlops.adapters.alerts import raise_alert
+from include.mlops.adapters.lake import READY_MARKER, Lake, atomic_write_bytes, atomic_write_text, sha256_file
+from include.mlops.adapters.store import Decision, Store
+from include.mlops.domain.spec import Spec
+from include.mlops.domain.validation import BatchReadError, CheckResult, Reason, read_batch, render_report, validate_frame
 
 log = logging.getLogger(__name__)
 

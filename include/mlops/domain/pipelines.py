@@ -9,7 +9,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from include.mlops.spec import Spec
+    from include.mlops.domain.spec import Spec
 
 
 def default_pipeline(spec: Spec, params: dict[str, Any]) -> Any:

@@ -16,7 +16,7 @@ and email over SMTP (:func:`email_message`). Rules:
   the channels if the alert had been delivered), so the next occurrence is a new incident;
 * a failed delivery never raises into the caller: it is logged and the alert stays pending
   (``delivered_at`` NULL). It is sent by its next occurrence, after the next successful delivery, or by
-  :func:`deliver_pending` (``python -m include.mlops.alerts deliver-pending``).
+  :func:`deliver_pending` (``python -m include.mlops.adapters.alerts deliver-pending``).
 
 Delivery is at least once: when one channel fails and another succeeded, the retry sends to both.
 """
@@ -32,8 +32,8 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any, Literal, TypeVar
 
+from include.mlops.adapters.store import Store, utcnow
 from include.mlops.settings import ALERT_SEVERITIES, AlertSettings, Settings, get_settings
-from include.mlops.store import Store, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -570,7 +570,7 @@ def _send_email(doc: dict[str, Any], s: AlertSettings) -> None:
 
 # -- command line -----------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
-    """``python -m include.mlops.alerts deliver-pending [MODEL] [--all]`` | ``channels``."""
+    """``python -m include.mlops.adapters.alerts deliver-pending [MODEL] [--all]`` | ``channels``."""
     import sys
 
     args = list(sys.argv[1:] if argv is None else argv)
@@ -592,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
         report = deliver_pending(Store.open(settings.ops_db_url), model, settings=settings, since=datetime.min if everything else None)
         log.info("delivered %d pending alert(s), %d failed", len(report["delivered"]), len(report["failed"]))
         return 1 if report["failed"] else 0
-    log.error("usage: python -m include.mlops.alerts deliver-pending [MODEL] [--all] | channels")
+    log.error("usage: python -m include.mlops.adapters.alerts deliver-pending [MODEL] [--all] | channels")
     return 2
 
 

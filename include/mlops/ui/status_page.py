@@ -80,8 +80,8 @@ def _windows(rt: Runtime, decisions: list[dict[str, Any]]) -> list[dict[str, Any
 
 
 def gather(rt: Runtime) -> Status:
-    from include.mlops.registry import TAG_MODE, TAG_SHARE, mlflow_client
-    from include.mlops.store import utcnow
+    from include.mlops.adapters.registry import TAG_MODE, TAG_SHARE, mlflow_client
+    from include.mlops.adapters.store import utcnow
 
     store, model, s = rt.store, rt.model_name, rt.settings
     ledger = store.list_ledger(model)

@@ -20,7 +20,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from include.mlops.spec import Spec
+from include.mlops.domain.spec import Spec
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from include.mlops.spec import Spec
+    from include.mlops.domain.spec import Spec
 
 
 def refuse_unknown_categories(frame: Any, categories: dict[str, list[str]]) -> Any:
@@ -30,7 +30,7 @@ def fragile_pipeline(spec: Spec, params: dict[str, Any]) -> Any:
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import FunctionTransformer
 
-    from include.mlops.pipelines import default_pipeline
+    from include.mlops.domain.pipelines import default_pipeline
 
     known = {f.name: list(f.categories or []) for f in spec.features if f.type == "categorical"}
     guard = FunctionTransformer(refuse_unknown_categories, kw_args={"categories": known}, validate=False)

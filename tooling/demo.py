@@ -1,8 +1,8 @@
 """The whole loop, live: replay 2013 through the running stack, with fire drills.
 
-    python -m include.mlops.demo                  # the year (about 15 minutes here)
-    python -m include.mlops.demo --fast           # January to April, every drill (CI's e2e run)
-    python -m include.mlops.demo --end 2013-06-30 --drills celsius,fragile_canary --seconds-per-day 2
+    python -m tooling.demo                  # the year (about 15 minutes here)
+    python -m tooling.demo --fast           # January to April, every drill (CI's e2e run)
+    python -m tooling.demo --end 2013-06-30 --drills celsius,fragile_canary --seconds-per-day 2
 
 What it does, in event time (the flights' scheduled departures), with Airflow's scheduler running
 every DAG through its asset and cron schedules:
@@ -41,7 +41,7 @@ from include.mlops.settings import Settings, get_settings
 if TYPE_CHECKING:
     import pandas as pd
 
-    from include.mlops.airflow_api import AirflowClient
+    from include.mlops.adapters.airflow_api import AirflowClient
     from include.mlops.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ DRILLS = ("corrupted_batch", "celsius_batch", "fragile_canary", "manual_rollback
 #: A destination only production traffic has: in the 2013 data it appears only on a cancelled
 #: flight, so no label batch, no training window and no spec category ever contains it.
 PRODUCTION_ONLY_DEST = "LGA"
-FRAGILE = "include.mlops.drills:fragile_pipeline"
+FRAGILE = "tooling.drills:fragile_pipeline"
 
 
 @dataclass
@@ -111,7 +111,7 @@ class Tally:
 
 # -- the stack ------------------------------------------------------------------------------------
 def reset_and_start(s: Settings, keep: bool) -> None:
-    from include.mlops import stack
+    from tooling import stack
 
     if keep:
         print("reusing the running stack and its state (--keep)", flush=True)
@@ -232,11 +232,11 @@ def last_decision(rt: Runtime) -> str:
 def run(args: argparse.Namespace) -> int:
     import httpx
 
-    from include.mlops.airflow_api import AirflowClient
-    from include.mlops.flights import load_flights
-    from include.mlops.ingest import notify_landing
-    from include.mlops.replay import day_frame, write_day
+    from include.mlops.adapters.airflow_api import AirflowClient
     from include.mlops.runtime import load_runtime
+    from include.mlops.steps.ingest import notify_landing
+    from tooling.flights import load_flights
+    from tooling.replay import day_frame, write_day
 
     s = get_settings()
     started = time.monotonic()
@@ -440,7 +440,7 @@ def _refused_busy(rt: Runtime, version: str) -> bool:
 
 
 def _champion_window(rt: Runtime) -> dict[str, Any]:
-    from include.mlops.registry import mlflow_client
+    from include.mlops.adapters.registry import mlflow_client
 
     version = _alias(rt, "champion")
     if version is None:
@@ -451,7 +451,7 @@ def _champion_window(rt: Runtime) -> dict[str, Any]:
 
 
 def _utcnow() -> datetime:
-    from include.mlops.store import utcnow
+    from include.mlops.adapters.store import utcnow
 
     return utcnow()
 
@@ -558,7 +558,7 @@ def _judged(rt: Runtime, window_end: datetime) -> bool:
     """monitor_model has recorded a decision on the window ending at ``window_end``."""
     from sqlalchemy import func, select
 
-    from include.mlops.store import decisions
+    from include.mlops.adapters.store import decisions
 
     tag = f"..{window_end:%Y-%m-%dT%H:%M}"
     with rt.store.engine.connect() as conn:
@@ -583,7 +583,7 @@ def _alias(rt: Runtime, alias: str) -> str | None:
 
 
 def _land_labels(rt: Runtime, flights: pd.DataFrame, labels_day: date, plan: Plan, tally: Tally) -> None:
-    from include.mlops.replay import write_day
+    from tooling.replay import write_day
 
     faults = {"corrupted_batch": "truncated", "celsius_batch": "celsius"}
     for drill, fault in faults.items():
@@ -602,7 +602,7 @@ LEDGER_KEYS = ("created_at", "alias", "action", "from_version", "to_version", "s
 
 
 def summarize(rt: Runtime, client: AirflowClient, tally: Tally, plan: Plan, seconds: float) -> dict[str, Any]:
-    from include.mlops.registry import aliases, mlflow_client
+    from include.mlops.adapters.registry import aliases, mlflow_client
 
     s = rt.settings
     decisions = rt.store.list_decisions(rt.model_name)
@@ -713,7 +713,7 @@ def timeline_png(rt: Runtime, path: Path, plan: Plan) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m include.mlops.demo", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tooling.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--start", type=date.fromisoformat, default=date(2013, 1, 1))
     parser.add_argument(
         "--end", type=date.fromisoformat, default=None, help="last replayed day (default: 2013-12-30, or 2013-04-30 with --fast)"
@@ -737,7 +737,7 @@ def main(argv: list[str] | None = None) -> int:
     if (args.end - args.start).days < 60:
         parser.error("the range must cover at least 60 days (January trains the first model)")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from include.mlops.airflow_api import AirflowAPIError
+    from include.mlops.adapters.airflow_api import AirflowAPIError
 
     try:
         return run(args)

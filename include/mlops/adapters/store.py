@@ -667,7 +667,7 @@ class Store:
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(q).mappings()]
 
-    # -- alert delivery (include/mlops/alerts.py): delivered_at is the delivery state -------------
+    # -- alert delivery (include/mlops/adapters/alerts.py): delivered_at is the delivery state -------------
     # NULL = not delivered yet (pending); a time = last successful delivery (opening or reminder).
     def get_alert(self, alert_id: int) -> dict[str, Any] | None:
         with self.engine.connect() as conn:

@@ -1,0 +1,2 @@
+"""Adapters to the outside: the ops store, the MLflow registry, the lake, alerts and notifiers,
+the Airflow API and the asset definitions."""

@@ -1,0 +1,1 @@
+"""The loop's own UI: the status page served by the Airflow plugin."""
