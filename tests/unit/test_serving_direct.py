@@ -183,7 +183,7 @@ def test_the_service_takes_requests_only_after_its_first_model_load(spec, model,
     import time
 
     import include.mlops.serving.models as models_mod
-    from include.mlops.serving.app import ServingService
+    from include.mlops.serving.service import ServingService
     from include.mlops.settings import get_settings
 
     def slow_load(name, version):

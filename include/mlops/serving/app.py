@@ -14,430 +14,27 @@ inference log is written by a background thread (:mod:`.logwriter`).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import time
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from include.mlops.domain.spec import Spec, load_spec
-from include.mlops.serving.batching import MicroBatcher
-from include.mlops.serving.journal import Journal, recover
-from include.mlops.serving.logwriter import InferenceLogWriter, Record
-from include.mlops.serving.metrics import ServingMetrics
-from include.mlops.serving.models import ModelManager
-from include.mlops.serving.routing import CHALLENGER, CHAMPION, bucket, goes_to_challenger
-from include.mlops.serving.schema import FieldError, ParsedRequest, RequestRejected, RequestSchema, Row
-from include.mlops.serving.scoring import FrameBuilder, NoChampion, Outcome, Scorer
+from include.mlops.serving.service import JSON, ServingService, configure_logging, dumps
 from include.mlops.settings import Settings, get_settings
 
 if TYPE_CHECKING:
-    from pathlib import Path
+    pass
 
-    from sqlalchemy import Engine
-
-    from include.mlops.adapters.registry import ServingConfig
 
 log = logging.getLogger(__name__)
 
-#: Rows of several requests scored in one predict_proba call at most (a bigger request goes alone).
-MAX_BATCH_ROWS = 1024
-#: Longest wait at start-up for the first registry read and model load before taking requests.
-FIRST_LOAD_WAIT_S = 30.0
-JSON = "application/json"
-
-
-def _dumps(payload: dict[str, Any]) -> bytes:
-    return json.dumps(payload, separators=(",", ":")).encode()
-
 
 def _json(payload: dict[str, Any], status: int = 200) -> Response:
-    return Response(_dumps(payload), status_code=status, media_type=JSON)
-
-
-Answer = tuple[int, bytes]
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-def _configure_logging(level: str) -> None:
-    """Give the project's loggers a handler when nothing else did (uvicorn only configures its own)."""
-    logger = logging.getLogger("include.mlops")
-    logger.setLevel(level)
-    if not logger.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
-
-
-def _single_threaded_math() -> None:
-    """Run the model's OpenMP / BLAS code on the calling thread alone (the predictor thread, the event loop).
-
-    A micro-batch is small (tens of rows): HistGradientBoosting's per-tree OpenMP fork/join costs
-    more than it saves, and on a busy 2-core machine OpenMP's spin-waiting burns the CPU the event
-    loop needs (measured here: 1-row predict_proba took ~8x the CPU time with the default threads).
-    """
-    import sklearn.utils._openmp_helpers  # noqa: F401 - loads scikit-learn's OpenMP runtime, so the limit reaches it
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(limits=1)  # not a context manager: it stays in force for this thread
-
-
-def _freeze_heap() -> None:
-    """Move every object alive now (imported libraries, the loaded models) out of the garbage collector's sight.
-
-    The process holds millions of long-lived objects (MLflow, scikit-learn, pandas, the models); a
-    full collection walks all of them and stalls every request for tens of milliseconds. Frozen
-    objects are never collected (they live as long as the process anyway), so collections stay small.
-    """
-    import gc
-
-    gc.collect()
-    gc.freeze()
-
-
-def _open_engine(url: str) -> Engine:
-    """The ops store's engine, migrated when reachable; the log writer retries when it is not (yet)."""
-    from include.mlops.adapters.store import Store, get_engine
-
-    try:
-        return Store.open(url).engine
-    except Exception as exc:
-        log.warning("ops store %s is not available at start-up (%s); inference-log writes will be retried", url, exc)
-        return get_engine(url)
-
-
-def _open_journal(folder: Path | None, engine: Engine) -> Journal | None:
-    """Replay what killed processes left in the journal folder, then open this process's file."""
-    if folder is None:
-        return None
-    try:
-        recover(folder, engine)  # logs what it recovered
-    except Exception as exc:  # the ops store may be down: the files stay for the next start
-        log.warning("inference log journal in %s not replayed now (%s); the next start tries again", folder, exc)
-    journal = Journal(folder)
-    journal.open()
-    return journal
-
-
-class ServingService:
-    """Everything the endpoints share: schema, models, batcher, log writer and metrics."""
-
-    def __init__(self, settings: Settings, spec: Spec, *, config: Callable[[], ServingConfig] | None = None, engine: Engine | None = None):
-        self.settings = settings
-        self.spec = spec
-        self.model_name = settings.model_name_override or spec.name
-        self.metrics = ServingMetrics()
-        self.schema = RequestSchema(spec, max_rows=settings.serving_max_rows)
-        self.frames = FrameBuilder(spec)
-        probe = self.frames.frame([self._probe_row()])
-        self.manager = ModelManager(
-            self.model_name,
-            config or self._registry_config,
-            probe=lambda model: self._accept_model(model, probe),
-            poll_seconds=settings.serving_poll_seconds,
-            metrics=self.metrics,
-        )
-        self._client: Any = None
-        self._engine = engine
-        self.writer: InferenceLogWriter | None = None
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict", initializer=_single_threaded_math)
-        self.scorer = Scorer(self.manager, self.frames, self.metrics, salt=self.model_name)
-        self.batcher = MicroBatcher(
-            self.scorer,
-            max_batch_rows=max(MAX_BATCH_ROWS, settings.serving_max_rows),
-            executor=self.executor,
-            max_wait=settings.serving_batch_wait_ms / 1000,
-            inline_when_alone=True,
-        )
-        self.tz = ZoneInfo(spec.timezone)
-        self.started_at = _utcnow()
-
-    def _probe_row(self) -> Row:
-        return Row("probe", None, self.frames.probe_row(self.spec))
-
-    def _accept_model(self, model: Any, probe: Any) -> tuple[Any, str]:
-        """Check a freshly loaded model, prepare its direct input path (:mod:`.direct`) when that
-        reproduces it exactly, then freeze both with the rest of the long-lived heap."""
-        from include.mlops.serving.direct import compile_direct
-
-        self._check_model(model, probe)
-        if self.settings.serving_direct_input:
-            direct, note = compile_direct(model, self.spec, self.frames)
-        else:
-            direct, note = None, "turned off (MLOPS_SERVING_DIRECT_INPUT=off)"
-        _freeze_heap()
-        return direct, note
-
-    @staticmethod
-    def _check_model(model: Any, probe: Any) -> None:
-        """A freshly loaded model must score the probe row: two probabilities, finite, in [0, 1]."""
-        import numpy as np
-        from threadpoolctl import threadpool_limits
-
-        if not hasattr(model, "predict_proba"):
-            raise TypeError(f"{type(model).__name__} has no predict_proba")
-        with threadpool_limits(limits=1):  # as on the predictor thread
-            proba = np.asarray(model.predict_proba(probe))
-        if proba.ndim != 2 or proba.shape[0] != 1 or proba.shape[1] < 2:
-            raise ValueError(f"predict_proba on the probe row returned shape {proba.shape}, expected (1, 2)")
-        if not np.all(np.isfinite(proba)) or proba.min() < 0 or proba.max() > 1:
-            raise ValueError(f"predict_proba on the probe row returned {proba.tolist()}, not probabilities")
-
-    def _registry_config(self) -> ServingConfig:
-        from include.mlops.adapters.registry import mlflow_client, serving_config
-
-        if self._client is None:
-            self._client = mlflow_client(self.settings.mlflow_tracking_uri)
-        return serving_config(self._client, self.model_name, self.spec.deployment.canary_share)
-
-    # -- lifecycle ------------------------------------------------------------------------------
-    async def start(self) -> None:
-        _single_threaded_math()  # the event loop thread scores a lone request itself
-        _freeze_heap()
-        engine = self._engine if self._engine is not None else await asyncio.to_thread(_open_engine, self.settings.ops_db_url)
-        journal = await asyncio.to_thread(_open_journal, self.settings.serving_journal_dir, engine)
-        # Drain within the stack's stop grace (uvicorn gets 10 s for in-flight requests, then this).
-        self.writer = InferenceLogWriter(engine, metrics=self.metrics, drain_timeout=8.0, journal=journal)
-        self.metrics.track_queue(lambda: float(self.writer.depth) if self.writer else 0.0)
-        self.writer.start()
-        # Take traffic only once the first registry read has loaded what serves: a worker that
-        # uvicorn restarts beside a live one would otherwise answer 503 until its model is in.
-        first = asyncio.ensure_future(asyncio.to_thread(self.manager.poll))
-        try:
-            await asyncio.wait_for(asyncio.shield(first), timeout=FIRST_LOAD_WAIT_S)
-        except TimeoutError:
-            log.warning("the first registry read and model load took over %.0f s; taking requests (503 until done)", FIRST_LOAD_WAIT_S)
-        self.manager.start()
-        log.info("serving %s on %s (registry %s)", self.model_name, self.settings.serving_url, self.settings.mlflow_tracking_uri)
-
-    async def stop(self) -> None:
-        """Graceful shutdown: stop polling, score what is queued, then write every log record."""
-        self.manager.stop()
-        await self.batcher.close()
-        self.executor.shutdown(wait=True)
-        if self.writer is not None:
-            lost = await asyncio.to_thread(self.writer.close)
-            log.info("serving stopped: %d inference-log records written, %d lost", self.writer.written, lost)
-
-    # -- requests -------------------------------------------------------------------------------
-    async def read_body(self, request: Request) -> bytes:
-        limit = self.settings.serving_max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise RequestRejected(413, [FieldError(None, None, self._too_large(int(declared)))])
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise RequestRejected(413, [FieldError(None, None, self._too_large(size, at_least=True))])
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    async def read_asgi_body(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]]) -> bytes:
-        """The request body straight from the ASGI ``receive`` channel, within the size limit."""
-        limit = self.settings.serving_max_body_bytes
-        for key, value in scope["headers"]:
-            if key == b"content-length" and value.isdigit() and int(value) > limit:
-                raise RequestRejected(413, [FieldError(None, None, self._too_large(int(value)))])
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ConnectionAbortedError("the client went away before sending the whole body")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise RequestRejected(413, [FieldError(None, None, self._too_large(size, at_least=True))])
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-    def _too_large(self, size: int, at_least: bool = False) -> str:
-        return (
-            f"request body of {'more than ' if at_least else ''}{size} bytes is over the limit of "
-            f"{self.settings.serving_max_body_bytes} bytes (MLOPS_SERVING_MAX_BODY_BYTES)"
-        )
-
-    async def predict(self, read_body: Callable[[], Awaitable[bytes]]) -> Answer:
-        """Answer one ``/predict`` request: (HTTP status, JSON body)."""
-        started = time.perf_counter()
-        created = _utcnow()
-        parsed: ParsedRequest | None = None
-        try:
-            body = await read_body()
-            parsed = self.schema.parse(body)
-            outcomes: list[Outcome] = await self.batcher.submit(parsed.rows)
-        except RequestRejected as rejected:
-            return self._rejected(rejected, started, created)
-        except ConnectionAbortedError:
-            raise  # nobody to answer
-        except NoChampion as exc:
-            return self._failed(parsed, started, created, 503, str(exc))
-        except Exception as exc:  # a bug or a broken model: say so, log it, keep serving
-            log.exception("predict failed")
-            return self._failed(parsed, started, created, 500, f"internal error while scoring: {type(exc).__name__}: {exc}")
-
-        latency = time.perf_counter() - started
-        latency_ms = latency * 1000
-        request_id = parsed.request_id
-        predictions = []
-        records: list[Record] = []
-        counts: Counter[tuple[str, str, str]] = Counter()
-        now_local: datetime | None = None
-        failed: str | None = None
-        for row, out in zip(parsed.rows, outcomes, strict=True):
-            predictions.append(
-                {
-                    "entity_id": row.entity_id,
-                    "score": out.score,
-                    "prediction": out.prediction,
-                    "model_version": out.version,
-                    "route": out.route,
-                }
-            )
-            event_time = row.event_time
-            if event_time is None:
-                if now_local is None:
-                    now_local = datetime.now(self.tz).replace(tzinfo=None)
-                event_time = now_local
-            features = self.schema.features_dict(row)
-            for o in (out, out.extra):
-                if o is None:
-                    continue
-                if o is out and o.status != "ok":
-                    failed = o.error
-                counts[(o.status, o.version, o.route)] += 1
-                records.append(
-                    {
-                        "request_id": request_id,
-                        "entity_id": row.entity_id,
-                        "model_name": self.model_name,
-                        "model_version": o.version,
-                        "route": o.route,
-                        "event_time": event_time,
-                        "features": features,
-                        "score": o.score,
-                        "prediction": o.prediction,
-                        "latency_ms": latency_ms,
-                        "status": o.status,
-                        "error": o.error,
-                        "created_at": created,
-                    }
-                )
-        self._log(records)
-        for (status, version, route), n in counts.items():
-            self.metrics.rows.labels(status=status, model_version=version, route=route).inc(n)
-        code = 200 if failed is None else 500
-        self.metrics.requests.labels(status=str(code)).inc()
-        self.metrics.latency.labels(status=str(code)).observe(latency)
-        if failed is not None:
-            return code, _dumps({"detail": failed, "request_id": request_id, "predictions": predictions})
-        return 200, _dumps({"request_id": request_id, "predictions": predictions})
-
-    def _log(self, records: list[Record]) -> None:
-        if self.writer is not None:
-            self.writer.submit(records)
-
-    def _route_of(self, entity_id: str | None) -> tuple[str | None, str]:
-        """The version and route a row would have taken (for records of rows that were not scored)."""
-        state = self.manager.state
-        if (
-            entity_id is not None
-            and state.challenger is not None
-            and state.mode == "canary"
-            and goes_to_challenger(bucket(entity_id, self.model_name), state.canary_share)
-        ):
-            return state.challenger.version, CHALLENGER
-        return (state.champion.version if state.champion else None), CHAMPION
-
-    def _rejected(self, rejected: RequestRejected, started: float, created: datetime) -> Answer:
-        latency = time.perf_counter() - started
-        request_id = rejected.request_id or f"rejected-{time.time_ns():x}"
-        records: list[Record] = []
-        per_row = any(e.row is not None for e in rejected.errors)
-        for i, entity_id in enumerate(rejected.entity_ids):
-            version, route = self._route_of(entity_id)
-            records.append(
-                {
-                    "request_id": request_id,
-                    "entity_id": entity_id,
-                    "model_name": self.model_name,
-                    "model_version": version,
-                    "route": route,
-                    "event_time": None,
-                    "features": None,
-                    "score": None,
-                    "prediction": None,
-                    "latency_ms": latency * 1000,
-                    "status": "rejected",
-                    "error": rejected.error_for_row(i) if per_row else rejected.summary()[:2000],
-                    "created_at": created,
-                }
-            )
-            self.metrics.rows.labels(status="rejected", model_version=version or "none", route=route).inc()
-        self._log(records)
-        self.metrics.requests.labels(status=str(rejected.status)).inc()
-        self.metrics.latency.labels(status=str(rejected.status)).observe(latency)
-        body = rejected.body()
-        body["request_id"] = request_id
-        return rejected.status, _dumps(body)
-
-    def _failed(self, parsed: ParsedRequest | None, started: float, created: datetime, code: int, message: str) -> Answer:
-        """Valid rows that could not be scored (no champion, or an internal error): logged as errors."""
-        latency = time.perf_counter() - started
-        request_id = parsed.request_id if parsed else f"failed-{time.time_ns():x}"
-        records: list[Record] = []
-        for row in parsed.rows if parsed else []:
-            version, route = self._route_of(row.entity_id)
-            records.append(
-                {
-                    "request_id": request_id,
-                    "entity_id": row.entity_id,
-                    "model_name": self.model_name,
-                    "model_version": version,
-                    "route": route,
-                    "event_time": row.event_time,
-                    "features": self.schema.features_dict(row),
-                    "score": None,
-                    "prediction": None,
-                    "latency_ms": latency * 1000,
-                    "status": "error",
-                    "error": message[:2000],
-                    "created_at": created,
-                }
-            )
-            self.metrics.rows.labels(status="error", model_version=version or "none", route=route).inc()
-        self._log(records)
-        self.metrics.requests.labels(status=str(code)).inc()
-        self.metrics.latency.labels(status=str(code)).observe(latency)
-        return code, _dumps({"detail": message, "request_id": request_id})
-
-    def health(self) -> dict[str, Any]:
-        writer = self.writer
-        return {
-            "status": "ok",
-            **self.manager.health(),
-            "inference_log": {
-                "queue_depth": writer.depth if writer else 0,
-                "written": writer.written if writer else 0,
-                "dropped": writer.dropped if writer else 0,
-            },
-            "batches": self.batcher.batches,
-            "started_at": self.started_at.isoformat(timespec="seconds") + "Z",
-        }
+    return Response(dumps(payload), status_code=status, media_type=JSON)
 
 
 def create_app(settings: Settings | None = None, spec: Spec | None = None) -> PredictFastPath:
@@ -446,7 +43,7 @@ def create_app(settings: Settings | None = None, spec: Spec | None = None) -> Pr
     Returns the ASGI app: the FastAPI application behind :class:`PredictFastPath`.
     """
     settings = settings or get_settings()
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level)
     spec = spec or load_spec(settings.spec_path)
     service = ServingService(settings, spec)
 
@@ -490,7 +87,7 @@ def create_app(settings: Settings | None = None, spec: Spec | None = None) -> Pr
     async def reload(request: Request) -> Response:
         if not admin_allowed(settings, request.headers.get("authorization")):
             return Response(
-                _dumps({"detail": "admin endpoints need 'Authorization: Bearer <MLOPS_SERVING_ADMIN_TOKEN>'"}), 401, media_type=JSON
+                dumps({"detail": "admin endpoints need 'Authorization: Bearer <MLOPS_SERVING_ADMIN_TOKEN>'"}), 401, media_type=JSON
             )
         await asyncio.to_thread(service.manager.poll, True)
         return _json(service.health())
@@ -510,7 +107,7 @@ def api_key_denied(settings: Settings, given: str | None) -> bytes | None:
         return None
     if given and hmac.compare_digest(given.encode(), wanted.encode()):
         return None
-    return _dumps({"detail": "missing or wrong API key: send it in the X-API-Key header (MLOPS_SERVING_API_KEY)"})
+    return dumps({"detail": "missing or wrong API key: send it in the X-API-Key header (MLOPS_SERVING_API_KEY)"})
 
 
 def admin_allowed(settings: Settings, authorization: str | None) -> bool:
@@ -554,7 +151,7 @@ class PredictFastPath:
             return
         except Exception as exc:  # never an unanswered request
             log.exception("unexpected error in /predict")
-            status, body = 500, _dumps({"detail": f"internal error: {type(exc).__name__}: {exc}"})
+            status, body = 500, dumps({"detail": f"internal error: {type(exc).__name__}: {exc}"})
         headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from include.mlops.serving.routing import bucket, goes_to_challenger
+
 if TYPE_CHECKING:
     from include.mlops.adapters.registry import ServingConfig
     from include.mlops.serving.metrics import ServingMetrics
@@ -57,6 +59,15 @@ class ServingState:
     @property
     def ready(self) -> bool:
         return self.champion is not None
+
+    @property
+    def canary(self) -> bool:
+        """A challenger takes a share of the traffic (canary mode with a share above 0)."""
+        return self.challenger is not None and self.mode == "canary" and self.canary_share > 0
+
+    def takes_canary(self, entity_id: str, salt: str) -> bool:
+        """True when this entity's requests go to the challenger: the one canary predicate."""
+        return self.canary and goes_to_challenger(bucket(entity_id, salt), self.canary_share)
 
     def versions(self) -> dict[str, str | None]:
         return {

@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from include.mlops.serving.routing import CHALLENGER, CHAMPION, SHADOW, bucket, goes_to_challenger
+from include.mlops.serving.routing import CHALLENGER, CHAMPION, SHADOW
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -138,9 +138,8 @@ class Scorer:
         to_champion: list[int] = list(range(len(rows)))
         fallbacks: dict[int, Outcome] = {}
 
-        if challenger is not None and state.mode == "canary" and state.canary_share > 0:
-            share = state.canary_share
-            picked = [i for i, r in enumerate(rows) if goes_to_challenger(bucket(r.entity_id, self.salt), share)]
+        if challenger is not None and state.canary:
+            picked = [i for i, r in enumerate(rows) if state.takes_canary(r.entity_id, self.salt)]
             if picked:
                 try:
                     scores = self._predict(challenger, [rows[i] for i in picked])
