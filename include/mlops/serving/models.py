@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from include.mlops.domain.roles import CANARY, CHALLENGER, CHAMPION
 from include.mlops.serving.routing import bucket, goes_to_challenger
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ class ServingState:
     @property
     def canary(self) -> bool:
         """A challenger takes a share of the traffic (canary mode with a share above 0)."""
-        return self.challenger is not None and self.mode == "canary" and self.canary_share > 0
+        return self.challenger is not None and self.mode == CANARY and self.canary_share > 0
 
     def takes_canary(self, entity_id: str, salt: str) -> bool:
         """True when this entity's requests go to the challenger: the one canary predicate."""
@@ -71,8 +72,8 @@ class ServingState:
 
     def versions(self) -> dict[str, str | None]:
         return {
-            "champion": self.champion.version if self.champion else None,
-            "challenger": self.challenger.version if self.challenger else None,
+            CHAMPION: self.champion.version if self.champion else None,
+            CHALLENGER: self.challenger.version if self.challenger else None,
         }
 
     def describe(self) -> dict[str, Any]:
@@ -187,8 +188,8 @@ class ModelManager:
                 self._metrics.polls.labels(result="ok").inc()
                 self._metrics.last_poll.set(self.last_poll.timestamp())
             current = self._state
-            champion = self._resolve("champion", cfg.champion, current.champion, force)
-            challenger = self._resolve("challenger", cfg.challenger, current.challenger, force)
+            champion = self._resolve(CHAMPION, cfg.champion, current.champion, force)
+            challenger = self._resolve(CHALLENGER, cfg.challenger, current.challenger, force)
             new = ServingState(champion, challenger, cfg.mode if challenger else None, cfg.canary_share)
             if new != current:
                 self._state = new  # the swap: one reference assignment
@@ -266,7 +267,7 @@ class ModelManager:
         desired = self.desired
         pending_failures = []
         if desired is not None:
-            for alias, version in (("champion", desired.champion), ("challenger", desired.challenger)):
+            for alias, version in ((CHAMPION, desired.champion), (CHALLENGER, desired.challenger)):
                 serving = state.versions()[alias]
                 failure = self._failures.get(version) if version else None
                 if version is not None and version != serving and failure is not None:
@@ -278,8 +279,8 @@ class ModelManager:
             "registry": None
             if desired is None
             else {
-                "champion": desired.champion,
-                "challenger": desired.challenger,
+                CHAMPION: desired.champion,
+                CHALLENGER: desired.challenger,
                 "mode": desired.mode,
                 "canary_share": desired.canary_share,
             },

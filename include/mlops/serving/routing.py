@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from hashlib import blake2b
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
-SHADOW = "shadow"
+from include.mlops.domain.roles import CHALLENGER, CHAMPION, SHADOW
+
+__all__ = ["CHALLENGER", "CHAMPION", "SHADOW", "bucket", "goes_to_challenger"]
 
 _SCALE = float(1 << 64)
 

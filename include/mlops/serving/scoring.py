@@ -172,7 +172,7 @@ class Scorer:
             if out is not None:
                 out.extra = failed_canary
 
-        if challenger is not None and state.mode == "shadow":
+        if challenger is not None and state.mode == SHADOW:
             try:
                 scores = self._predict(challenger, rows)
             except Exception as exc:

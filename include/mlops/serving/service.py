@@ -10,12 +10,13 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from fastapi import Request
 
+from include.mlops.domain.clock import utcnow
 from include.mlops.domain.spec import Spec
 from include.mlops.serving.batching import MicroBatcher
 from include.mlops.serving.journal import Journal, recover
@@ -48,10 +49,6 @@ def dumps(payload: dict[str, Any]) -> bytes:
 
 
 Answer = tuple[int, bytes]
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def configure_logging(level: str) -> None:
@@ -145,7 +142,7 @@ class ServingService:
             inline_when_alone=True,
         )
         self.tz = ZoneInfo(spec.timezone)
-        self.started_at = _utcnow()
+        self.started_at = utcnow()
 
     def _probe_row(self) -> Row:
         return Row("probe", None, self.frames.probe_row(self.spec))
@@ -258,7 +255,7 @@ class ServingService:
     async def predict(self, read_body: Callable[[], Awaitable[bytes]]) -> Answer:
         """Answer one ``/predict`` request: (HTTP status, JSON body)."""
         started = time.perf_counter()
-        created = _utcnow()
+        created = utcnow()
         parsed: ParsedRequest | None = None
         try:
             body = await read_body()
