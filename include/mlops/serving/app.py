@@ -57,7 +57,7 @@ def create_app(settings: Settings | None = None, spec: Spec | None = None) -> Pr
 
     app = FastAPI(
         title=f"mlops-loop serving: {service.model_name}",
-        description="Scores rows with the registry's champion (and challenger); see the README, 'Serving API'.",
+        description="Scores rows with the registry's champion (and challenger); see docs/serving.md.",
         lifespan=lifespan,
         docs_url="/docs",
         redoc_url=None,
