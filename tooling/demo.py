@@ -434,7 +434,7 @@ class Drills:
 
 def _refused_busy(rt: Runtime, version: str) -> bool:
     return any(
-        d["subject"] == f"version {version}" and d["outcome"] == "refused" and d["reason_code"] == "challenger_busy"
+        d["version"] == int(version) and d["outcome"] == "refused" and d["reason_code"] == "challenger_busy"
         for d in rt.store.list_decisions(rt.model_name, "deployment")
     )
 
@@ -489,7 +489,9 @@ def loop_latency(rt: Runtime, tally: Tally) -> list[dict[str, Any]]:
     if not chains:
         return []
     drift, acc, trained, canary, promoted = next((c for c in chains if c[3] is not None), chains[0])
-    window_start = drift["subject"].split(" ", 1)[1].split("..")[0][:10]
+    if drift["window_start"] is None:
+        return []
+    window_start = f"{drift['window_start']:%Y-%m-%d}"
     origin_wall = tally.day_started.get(window_start)
     if origin_wall is None:
         return []
@@ -556,18 +558,7 @@ def _wait_ingested(rt: Runtime, names: frozenset[str], timeout: float = 300.0) -
 
 def _judged(rt: Runtime, window_end: datetime) -> bool:
     """monitor_model has recorded a decision on the window ending at ``window_end``."""
-    from sqlalchemy import func, select
-
-    from include.mlops.adapters.store import decisions
-
-    tag = f"..{window_end:%Y-%m-%dT%H:%M}"
-    with rt.store.engine.connect() as conn:
-        n = conn.execute(
-            select(func.count())
-            .select_from(decisions)
-            .where(decisions.c.model_name == rt.model_name, decisions.c.kind == "monitor", decisions.c.subject.like(f"%{tag}"))
-        ).scalar_one()
-    return bool(n)
+    return rt.store.decision_exists(rt.model_name, "monitor", window_end=window_end)
 
 
 def _wait_judged(rt: Runtime, window_end: datetime, timeout: float, tally: Tally) -> None:
@@ -578,8 +569,8 @@ def _wait_judged(rt: Runtime, window_end: datetime, timeout: float, tally: Tally
 
 
 def _alias(rt: Runtime, alias: str) -> str | None:
-    latest = rt.store.ledger_latest(rt.model_name, alias)
-    return str(latest["to_version"]) if latest and latest["to_version"] else None
+    holder = rt.store.alias_holder(rt.model_name, alias)
+    return str(holder["to_version"]) if holder else None
 
 
 def _land_labels(rt: Runtime, flights: pd.DataFrame, labels_day: date, plan: Plan, tally: Tally) -> None:
@@ -675,16 +666,16 @@ def timeline_png(rt: Runtime, path: Path, plan: Plan) -> None:
     windows = []
     for d in rt.store.list_decisions(rt.model_name, "monitor"):
         inp = d["inputs"] or {}
-        if inp.get("role") != "champion" or not d["subject"]:
+        start = d["window_start"]
+        if inp.get("role") != "champion" or start is None or d["version"] is None:
             continue
-        start = datetime.fromisoformat(d["subject"].split(" ", 1)[1].split("..")[0])
         if not plan.start <= start.date() <= plan.end:
             continue  # a scheduled pass over a window outside the replay (nothing served there)
         live = (inp.get("quality") or {}).get("live")
-        windows.append((start, inp.get("drift_share"), live, d["outcome"], d["subject"].split(" ")[0]))
+        windows.append((start, inp.get("drift_share"), live, d["outcome"], int(d["version"])))
     fig, axes = plt.subplots(3, 1, figsize=(12, 7), sharex=True)
     # serving versions: map each ledger change (wall time) to the event time the replay was at
-    versions = [(w[0], int(w[4].lstrip("v"))) for w in windows]
+    versions = [(w[0], w[4]) for w in windows]
     if versions:
         xs, ys = zip(*versions, strict=True)
         axes[0].step(xs, ys, where="post", color="#175cd3", label="champion (monitored)")

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from include.mlops.domain.policy import GATES
 from tests.e2e.stack_env import isolated_env, remove_postgres_folder
 
 pytestmark = pytest.mark.live
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-GATES = {"loads", "signature", "floors", "beats_champion", "probe"}
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_the_fragile_canary_was_rolled_back_by_its_early_window_and_no_request_f
     assert [(r["alias"], r["action"]) for r in ledger][:2] == [("challenger", "set"), ("challenger", "rolled_back")], ledger
     assert ledger[1]["dag_id"] == "check_early_window"
     assert all(r["to_version"] != version for r in ledger if r["alias"] == "champion")  # never served as champion
-    verdicts = [d for d in rt.store.list_decisions(rt.model_name, "early_window") if d["subject"].startswith(f"version {version} ")]
+    verdicts = [d for d in rt.store.list_decisions(rt.model_name, "early_window") if d["version"] == int(version)]
     assert [d["outcome"] for d in verdicts] == ["rollback"], verdicts
     assert verdicts[0]["reason_code"] and verdicts[0]["reason_code"] != "early_window_passed"
 
@@ -97,16 +97,12 @@ def test_drift_triggered_a_retrain_that_went_through_every_gate(demo):
     judged = []
     for t in retrained:
         v = t["inputs"]["version"]
-        gates = {
-            d["subject"].split(" / ")[1]: d["outcome"]
-            for d in decisions
-            if d["kind"] == "gate" and d["subject"].startswith(f"version {v} / ")
-        }
-        if set(gates) >= GATES and all(o == "passed" for o in gates.values()):
+        gates = {d["inputs"]["gate"]: d["outcome"] for d in decisions if d["kind"] == "gate" and d["version"] == int(v)}
+        if set(gates) >= set(GATES) and all(o == "passed" for o in gates.values()):
             judged.append(v)
     assert judged, "at least one drift-triggered candidate passed every offline gate"
-    deployed = {d["subject"] for d in decisions if d["kind"] == "deployment" and d["outcome"] == "deployed"}
-    assert any(f"version {v}" in deployed for v in judged)
+    deployed = {d["version"] for d in decisions if d["kind"] == "deployment" and d["outcome"] == "deployed"}
+    assert any(int(v) in deployed for v in judged)
 
 
 def test_ledger_registry_and_serving_agree_on_who_serves(demo):

@@ -44,11 +44,11 @@ def store(tmp_path):
 @pytest.fixture
 def clock(monkeypatch):
     """The clock of the ops store and of delivery, moved by hand."""
-    from include.mlops.adapters import store as store_mod
+    from include.mlops.adapters.store import alert_queries
 
     now = {"t": T0}
     monkeypatch.setattr(alerts, "_now", lambda: now["t"])
-    monkeypatch.setattr(store_mod, "utcnow", lambda: now["t"])
+    monkeypatch.setattr(alert_queries, "utcnow", lambda: now["t"])
 
     def advance(**delta: float) -> None:
         now["t"] += timedelta(**delta)

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from include.mlops.adapters.store import Store, inference_log, log_journal
-from include.mlops.serving.journal import Journal, checkpoint, recover
+from include.mlops.serving.journal import Journal, recover
 from include.mlops.serving.logwriter import InferenceLogWriter
 from tests.unit.test_serving_logwriter import record
 
@@ -52,9 +52,8 @@ def test_records_round_trip_with_their_types(engine, tmp_path):
 
 def test_only_records_after_the_checkpoint_are_replayed_and_the_file_goes(engine, tmp_path):
     path = dead_journal(tmp_path / "j", [record(i) for i in range(5)])
-    with engine.begin() as conn:  # the first two were written, with their checkpoint, before the kill
-        conn.execute(inference_log.insert(), [record(0), record(1)])
-        checkpoint(conn, {path.name: 2})
+    # the first two were written, with their checkpoint, before the kill
+    Store(engine).append_inference([record(0), record(1)], journal_marks={path.name: 2})
     assert recover(tmp_path / "j", engine) == 3
     assert logged(engine) == [f"e{i}" for i in range(5)]
     assert not path.exists() and checkpoints(engine) == {}

@@ -179,8 +179,8 @@ def set_alias(
     """Point ``alias`` at ``version`` and append the change to the ledger (idempotent by ``op_key``)."""
     done = store.ledger_entry(op_key)
     if done is None:
-        latest = store.ledger_latest(model, alias)
-        previous = latest["to_version"] if latest else None
+        holder = store.alias_holder(model, alias)
+        previous = holder["to_version"] if holder else None
         client.set_registered_model_alias(model, alias, str(version))
         done = store.append_ledger(
             model=model,
@@ -220,8 +220,8 @@ def remove_alias(
 
     done = store.ledger_entry(op_key)
     if done is None:
-        latest = store.ledger_latest(model, alias)
-        previous = latest["to_version"] if latest else None
+        holder = store.alias_holder(model, alias)
+        previous = holder["to_version"] if holder else None
         current = aliases(client, model).get(alias)
         if previous is None and current is None:
             return None

@@ -26,12 +26,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, insert, select, update
-
-from include.mlops.adapters.store import inference_log, log_journal, utcnow
+from include.mlops.adapters.store import Store
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection, Engine
+    from sqlalchemy import Engine
 
 log = logging.getLogger(__name__)
 
@@ -103,44 +101,34 @@ class Journal:
             self._size += len(data)
             return self.segment, first
 
-    def forget(self, conn: Connection, segment: str) -> None:
-        """A rotated-out segment whose records are all committed: delete its file and row."""
-        (self.folder / segment).unlink(missing_ok=True)
-        conn.execute(delete(log_journal).where(log_journal.c.segment == segment))
-        self.closed.pop(segment, None)
+    def forget(self, store: Store, segments: list[str]) -> None:
+        """Rotated-out segments whose records are all committed: delete their files and rows."""
+        for segment in segments:
+            (self.folder / segment).unlink(missing_ok=True)
+        store.forget_journal_segments(segments)
+        for segment in segments:
+            self.closed.pop(segment, None)
 
-    def close(self, engine: Engine, fully_written: bool) -> None:
+    def close(self, store: Store, fully_written: bool) -> None:
         """At a graceful stop: when every record reached the database, the files go too."""
         if self._fd is None:
             return
         os.close(self._fd)
         self._fd = None
         if fully_written:
-            with engine.begin() as conn:
-                for segment in [*self.closed, self.segment]:
-                    (self.folder / segment).unlink(missing_ok=True)
-                    conn.execute(delete(log_journal).where(log_journal.c.segment == segment))
+            segments = [*self.closed, self.segment]
+            for segment in segments:
+                (self.folder / segment).unlink(missing_ok=True)
+            store.forget_journal_segments(segments)
             self.closed.clear()
-
-
-def checkpoint(conn: Connection, marks: dict[str, int]) -> None:
-    """Record, in the caller's transaction, that the first ``n`` records of each segment are in."""
-    now = utcnow()
-    for segment, n in marks.items():
-        done = conn.execute(update(log_journal).where(log_journal.c.segment == segment).values(records=n, updated_at=now)).rowcount
-        if not done:
-            conn.execute(insert(log_journal).values(segment=segment, records=n, updated_at=now))
 
 
 def recover(folder: Path, engine: Engine) -> int:
     """Insert what dead processes' journals hold beyond their checkpoints; returns the count."""
     if not folder.is_dir():
         return 0
-    with engine.begin() as conn:  # rows of files already gone (a crash between unlink and delete)
-        present = {p.name for p in folder.glob("*.jsonl")}
-        for segment in conn.execute(select(log_journal.c.segment)).scalars().all():
-            if segment not in present:
-                conn.execute(delete(log_journal).where(log_journal.c.segment == segment))
+    store = Store(engine)
+    store.prune_journal(p.name for p in folder.glob("*.jsonl"))  # rows of files already gone (a crash between unlink and delete)
     total = 0
     for path in sorted(folder.glob("*.jsonl")):
         try:
@@ -152,33 +140,32 @@ def recover(folder: Path, engine: Engine) -> int:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 continue  # a live process owns it
-            total += _replay(path, engine)
+            total += _replay(path, store)
         finally:
             os.close(fd)
     return total
 
 
-def _replay(path: Path, engine: Engine) -> int:
+def _decode_or_none(line: bytes) -> Record | None:
+    with contextlib.suppress(ValueError):
+        return _decode(line)
+    return None
+
+
+def _replay(path: Path, store: Store) -> int:
     data = path.read_bytes()
     lines = data.split(b"\n")
     complete = lines[:-1]  # the text after the last newline is a torn write (or empty)
-    with engine.begin() as conn:
-        done = conn.execute(select(log_journal.c.records).where(log_journal.c.segment == path.name)).scalar_one_or_none() or 0
-        todo = []
-        for line in complete[done:]:
-            with contextlib.suppress(ValueError):
-                todo.append(_decode(line))
-        if todo:
-            conn.execute(insert(inference_log), todo)
-        checkpoint(conn, {path.name: len(complete)})  # a crash before the unlink below replays nothing twice
+    # the records past the checkpoint, and the checkpoint moved to the end, in one transaction:
+    # a crash before the unlink below replays nothing twice
+    added = store.replay_journal_segment(path.name, [_decode_or_none(line) for line in complete])
     path.unlink(missing_ok=True)
-    with engine.begin() as conn:
-        conn.execute(delete(log_journal).where(log_journal.c.segment == path.name))
-    if todo or lines[-1]:
+    store.forget_journal_segments([path.name])
+    if added or lines[-1]:
         log.warning(
             "inference log: recovered %d records from %s, left by a process that did not stop cleanly%s",
-            len(todo),
+            added,
             path.name,
             " (and ignored a torn last line)" if lines[-1] else "",
         )
-    return len(todo)
+    return added

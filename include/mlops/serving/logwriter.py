@@ -17,11 +17,10 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import insert
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError, SQLAlchemyError
 
-from include.mlops.adapters.store import inference_log
-from include.mlops.serving.journal import Journal, checkpoint
+from include.mlops.adapters.store import Store
+from include.mlops.serving.journal import Journal
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -54,7 +53,7 @@ class InferenceLogWriter:
         drain_timeout: float = 30.0,
         journal: Journal | None = None,
     ):
-        self._engine = engine
+        self._store = Store(engine)
         self.journal = journal
         self._order = threading.Lock()  # journal order == queue order, so a checkpoint covers a prefix
         self._metrics = metrics
@@ -119,7 +118,7 @@ class InferenceLogWriter:
         lost = self.dropped
         if self.journal is not None:
             try:  # everything written: the journal files go; otherwise the next start replays them
-                self.journal.close(self._engine, fully_written=not lost and not self._pending)
+                self.journal.close(self._store, fully_written=not lost and not self._pending)
             except SQLAlchemyError as exc:
                 log.warning("inference log journal kept for the next start: %s", exc)
         if lost:
@@ -162,9 +161,7 @@ class InferenceLogWriter:
         finished = [seg for seg, n in marks.items() if self.journal.closed.get(seg) == n]
         if finished:
             try:
-                with self._engine.begin() as conn:
-                    for seg in finished:
-                        self.journal.forget(conn, seg)
+                self.journal.forget(self._store, finished)
             except SQLAlchemyError as exc:  # kept: the next start finds nothing left to replay in it
                 log.warning("inference log journal: could not delete finished segments %s: %s", finished, exc)
 
@@ -172,10 +169,8 @@ class InferenceLogWriter:
         delay = 0.05
         while True:
             try:
-                with self._engine.begin() as conn:
-                    conn.execute(insert(inference_log), records)
-                    if marks:
-                        checkpoint(conn, marks)  # same transaction: a replay never adds these again
+                # the checkpoints in the same transaction: a replay never adds these records again
+                self._store.append_inference(records, journal_marks=marks)
             except SQLAlchemyError as exc:
                 if self._metrics:
                     self._metrics.log_write_errors.inc()
@@ -199,8 +194,7 @@ class InferenceLogWriter:
         log.warning("inference log: bulk insert refused (%s); writing %d records one by one", first, len(records))
         for record in records:
             try:
-                with self._engine.begin() as conn:
-                    conn.execute(insert(inference_log), [record])
+                self._store.append_inference([record])
             except SQLAlchemyError as exc:
                 if _transient(exc):
                     self._write([record])  # back to retrying
@@ -215,8 +209,7 @@ class InferenceLogWriter:
     def _checkpoint_alone(self, marks: dict[str, int]) -> None:
         """After records were written one by one (some refused as data): the journal moves past them."""
         try:
-            with self._engine.begin() as conn:
-                checkpoint(conn, marks)
+            self._store.checkpoint_journal(marks)
         except SQLAlchemyError as exc:
             log.warning("inference log journal: checkpoint not written (%s); a replay may repeat these records", exc)
 

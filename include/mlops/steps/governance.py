@@ -17,9 +17,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
-
-from include.mlops.adapters.store import batches, decisions, ground_truth, utcnow
+from include.mlops.adapters.store import utcnow
 from include.mlops.domain.policy import RetrainPolicy, RetrainState, RetrainTrigger, Verdict, decide_retrain
 
 if TYPE_CHECKING:
@@ -33,9 +31,7 @@ IN_FLIGHT_TIMEOUT = timedelta(hours=6)
 
 
 def _requests(rt: Runtime) -> list[dict[str, Any]]:
-    from include.mlops.steps.monitoring import _state_get
-
-    value = _state_get(rt, REQUESTS_KEY, [])
+    value = rt.store.get_state(rt.model_name, REQUESTS_KEY, [])
     return list(value) if isinstance(value, list) else []
 
 
@@ -46,37 +42,15 @@ def _in_flight(rt: Runtime, last: dict[str, Any] | None) -> bool:
     at = datetime.fromisoformat(last["at_wall"])
     if utcnow() - at > IN_FLIGHT_TIMEOUT:
         return False
-    with rt.store.engine.connect() as conn:
-        done = conn.execute(
-            select(func.count())
-            .select_from(decisions)
-            .where(
-                decisions.c.model_name == rt.model_name,
-                decisions.c.created_at >= at,
-                ((decisions.c.kind == "training") & (decisions.c.outcome == "refused"))
-                | ((decisions.c.kind == "deployment") & decisions.c.outcome.in_(["deployed", "refused"])),
-            )
-        ).scalar_one()
-    return not done
+    return not rt.store.decided_since(rt.model_name, at, {"training": ["refused"], "deployment": ["deployed", "refused"]})
 
 
 def _pool_invalid(rt: Runtime) -> bool:
     """The last training attempt failed the pool's GX gate and no batch has been accepted since."""
-    with rt.store.engine.connect() as conn:
-        last = conn.execute(
-            select(decisions.c.outcome, decisions.c.reason_code, decisions.c.created_at)
-            .where(decisions.c.model_name == rt.model_name, decisions.c.kind == "training")
-            .order_by(decisions.c.id.desc())
-            .limit(1)
-        ).first()
-        if not last or last.outcome != "refused" or last.reason_code != "training_set_invalid":
-            return False
-        newer = conn.execute(
-            select(func.count())
-            .select_from(batches)
-            .where(batches.c.model_name == rt.model_name, batches.c.status == "accepted", batches.c.decided_at > last.created_at)
-        ).scalar_one()
-    return not newer
+    last = rt.store.last_decision(rt.model_name, "training")
+    if not last or last["outcome"] != "refused" or last["reason_code"] != "training_set_invalid":
+        return False
+    return not rt.store.count_accepted_batches(rt.model_name, decided_after=last["created_at"])
 
 
 def _last_window_end(rt: Runtime) -> datetime | None:
@@ -96,11 +70,7 @@ def _last_window_end(rt: Runtime) -> datetime | None:
 def state(rt: Runtime) -> RetrainState:
     reqs = _requests(rt)
     since = _last_window_end(rt)
-    with rt.store.engine.connect() as conn:
-        q = select(func.count()).select_from(ground_truth).where(ground_truth.c.model_name == rt.model_name)
-        if since is not None:
-            q = q.where(ground_truth.c.event_time >= since)
-        new_rows = int(conn.execute(q).scalar_one())
+    new_rows = rt.store.count_ground_truth(rt.model_name, event_from=since)
     return RetrainState(
         requests=[(datetime.fromisoformat(r["at_event"]), str(r["key"])) for r in reqs],
         in_flight=_in_flight(rt, reqs[-1] if reqs else None),
@@ -131,7 +101,6 @@ def govern(
     """Decide on one trigger, record the decision, alert once on a refusal; returns the verdict and,
     when accepted, the extra of the ``retrain_requested`` event."""
     from include.mlops.adapters.alerts import raise_alert
-    from include.mlops.steps.monitoring import _state_set
 
     st = state(rt)
     verdict = decide_retrain(trigger, st, policy(rt))
@@ -162,6 +131,6 @@ def govern(
     reqs = _requests(rt)
     request_id = f"rr-{len(reqs) + 1:04d}-{trigger.event_time:%Y%m%d}"
     reqs.append({"id": request_id, "at_event": trigger.event_time.isoformat(), "at_wall": utcnow().isoformat(), "key": trigger.key})
-    _state_set(rt, REQUESTS_KEY, reqs)
+    rt.store.set_state(rt.model_name, REQUESTS_KEY, reqs)
     reason = f"{trigger.cause} ({trigger.key}, window ending {trigger.event_time:%Y-%m-%d}): " + "; ".join(reasons)[:400]
     return verdict, {"reason": reason, "request_id": request_id, "cause": trigger.cause}

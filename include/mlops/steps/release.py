@@ -23,9 +23,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, func, select
-
-from include.mlops.adapters.store import deployment_ledger, ground_truth, inference_log, utcnow
+from include.mlops.adapters.store import utcnow
 from include.mlops.domain.policy import LedgerRow, Realized, Verdict, WindowPolicy, WindowSignals, decide_early_window
 
 if TYPE_CHECKING:
@@ -63,46 +61,19 @@ class Release:
 
 def find_release(rt: Runtime, version: str | None) -> Release:
     """The deployment of ``version`` (default: the latest one) from the ledger."""
-    with rt.store.engine.connect() as conn:
-        q = select(deployment_ledger).where(
-            deployment_ledger.c.model_name == rt.model_name,
-            deployment_ledger.c.to_version.is_not(None),
-            deployment_ledger.c.strategy.in_(["canary", "shadow", "direct"]),
-        )
-        if version:
-            q = q.where(deployment_ledger.c.to_version == str(version))
-        row = conn.execute(q.order_by(deployment_ledger.c.id.desc())).mappings().first()
-        if row is None:
-            raise LookupError(f"no deployment of {rt.model_name}{' v' + str(version) if version else ''} in the ledger")
-        champion = None
-        if row["alias"] == "challenger":
-            champ = (
-                conn.execute(
-                    select(deployment_ledger)
-                    .where(deployment_ledger.c.model_name == rt.model_name, deployment_ledger.c.alias == "champion")
-                    .order_by(deployment_ledger.c.id.desc())
-                )
-                .mappings()
-                .first()
-            )
-            champion = champ["to_version"] if champ else None
+    row = rt.store.latest_deployment(rt.model_name, version)
+    if row is None:
+        raise LookupError(f"no deployment of {rt.model_name}{' v' + str(version) if version else ''} in the ledger")
+    champion = None
+    if row["alias"] == "challenger":
+        champ = rt.store.alias_holder(rt.model_name, "champion")
+        champion = champ["to_version"] if champ else None
     return Release(rt.model_name, str(row["to_version"]), str(row["strategy"]), row["created_at"].isoformat(), champion, int(row["id"]))
 
 
 def traffic(rt: Runtime, rel: Release) -> tuple[int, int]:
     """(rows scored by the new version, of which errors) since the deployment: a cheap query."""
-    with rt.store.engine.connect() as conn:
-        rows = conn.execute(
-            select(inference_log.c.status, func.count())
-            .where(
-                inference_log.c.model_name == rel.model,
-                inference_log.c.model_version == rel.version,
-                inference_log.c.route.in_(rel.routes),
-                inference_log.c.created_at >= rel.since_dt,
-            )
-            .group_by(inference_log.c.status)
-        ).all()
-    counts = {str(status): int(n) for status, n in rows}
+    counts = rt.store.inference_status_counts(rel.model, created_from=rel.since_dt, version=rel.version, routes=rel.routes)
     return sum(counts.get(s, 0) for s in OK_STATUSES), counts.get("error", 0)
 
 
@@ -156,28 +127,13 @@ def serving_process(url: str) -> dict[str, float] | None:
 def _frame(rt: Runtime, rel: Release, versions: list[str], routes: tuple[str, ...] | None = None) -> pd.DataFrame:
     import pandas as pd
 
-    cond = [
-        inference_log.c.model_name == rel.model,
-        inference_log.c.created_at >= rel.since_dt,
-        inference_log.c.model_version.in_(versions),
-    ]
-    if routes:
-        cond.append(inference_log.c.route.in_(routes))
-    cols = [inference_log.c.model_version, inference_log.c.route, inference_log.c.status, inference_log.c.score, inference_log.c.prediction]
-    cols.append(inference_log.c.latency_ms)
-    with rt.store.engine.connect() as conn:
-        rows = conn.execute(select(*cols).where(and_(*cond))).all()
-    return pd.DataFrame(rows, columns=["model_version", "route", "status", "score", "prediction", "latency_ms"])
+    cols = ["model_version", "route", "status", "score", "prediction", "latency_ms"]
+    rows = rt.store.inference_rows(rel.model, cols, created_from=rel.since_dt, versions=versions, routes=routes or None)
+    return pd.DataFrame(rows, columns=cols)
 
 
 def _rejected_share(rt: Runtime, rel: Release) -> float | None:
-    with rt.store.engine.connect() as conn:
-        rows = conn.execute(
-            select(inference_log.c.status, func.count(func.distinct(inference_log.c.request_id)))
-            .where(inference_log.c.model_name == rel.model, inference_log.c.created_at >= rel.since_dt)
-            .group_by(inference_log.c.status)
-        ).all()
-    counts = {str(s): int(n) for s, n in rows}
+    counts = rt.store.inference_status_counts(rel.model, created_from=rel.since_dt, distinct_requests=True)
     total = sum(counts.values())
     return counts.get("rejected", 0) / total if total else None
 
@@ -323,20 +279,7 @@ def realized_quality(rt: Runtime, since: datetime, champion: str, challenger: st
     from include.mlops.steps.training import classification_metrics
 
     metric = rt.spec.promotion.metric
-    with rt.store.engine.connect() as conn:
-        rows = conn.execute(
-            select(inference_log.c.entity_id, inference_log.c.features, ground_truth.c.label)
-            .join(
-                ground_truth,
-                and_(ground_truth.c.entity_id == inference_log.c.entity_id, ground_truth.c.model_name == inference_log.c.model_name),
-            )
-            .where(
-                inference_log.c.model_name == rt.model_name,
-                inference_log.c.created_at >= since,
-                inference_log.c.status == "ok",
-                inference_log.c.route.in_(["champion", "challenger"]),
-            )
-        ).all()
+    rows = rt.store.labelled_inference(rt.model_name, ["entity_id", "features"], routes=["champion", "challenger"], created_from=since)
     if not rows:
         return Realized(0, metric, None, None, metric not in LOWER_IS_BETTER)
     df = pd.DataFrame([{**(json.loads(f) if isinstance(f, str) else f or {}), "_id": e, "_y": y} for e, f, y in rows]).drop_duplicates(
@@ -465,12 +408,14 @@ def act_final(
         severity, kind = "warning", "promotion_refused"
     else:
         severity, kind = ("warning", "promotion_refused") if verdict.outcome == "refused" else ("info", "no_change")
+    decided_on = result.get("version") or inputs.get("requested_version") or challenger or champion
     rt.store.record_decision(
         rt.model_name,
         "promotion" if inputs.get("action") == "promote" else "rollback",
         verdict.outcome,
         verdict.reason_code,
-        subject=f"version {result.get('version') or inputs.get('requested_version') or challenger or champion}",
+        subject=f"version {decided_on}",
+        version=str(decided_on) if str(decided_on).isdigit() else None,
         reasons=verdict.reasons,
         inputs={**inputs, **verdict.details},
         dag_id=dag_id,
@@ -504,6 +449,7 @@ def record_window(
         verdict.outcome,
         verdict.reason_code,
         subject=f"version {rel.version} ({rel.strategy})",
+        version=rel.version,
         reasons=verdict.reasons,
         inputs={"release": rel.to_dict(), **inputs, **verdict.details},
         report_uri=report,

@@ -43,13 +43,6 @@ class Status:
     links: dict[str, str] = field(default_factory=dict)
 
 
-def _holder(ledger: list[dict[str, Any]], alias: str) -> dict[str, Any] | None:
-    rows = [r for r in ledger if r["alias"] == alias]
-    if not rows or rows[-1]["to_version"] is None:
-        return None
-    return rows[-1]
-
-
 def _serving_health(url: str) -> dict[str, Any] | None:
     import httpx
 
@@ -86,7 +79,7 @@ def gather(rt: Runtime) -> Status:
     store, model, s = rt.store, rt.model_name, rt.settings
     ledger = store.list_ledger(model)
     decisions = store.list_decisions(model)
-    champion, challenger = _holder(ledger, "champion"), _holder(ledger, "challenger")
+    champion, challenger = store.alias_holder(model, "champion"), store.alias_holder(model, "challenger")
     mode: dict[str, Any] = {}
     try:
         rm = mlflow_client(s.mlflow_tracking_uri).get_registered_model(model)
