@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from include.mlops.adapters.registry import CHALLENGER, CHAMPION, TAG_MODE, aliases, mlflow_client
+from include.mlops.domain.policy import GATE_TASKS, GATES
 from tests.integration.conftest import fill_pool
 
 pytestmark = pytest.mark.integration
@@ -68,7 +69,7 @@ def test_train_and_deploy_story(airflow_db, ml_runtime, mlflow_env, model_name, 
     assert states(run)[("deploy", -1)] == "success" and states(run)[("refuse", -1)] == "skipped"
     assert aliases(client, model_name) == {CHAMPION: "1"}
     gate_labels = labels(run, "gate")
-    assert len(gate_labels) == 4 and all("passed" in label for label in gate_labels), gate_labels
+    assert len(gate_labels) == len(GATE_TASKS) and all("passed" in label for label in gate_labels), gate_labels
     assert any("no champion to compare with" in label for label in gate_labels)
 
     # 2. a better candidate on a later window is gated against the champion and starts as canary
@@ -106,5 +107,5 @@ def test_train_and_deploy_story(airflow_db, ml_runtime, mlflow_env, model_name, 
     ledger = [(r["alias"], r["from_version"], r["to_version"], r["strategy"]) for r in rt.store.list_ledger(model_name)]
     assert ledger == [(CHAMPION, None, "1", "direct"), (CHALLENGER, None, "2", "canary")]
     gates = rt.store.list_decisions(model_name, "gate")
-    assert {d["subject"].split(" / ")[1] for d in gates} == {"loads", "signature", "floors", "beats_champion", "probe"}
+    assert {d["subject"].split(" / ")[1] for d in gates} == set(GATES)
     assert all(d["reason_code"] for d in rt.store.list_decisions(model_name))

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from include.mlops.steps.deploy import _evaluate
+from include.mlops.steps.gates import _evaluate
 
 pytestmark = pytest.mark.integration
 

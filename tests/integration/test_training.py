@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from include.mlops.adapters.registry import mlflow_client
-from include.mlops.steps.training import TrainingRefused, train_candidate
+from include.mlops.steps.training import train_candidate
+from include.mlops.steps.training_window import TrainingRefused
 from tests.integration.conftest import fill_pool
 
 pytestmark = pytest.mark.integration

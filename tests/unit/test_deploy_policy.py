@@ -7,17 +7,17 @@ from datetime import date, timedelta
 import numpy as np
 import pytest
 
+from include.mlops.domain.policy import GATES
 from include.mlops.domain.profiles import probe_frame
-from include.mlops.steps.deploy import Candidate, plan
-from include.mlops.steps.training import TrainingRefused, classification_metrics, plan_window
+from include.mlops.steps.deploy import Candidate, Plan, deploy_planned, plan, record_rejection
+from include.mlops.steps.training import classification_metrics
+from include.mlops.steps.training_window import TrainingRefused, plan_window
 
 pytestmark = pytest.mark.unit
 
-ALL = ["loads", "signature", "floors", "beats_champion", "probe"]
-
 
 def results(failed=()):
-    return [{"gate": g, "passed": g not in failed, "reason_code": "x", "message": "m"} for g in ALL]
+    return [{"gate": g, "passed": g not in failed, "reason_code": "x", "message": "m"} for g in GATES]
 
 
 def cand(champion="1"):
@@ -52,6 +52,27 @@ def cand(champion="1"):
 def test_plan(spec, candidate, res, strategy, approval, expected):
     p = plan(spec, candidate, res, strategy, approval)
     assert (p.action, p.strategy, p.require_approval, p.failed) == expected
+
+
+def test_a_plan_travels_as_a_dict(spec):
+    """The DAG computes the plan once and hands it on through XCom as a dict."""
+    p = plan(spec, cand(), results(["probe"]), None, None)
+    assert Plan(**p.to_dict()) == p
+
+
+@pytest.mark.parametrize("planned", [Plan("refuse", None, False, ["floors"], "x"), Plan("deploy", None, False, [])])
+def test_only_a_deployment_plan_is_deployed(planned):
+    with pytest.raises(ValueError, match="not a deployment plan"):
+        deploy_planned(cand().to_dict(), planned.to_dict(), None, dag_id="d", run_id="r")
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [None, {}, {"chosen_options": ["Approve"]}, {"chosen_options": None, "responded_by_user": {"name": "ann"}}],
+    ids=["no-answer", "empty", "approved", "no-choice"],
+)
+def test_only_a_rejection_is_recorded(answer):
+    assert record_rejection(cand().to_dict(), answer, dag_id="d", run_id="r") is None
 
 
 def days(start, n):

@@ -41,7 +41,7 @@ def test_task_label_lists_verdicts_or_summarizes():
 
 
 def test_gate_labels_fit_airflows_column():
-    from include.mlops.steps.deploy import GateResult, gates_label
+    from include.mlops.steps.gates import GateResult, gates_label
 
     results = [GateResult("beats_champion", False, "worse", "x" * 300), GateResult("beats_champion", True, "ok", "fine")]
     label = gates_label(results)

@@ -1,16 +1,23 @@
-"""Early-window, promotion and rollback policies: every branch, table-driven."""
+"""Gate names, early-window, promotion, rollback and retraining policies: every branch, table-driven."""
 
 from __future__ import annotations
 
 import pytest
 
 from include.mlops.domain.policy import (
+    EVALUATION_GATES,
+    GATE_TASKS,
+    GATES,
+    FinalRequest,
     LedgerRow,
     Realized,
     WindowPolicy,
     WindowSignals,
     decide_early_window,
+    decide_final_request,
     decide_promotion,
+    final_request,
+    gates_of_task,
     rollback_target,
 )
 
@@ -205,3 +212,45 @@ def test_retrain_governance(t, s, outcome, code):
     v = decide_retrain(t, s, GOV)
     assert (v.outcome, v.reason_code) == (outcome, code), v
     assert v.reasons
+
+
+def test_every_gate_is_run_by_exactly_one_gate_task():
+    assert GATE_TASKS == ("loads", "signature", "evaluation", "probe")
+    judged = [g for task in GATE_TASKS for g in gates_of_task(task)]
+    assert sorted(judged) == sorted(GATES) and len(judged) == len(set(judged))
+    assert gates_of_task("evaluation") == EVALUATION_GATES and gates_of_task("probe") == ("probe",)
+
+
+PARAMS = {"action": "rollback", "version": None, "reason": "bad canary"}
+
+
+@pytest.mark.parametrize(
+    ("params", "events", "expected"),
+    [
+        (PARAMS, [], FinalRequest("rollback", None, "bad canary")),
+        ({**PARAMS, "version": 3}, [], FinalRequest("rollback", "3", "bad canary")),  # an integer param is a version too
+        ({"action": None, "version": None, "reason": ""}, [], FinalRequest("promote", None, "manual")),  # empty params: defaults
+        (PARAMS, [{"version": "4"}], FinalRequest("promote", "4", "early window passed", triggered=True)),  # events override
+        (PARAMS, [{"version": "4"}, {"version": "5"}], FinalRequest("promote", "5", "early window passed", triggered=True)),
+        ({**PARAMS, "version": "2"}, [{}], FinalRequest("promote", "2", "early window passed", triggered=True)),  # no version in it
+    ],
+    ids=["by-hand", "int-version", "defaults", "event", "last-event-wins", "event-without-version"],
+)
+def test_final_request(params, events, expected):
+    assert final_request(params, events) == expected
+
+
+@pytest.mark.parametrize(
+    ("triggered", "auto_promote", "outcome", "code"),
+    [
+        (True, True, "proceed", "auto_promote"),
+        (True, False, "noop", "auto_promote_off"),  # the early window passed, a person promotes
+        (False, False, "proceed", "requested"),  # by hand, auto_promote does not matter
+        (False, True, "proceed", "requested"),
+    ],
+    ids=["auto", "auto-off", "by-hand-auto-off", "by-hand"],
+)
+def test_decide_final_request(triggered, auto_promote, outcome, code):
+    v = decide_final_request(FinalRequest("promote", "2", "r", triggered=triggered), auto_promote=auto_promote)
+    assert (v.outcome, v.reason_code) == (outcome, code)
+    assert v.reasons and v.details == {}

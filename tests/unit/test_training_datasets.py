@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from include.mlops.steps.training import MAX_INPUT_TAG, batch_ids_tag, dataset_digest, dataset_schema
+from include.mlops.steps.training_datasets import MAX_INPUT_TAG, batch_ids_tag, dataset_digest, dataset_schema
 
 pytestmark = pytest.mark.unit
 

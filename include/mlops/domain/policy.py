@@ -7,6 +7,7 @@ here reads a clock, a database or the network, so every branch is tested table-d
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,6 +22,22 @@ class Verdict:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# -- offline gates --------------------------------------------------------------------------------
+#: The offline gates a candidate must pass before it serves, in the order they are reported.
+GATES: tuple[str, ...] = ("loads", "signature", "floors", "beats_champion", "probe")
+#: The gates judged on one evaluation of candidate and champion, so run by one task together.
+EVALUATION_GATES: tuple[str, ...] = ("floors", "beats_champion")
+#: The name of that task's gate run.
+EVALUATION = "evaluation"
+#: One task per gate, except the evaluation: ``loads``, ``signature``, ``evaluation``, ``probe``.
+GATE_TASKS: tuple[str, ...] = tuple(dict.fromkeys(EVALUATION if g in EVALUATION_GATES else g for g in GATES))
+
+
+def gates_of_task(task: str) -> tuple[str, ...]:
+    """The gates one gate task judges."""
+    return EVALUATION_GATES if task == EVALUATION else (task,)
 
 
 # -- early window ---------------------------------------------------------------------------------
@@ -216,6 +233,37 @@ def rollback_target(champion_history: list[LedgerRow], current: str | None, requ
     return Verdict(
         "rollback", "rollback_to_previous", [f"champion v{current} -> v{previous}, the version that served before it"], {"to": previous}
     )
+
+
+# -- what a promote-or-rollback run is asked to do ---------------------------------------------------
+@dataclass(frozen=True)
+class FinalRequest:
+    """The action a promote-or-rollback run was asked for, by a person or by early-window events."""
+
+    action: str  # promote | rollback
+    version: str | None
+    reason: str
+    triggered: bool = False  # by ``early_window_passed`` events rather than by hand
+
+
+def final_request(params: Mapping[str, Any], events: list[Mapping[str, Any]]) -> FinalRequest:
+    """The run's params, unless ``early_window_passed`` events (their extras: ``events``) triggered
+    it: then a promotion of the version the last of them names (else the version in the params)."""
+    action, version = params.get("action") or "promote", params.get("version")
+    reason = params.get("reason") or "manual"
+    for extra in events:
+        action, version, reason = "promote", extra.get("version") or version, "early window passed"
+    return FinalRequest(str(action), str(version) if version else None, str(reason), triggered=bool(events))
+
+
+def decide_final_request(request: FinalRequest, *, auto_promote: bool) -> Verdict:
+    """``proceed`` to the promote-or-rollback decision, or ``noop`` when the early window triggered
+    the run but the spec leaves promotion to a person (``promotion.auto_promote`` off)."""
+    if request.triggered and not auto_promote:
+        return Verdict("noop", "auto_promote_off", ["promotion.auto_promote is off: promote by hand"])
+    if request.triggered:
+        return Verdict("proceed", "auto_promote", [f"early window passed: {request.action} v{request.version or 'the challenger'}"])
+    return Verdict("proceed", "requested", [f"{request.action} requested: {request.reason}"])
 
 
 # -- retraining governance ----------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 import html
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -223,136 +224,183 @@ def validate_frame(df: pd.DataFrame, spec: Spec, day: date | None, *, training: 
     ``SUMMARY``: its full result is logged with the model.
     """
     suite = build_suite(spec, day, training=training, inputs=inputs)
-    present = set(map(str, df.columns))
     batch = _batch_for(df)
     result = None if training else batch.validate(suite, result_format="BOOLEAN_ONLY")
     if result is None or not result.success:
         result = batch.validate(suite, result_format="SUMMARY")
+    ctx = _Context(df, spec, day, training, present=set(map(str, df.columns)))
     reasons: list[Reason] = []
     checks: list[CheckResult] = []
-    bad_type: set[str] = set()
-    rows = len(df)
     # Structural results first, so value checks on a missing or mistyped column are not reported twice.
-    ordered = sorted(result.results, key=lambda r: 0 if r.expectation_config.type in _STRUCTURAL else 1)
-    for r in ordered:
-        cfg = r.expectation_config
-        kind = cfg.type
-        kw = cfg.kwargs
-        col = kw.get("column")
-        res = r.result or {}
+    for r in sorted(result.results, key=lambda r: 0 if r.expectation_config.type in _STRUCTURAL else 1):
+        seen = _Seen.of(r)
+        found, summary = _explain(seen, ctx)
+        reasons += found
+        checks.append(CheckResult(seen.kind, seen.col, seen.success, summary))
+    return ValidationOutcome(passed=not reasons, rows=len(df), reasons=reasons, checks=checks, gx_result=_to_json(result.to_json_dict()))
+
+
+@dataclass
+class _Context:
+    """What explaining one result needs besides the result: the frame, the spec, and the columns
+    found with a wrong type so far (their value checks are skipped, not reported twice)."""
+
+    df: pd.DataFrame
+    spec: Spec
+    day: date | None
+    training: bool
+    present: set[str]
+    bad_type: set[str] = field(default_factory=set)
+
+
+@dataclass
+class _Seen:
+    """One expectation's result, as the explanations read it."""
+
+    kind: str
+    kw: dict[str, Any]
+    meta: dict[str, Any]
+    res: dict[str, Any]
+    success: bool
+    errored: bool
+
+    @classmethod
+    def of(cls, r: Any) -> _Seen:
         errored = bool(r.exception_info and r.exception_info.get("raised_exception"))
         if not errored and isinstance(r.exception_info, dict):
             errored = any(isinstance(v, dict) and v.get("exception_traceback") for v in r.exception_info.values())
-        count = res.get("unexpected_count")
-        pct = res.get("unexpected_percent")
-        examples = _examples(res.get("partial_unexpected_list"))
-        summary = "ok"
-        if kind == "expect_table_columns_to_match_set":
-            mism = (res.get("details") or {}).get("mismatched") or {}
-            miss, extra = sorted(mism.get("missing") or []), sorted(mism.get("unexpected") or [])
-            if miss:
-                reasons.append(Reason("missing_columns", f"missing column(s): {', '.join(miss)}", details={"columns": miss}))
-            if extra:
-                reasons.append(
-                    Reason("unexpected_columns", f"unexpected column(s) not in the spec: {', '.join(extra)}", details={"columns": extra})
-                )
-            summary = "columns match the spec" if r.success else f"missing {miss or '-'}, unexpected {extra or '-'}"
-        elif any(c is not None and c not in present for c in (col, kw.get("column_A"), kw.get("column_B"))):
-            summary = "skipped: column missing"
-        elif any(c in bad_type for c in (col, kw.get("column_A"), kw.get("column_B")) if c is not None):
-            summary = "skipped: wrong type"
-        elif errored:
-            summary = "could not be evaluated"
-            reasons.append(Reason("check_error", f"{kind} on {col or 'the batch'} could not be evaluated", column=col))
-        elif r.success:
-            summary = "ok" if count in (None, 0) else f"ok ({count} exceptions within the allowed share)"
-        elif kind == "expect_table_row_count_to_be_between":
-            n = res.get("observed_value", rows)
-            code = "empty_batch" if n == 0 else "row_count_out_of_bounds"
-            lo, hi = kw.get("min_value"), kw.get("max_value")
-            bounds = f"at least {lo}" if hi is None else f"{lo} to {hi}"
-            what = "training set" if training else "batch"
-            reasons.append(Reason(code, f"{what} has {n} rows; expected {bounds}", details={"rows": n}))
-            summary = f"{n} rows"
-        elif kind == "expect_column_values_to_be_in_type_list":
-            bad_type.add(col)
-            observed = res.get("observed_value") or str(df[col].dtype)
-            want = "a date-time" if col == spec.time_column else "text" if kw.get("type_list") == TEXT_TYPES else "a number"
-            reasons.append(Reason("wrong_type", f"column {col} holds {observed} values{examples}; expected {want}", column=col))
-            summary = f"type {observed}"
-        elif kind == "expect_column_values_to_not_be_null":
-            mostly = kw.get("mostly") or 1.0
-            if mostly >= 1.0:
-                msg = f"column {col} has {count} null value(s) ({pct:.1f}%); it may have none"
-            else:
-                msg = f"column {col} is {pct:.1f}% null; at most {100 * (1 - mostly):.0f}% is allowed"
-            reasons.append(Reason("too_many_nulls", msg, column=col, details={"null_count": count, "null_percent": pct}))
-            summary = f"{count} nulls"
-        elif kind == "expect_column_values_to_be_between":
-            rng = _fmt_range(kw.get("min_value"), kw.get("max_value"))
-            if col == spec.time_column:
-                reasons.append(
-                    Reason(
-                        "rows_outside_batch_day",
-                        f"{count} row(s) have {col} outside the batch's day {day}{examples}",
-                        column=col,
-                        details={"count": count},
-                    )
-                )
-            else:
-                reasons.append(
-                    Reason(
-                        "out_of_range",
-                        f"column {col} has {count} value(s) ({pct:.1f}%) outside {rng}{examples}",
-                        column=col,
-                        details={"count": count, "range": rng},
-                    )
-                )
-            summary = f"{count} outside {rng}"
-        elif kind == "expect_column_values_to_be_in_set":
-            reasons.append(
-                Reason(
-                    "unknown_category",
-                    f"column {col} has {count} value(s) not among the spec's categories{examples}",
-                    column=col,
-                    details={"count": count},
-                )
-            )
-            summary = f"{count} unknown"
-        elif kind == "expect_column_values_to_be_unique":
-            reasons.append(
-                Reason("duplicate_ids", f"column {col} has {count} rows with a repeated id{examples}", column=col, details={"count": count})
-            )
-            summary = f"{count} duplicated"
-        elif kind == "expect_column_mean_to_be_between":
-            observed = res.get("observed_value")
-            reasons.append(
-                Reason(
-                    "label_rate_out_of_bounds",
-                    f"share of positive {col} is {observed:.3f}; expected {kw.get('min_value')} to {kw.get('max_value')}",
-                    column=col,
-                    details={"observed": observed},
-                )
-            )
-            summary = f"mean {observed:.3f}"
-        elif kind == "expect_column_pair_values_a_to_be_greater_than_b":
-            a, b = kw.get("column_A"), kw.get("column_B")
-            meta = cfg.meta or {}
-            meaning = meta.get("meaning") or ""
-            reasons.append(
-                Reason(
-                    meta.get("reason_code") or "column_relation_violated",
-                    f"{a} < {b} in {pct:.1f}% of rows" + (f": {meaning}" if meaning else ""),
-                    column=a,
-                    details={"a": a, "b": b, "violating_percent": pct},
-                )
-            )
-            summary = f"{pct:.1f}% violate {a} >= {b}"
-        else:  # an expectation added to the suite without an explanation here
-            reasons.append(Reason("expectation_failed", f"{kind} failed on {col or 'the batch'}", column=col))
-            summary = "failed"
-        checks.append(CheckResult(kind, col, bool(r.success), summary))
-    return ValidationOutcome(passed=not reasons, rows=rows, reasons=reasons, checks=checks, gx_result=_to_json(result.to_json_dict()))
+        cfg = r.expectation_config
+        return cls(cfg.type, cfg.kwargs, cfg.meta or {}, r.result or {}, bool(r.success), errored)
+
+    @property
+    def col(self) -> str | None:
+        return self.kw.get("column")
+
+    @property
+    def columns(self) -> list[str]:
+        return [c for c in (self.col, self.kw.get("column_A"), self.kw.get("column_B")) if c is not None]
+
+    @property
+    def count(self) -> Any:
+        return self.res.get("unexpected_count")
+
+    @property
+    def pct(self) -> Any:
+        return self.res.get("unexpected_percent")
+
+    @property
+    def examples(self) -> str:
+        return _examples(self.res.get("partial_unexpected_list"))
+
+
+Explained = tuple[list[Reason], str]  # the reasons a result gives, and its summary in the report
+
+
+def _explain(s: _Seen, ctx: _Context) -> Explained:
+    """The reasons one result gives and its summary: skipped when a column it reads is missing or
+    mistyped, else explained by the kind of expectation that failed."""
+    if s.kind == "expect_table_columns_to_match_set":
+        return _explain_columns(s)
+    if any(c not in ctx.present for c in s.columns):
+        return [], "skipped: column missing"
+    if any(c in ctx.bad_type for c in s.columns):
+        return [], "skipped: wrong type"
+    if s.errored:
+        return [Reason("check_error", f"{s.kind} on {s.col or 'the batch'} could not be evaluated", column=s.col)], "could not be evaluated"
+    if s.success:
+        return [], "ok" if s.count in (None, 0) else f"ok ({s.count} exceptions within the allowed share)"
+    explain = _EXPLAIN.get(s.kind)
+    if explain is None:  # an expectation added to the suite without an explanation here
+        return [Reason("expectation_failed", f"{s.kind} failed on {s.col or 'the batch'}", column=s.col)], "failed"
+    return explain(s, ctx)
+
+
+def _explain_columns(s: _Seen) -> Explained:
+    mism = (s.res.get("details") or {}).get("mismatched") or {}
+    miss, extra = sorted(mism.get("missing") or []), sorted(mism.get("unexpected") or [])
+    reasons = []
+    if miss:
+        reasons.append(Reason("missing_columns", f"missing column(s): {', '.join(miss)}", details={"columns": miss}))
+    if extra:
+        reasons.append(
+            Reason("unexpected_columns", f"unexpected column(s) not in the spec: {', '.join(extra)}", details={"columns": extra})
+        )
+    return reasons, "columns match the spec" if s.success else f"missing {miss or '-'}, unexpected {extra or '-'}"
+
+
+def _explain_row_count(s: _Seen, ctx: _Context) -> Explained:
+    n = s.res.get("observed_value", len(ctx.df))
+    code = "empty_batch" if n == 0 else "row_count_out_of_bounds"
+    lo, hi = s.kw.get("min_value"), s.kw.get("max_value")
+    bounds = f"at least {lo}" if hi is None else f"{lo} to {hi}"
+    what = "training set" if ctx.training else "batch"
+    return [Reason(code, f"{what} has {n} rows; expected {bounds}", details={"rows": n})], f"{n} rows"
+
+
+def _explain_type(s: _Seen, ctx: _Context) -> Explained:
+    col = str(s.col)
+    ctx.bad_type.add(col)
+    observed = s.res.get("observed_value") or str(ctx.df[col].dtype)
+    want = "a date-time" if col == ctx.spec.time_column else "text" if s.kw.get("type_list") == TEXT_TYPES else "a number"
+    return [Reason("wrong_type", f"column {col} holds {observed} values{s.examples}; expected {want}", column=col)], f"type {observed}"
+
+
+def _explain_nulls(s: _Seen, ctx: _Context) -> Explained:
+    mostly = s.kw.get("mostly") or 1.0
+    if mostly >= 1.0:
+        msg = f"column {s.col} has {s.count} null value(s) ({s.pct:.1f}%); it may have none"
+    else:
+        msg = f"column {s.col} is {s.pct:.1f}% null; at most {100 * (1 - mostly):.0f}% is allowed"
+    details = {"null_count": s.count, "null_percent": s.pct}
+    return [Reason("too_many_nulls", msg, column=s.col, details=details)], f"{s.count} nulls"
+
+
+def _explain_range(s: _Seen, ctx: _Context) -> Explained:
+    rng = _fmt_range(s.kw.get("min_value"), s.kw.get("max_value"))
+    if s.col == ctx.spec.time_column:
+        msg = f"{s.count} row(s) have {s.col} outside the batch's day {ctx.day}{s.examples}"
+        reason = Reason("rows_outside_batch_day", msg, column=s.col, details={"count": s.count})
+    else:
+        msg = f"column {s.col} has {s.count} value(s) ({s.pct:.1f}%) outside {rng}{s.examples}"
+        reason = Reason("out_of_range", msg, column=s.col, details={"count": s.count, "range": rng})
+    return [reason], f"{s.count} outside {rng}"
+
+
+def _explain_set(s: _Seen, ctx: _Context) -> Explained:
+    msg = f"column {s.col} has {s.count} value(s) not among the spec's categories{s.examples}"
+    return [Reason("unknown_category", msg, column=s.col, details={"count": s.count})], f"{s.count} unknown"
+
+
+def _explain_unique(s: _Seen, ctx: _Context) -> Explained:
+    msg = f"column {s.col} has {s.count} rows with a repeated id{s.examples}"
+    return [Reason("duplicate_ids", msg, column=s.col, details={"count": s.count})], f"{s.count} duplicated"
+
+
+def _explain_mean(s: _Seen, ctx: _Context) -> Explained:
+    observed = s.res.get("observed_value")
+    msg = f"share of positive {s.col} is {observed:.3f}; expected {s.kw.get('min_value')} to {s.kw.get('max_value')}"
+    return [Reason("label_rate_out_of_bounds", msg, column=s.col, details={"observed": observed})], f"mean {observed:.3f}"
+
+
+def _explain_pair(s: _Seen, ctx: _Context) -> Explained:
+    a, b = s.kw.get("column_A"), s.kw.get("column_B")
+    meaning = s.meta.get("meaning") or ""
+    msg = f"{a} < {b} in {s.pct:.1f}% of rows" + (f": {meaning}" if meaning else "")
+    code = s.meta.get("reason_code") or "column_relation_violated"
+    return [Reason(code, msg, column=a, details={"a": a, "b": b, "violating_percent": s.pct})], f"{s.pct:.1f}% violate {a} >= {b}"
+
+
+#: How a failed expectation of each kind is explained.
+_EXPLAIN: dict[str, Callable[[_Seen, _Context], Explained]] = {
+    "expect_table_row_count_to_be_between": _explain_row_count,
+    "expect_column_values_to_be_in_type_list": _explain_type,
+    "expect_column_values_to_not_be_null": _explain_nulls,
+    "expect_column_values_to_be_between": _explain_range,
+    "expect_column_values_to_be_in_set": _explain_set,
+    "expect_column_values_to_be_unique": _explain_unique,
+    "expect_column_mean_to_be_between": _explain_mean,
+    "expect_column_pair_values_a_to_be_greater_than_b": _explain_pair,
+}
 
 
 _STRUCTURAL = {"expect_table_columns_to_match_set", "expect_column_values_to_be_in_type_list", "expect_table_row_count_to_be_between"}

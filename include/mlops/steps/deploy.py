@@ -1,17 +1,5 @@
-"""Validated deployment: the offline gates a candidate must pass, and how it starts serving.
-
-Gates, each recorded as a decision with its inputs and a reason code:
-
-* ``loads``: the artifact loads and predicts in a clean Python process;
-* ``signature``: its input signature has exactly the spec's features with compatible types (the
-  serving API validates requests against the same spec);
-* ``floors``: its holdout metrics clear the spec's absolute floors;
-* ``beats_champion``: on the candidate's own holdout, it beats the current champion by at least
-  ``deployment.min_gain`` on the primary metric (both evaluated with ``mlflow.models.evaluate`` and
-  compared with ``mlflow.validate_evaluation_results``; the candidate's evaluation logs MLflow's
-  plots, the champion's only its metrics);
-* ``probe``: on the spec's fixed probe set its scores are finite, in [0, 1], not constant,
-  deterministic, and equal to the scores recorded at training time (serialization skew).
+"""Validated deployment: which candidate, what to do once its offline gates have run
+(:mod:`include.mlops.steps.gates`), and how it starts serving.
 
 Optional human approval is an Airflow HITL step in the DAG. Then :func:`deploy` starts the version
 as ``canary`` or ``shadow`` (challenger alias) or ``direct`` (champion alias); the very first model
@@ -21,50 +9,18 @@ and an alert is written.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import os
-import subprocess
-import sys
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from include.mlops.domain.spec import LOWER_IS_BETTER, Spec
+from include.mlops.domain.policy import GATES
+from include.mlops.domain.spec import Spec
 
 if TYPE_CHECKING:
     from include.mlops.runtime import Runtime
 
 log = logging.getLogger(__name__)
-
-GATES = ["loads", "signature", "floors", "beats_champion", "probe"]
-
-
-@dataclass
-class GateResult:
-    gate: str
-    passed: bool
-    reason_code: str
-    message: str
-    inputs: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @property
-    def label(self) -> str:
-        return f"{self.gate}: {'passed' if self.passed else 'FAILED'} ({self.message})"[:240]
-
-
-#: Airflow keeps a mapped task's label in a VARCHAR(250) (``task_instance.rendered_map_index``):
-#: PostgreSQL refuses a longer one, and the task fails with it.
-MAP_LABEL_LIMIT = 240
-
-
-def gates_label(results: list[GateResult], limit: int = MAP_LABEL_LIMIT) -> str:
-    """The gate task's label in the Airflow grid, within Airflow's column size."""
-    text = "; ".join(r.label for r in results)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass(frozen=True)
@@ -95,306 +51,6 @@ def resolve_candidate(rt: Runtime, version: str | None) -> Candidate:
     return Candidate(rt.model_name, str(mv.version), str(mv.run_id), current.get("champion"), current.get("challenger"))
 
 
-# -- the gates ------------------------------------------------------------------------------------
-def gate_loads(rt: Runtime, c: Candidate, timeout: float = 300.0) -> GateResult:
-    """Load and score the probe set in a fresh interpreter (no state from this process)."""
-    uri = f"models:/{c.model}/{c.version}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": rt.settings.mlflow_tracking_uri}
-    try:
-        out = subprocess.run(
-            [sys.executable, "-m", "include.mlops.steps.deploy", "load-check", uri],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env,
-            cwd=str(rt.settings.project_root),
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return GateResult("loads", False, "artifact_load_timeout", f"loading {uri} took longer than {timeout:.0f}s", {"uri": uri})
-    if out.returncode != 0:
-        tail = (out.stderr or out.stdout).strip().splitlines()[-3:]
-        return GateResult("loads", False, "artifact_unloadable", f"{uri} does not load: {' | '.join(tail)}"[:900], {"uri": uri})
-    info = json.loads(out.stdout.strip().splitlines()[-1])
-    return GateResult("loads", True, "loads", f"loaded and scored {info['rows']} rows in a clean process", {"uri": uri, **info})
-
-
-def _load_check(uri: str) -> int:
-    """Entry point of the clean-process load check."""
-    import time
-
-    import mlflow.sklearn
-
-    from include.mlops.domain.profiles import probe_frame
-    from include.mlops.domain.spec import load_spec
-    from include.mlops.settings import get_settings
-
-    spec = load_spec(get_settings().spec_path)
-    started = time.perf_counter()
-    model = mlflow.sklearn.load_model(uri)
-    scores = model.predict_proba(probe_frame(spec)[spec.feature_names])[:, 1]
-    print(json.dumps({"rows": len(scores), "seconds": round(time.perf_counter() - started, 3)}))
-    return 0
-
-
-_TYPES = {"categorical": {"string"}, "numeric": {"double", "float", "long", "integer"}, "integer": {"long", "integer", "double", "float"}}
-
-
-def gate_signature(spec: Spec, c: Candidate) -> GateResult:
-    from mlflow.models import get_model_info
-
-    sig = get_model_info(f"models:/{c.model}/{c.version}").signature
-    if sig is None or sig.inputs is None:
-        return GateResult("signature", False, "signature_missing", "the model was logged without an input signature")
-    cols = {col.name: str(col.type).lower().split(".")[-1] for col in sig.inputs.inputs}
-    expected = spec.feature_names
-    missing = [n for n in expected if n not in cols]
-    extra = [n for n in cols if n not in expected]
-    wrong = [f"{f.name}: {cols[f.name]} (spec: {f.type})" for f in spec.features if f.name in cols and cols[f.name] not in _TYPES[f.type]]
-    problems = []
-    if missing:
-        problems.append(f"missing inputs {missing}")
-    if extra:
-        problems.append(f"inputs the spec does not know {extra}")
-    if wrong:
-        problems.append(f"incompatible types {wrong}")
-    if problems:
-        return GateResult("signature", False, "signature_mismatch", "; ".join(problems), {"signature": cols})
-    return GateResult(
-        "signature", True, "signature_compatible", f"{len(cols)} inputs match the spec and the serving schema", {"signature": cols}
-    )
-
-
-def _eval_frame(rt: Runtime, c: Candidate) -> Any:
-    import mlflow
-    import pandas as pd
-
-    path = mlflow.artifacts.download_artifacts(run_id=c.mlflow_run_id, artifact_path="holdout/holdout.parquet")
-    df = pd.read_parquet(path)
-    return df[[*rt.spec.feature_names, rt.spec.target.name]].reset_index(drop=True)
-
-
-def _evaluate(model_uri: str, data: Any, target: str, *, plots: bool = True) -> Any:
-    import mlflow
-
-    return mlflow.models.evaluate(
-        model=model_uri,
-        data=data,
-        targets=target,
-        model_type="classifier",
-        evaluators="default" if plots else _metrics_only_evaluator(),
-        evaluator_config={"log_model_explainability": False, "pos_label": 1, "log_metrics_with_dataset_info": False},
-    )
-
-
-#: MLflow's built-in classifier evaluator without its five plots (ROC, precision-recall, lift,
-#: calibration, confusion matrix: 60% of an evaluation's CPU). The champion's re-evaluation on a
-#: candidate's holdout needs only its metrics; the candidate's own evaluation keeps every plot.
-METRICS_ONLY = "mlops_classifier_metrics"
-
-
-def _metrics_only_evaluator() -> str:
-    """The name of that evaluator, registered once per process; ``default`` (plots included) if
-    this MLflow's evaluator registry is not where it was (it is internal to MLflow)."""
-    try:
-        from mlflow.models.evaluation.evaluator_registry import _model_evaluation_registry as registry
-        from mlflow.models.evaluation.evaluators.classifier import ClassifierEvaluator
-    except ImportError:
-        return "default"
-    if not registry.is_registered(METRICS_ONLY):
-
-        class MetricsOnlyClassifier(ClassifierEvaluator):
-            name = METRICS_ONLY
-
-            def _log_binary_classifier_artifacts(self) -> None:
-                pass
-
-            def _log_multiclass_classifier_artifacts(self) -> None:
-                pass
-
-            def _log_confusion_matrix(self) -> None:
-                pass
-
-        registry.register(METRICS_ONLY, MetricsOnlyClassifier)
-    return METRICS_ONLY
-
-
-def _threshold_failures(exc: Exception) -> str:
-    return str(exc).strip().replace("\n", " ")[:600]
-
-
-def gates_by_evaluation(rt: Runtime, c: Candidate, dag_run: str | None = None) -> list[GateResult]:
-    """``floors`` and ``beats_champion``: evaluate candidate and champion on the candidate's holdout."""
-    import mlflow
-    from mlflow.models import MetricThreshold
-    from mlflow.models.evaluation.validation import ModelValidationFailedException
-
-    from include.mlops.adapters.registry import quiet_model_imports
-
-    quiet_model_imports()
-    spec = rt.spec
-    metric = spec.deployment.primary_metric
-    data = _eval_frame(rt, c)
-    mlflow.set_tracking_uri(rt.settings.mlflow_tracking_uri)
-    mlflow.set_experiment(c.model)
-    results: list[GateResult] = []
-    with mlflow.start_run(
-        run_name=f"gates v{c.version}", tags={"mlops.kind": "gates", "mlops.candidate": c.version, "mlops.dag_run_id": dag_run or ""}
-    ):
-        with mlflow.start_run(run_name=f"evaluate v{c.version}", nested=True):
-            cand = _evaluate(f"models:/{c.model}/{c.version}", data, spec.target.name)
-        floors: dict[str, MetricThreshold] = {
-            name: MetricThreshold(threshold=float(value), greater_is_better=name not in LOWER_IS_BETTER)
-            for name, value in spec.deployment.floors.items()
-        }
-        wanted: dict[str, float] = {str(k): float(v) for k, v in spec.deployment.floors.items()}
-        observed: dict[str, Any] = {k: cand.metrics.get(k) for k in wanted}
-        missing = [k for k, v in observed.items() if v is None or (isinstance(v, float) and math.isnan(v))]
-        if missing:
-            results.append(
-                GateResult("floors", False, "metric_unavailable", f"metrics {missing} could not be computed", {"observed": observed})
-            )
-        else:
-            try:
-                mlflow.validate_evaluation_results(floors, cand)
-                msg = ", ".join(f"{k} {observed[k]:.4f} {'<=' if k in LOWER_IS_BETTER else '>='} {wanted[k]}" for k in floors)
-                results.append(GateResult("floors", True, "floors_cleared", msg, {"observed": observed, "floors": spec.deployment.floors}))
-            except ModelValidationFailedException as exc:
-                results.append(
-                    GateResult(
-                        "floors",
-                        False,
-                        "below_metric_floor",
-                        _threshold_failures(exc),
-                        {"observed": observed, "floors": spec.deployment.floors},
-                    )
-                )
-
-        if c.champion is None or c.champion == c.version:
-            results.append(
-                GateResult(
-                    "beats_champion", True, "no_champion", "no champion to compare with: this is the first model", {"champion": c.champion}
-                )
-            )
-            return results
-        with mlflow.start_run(run_name=f"evaluate champion v{c.champion} on v{c.version}'s holdout", nested=True):
-            base = _evaluate(f"models:/{c.model}/{c.champion}", data, spec.target.name, plots=False)
-        cv, bv = cand.metrics.get(metric), base.metrics.get(metric)
-        inputs = {"metric": metric, "candidate": cv, "champion": bv, "champion_version": c.champion, "min_gain": spec.deployment.min_gain}
-        greater = metric not in LOWER_IS_BETTER
-        gain = spec.deployment.min_gain
-        # MLflow's min_absolute_change must be > 0; a zero gain means "not worse": the champion's value is the threshold.
-        threshold = (
-            MetricThreshold(min_absolute_change=gain, greater_is_better=greater)
-            if gain > 0
-            else MetricThreshold(threshold=float(bv), greater_is_better=greater)
-        )
-        try:
-            mlflow.validate_evaluation_results({metric: threshold}, cand, base if gain > 0 else None)
-            results.append(
-                GateResult(
-                    "beats_champion",
-                    True,
-                    "beats_champion",
-                    f"{metric} {cv:.4f} vs champion v{c.champion} {bv:.4f} (min gain {gain})",
-                    inputs,
-                )
-            )
-        except ModelValidationFailedException:
-            results.append(
-                GateResult(
-                    "beats_champion",
-                    False,
-                    "does_not_beat_champion",
-                    f"{metric} {cv:.4f} vs champion v{c.champion} {bv:.4f} on the same holdout; needs a gain of at least {gain}",
-                    inputs,
-                )
-            )
-    return results
-
-
-def gate_probe(rt: Runtime, c: Candidate) -> GateResult:
-    import mlflow
-    import mlflow.sklearn
-    import numpy as np
-    import pandas as pd
-
-    from include.mlops.adapters.registry import quiet_model_imports
-    from include.mlops.domain.profiles import probe_frame
-
-    quiet_model_imports()
-    probes = probe_frame(rt.spec)
-    model = mlflow.sklearn.load_model(f"models:/{c.model}/{c.version}")
-    first = model.predict_proba(probes[rt.spec.feature_names])[:, 1]
-    second = model.predict_proba(probes[rt.spec.feature_names])[:, 1]
-    inputs: dict[str, Any] = {
-        "rows": len(first),
-        "min": float(np.nanmin(first)),
-        "max": float(np.nanmax(first)),
-        "std": float(np.nanstd(first)),
-    }
-    if not np.all(np.isfinite(first)):
-        return GateResult(
-            "probe", False, "probe_not_finite", f"{int((~np.isfinite(first)).sum())} probe scores are NaN or infinite", inputs
-        )
-    if first.min() < 0 or first.max() > 1:
-        return GateResult("probe", False, "probe_out_of_range", "probe scores fall outside [0, 1]", inputs)
-    if not np.array_equal(first, second):
-        return GateResult("probe", False, "probe_not_deterministic", "two scorings of the same probe rows differ", inputs)
-    if float(np.std(first)) < 1e-6:
-        return GateResult("probe", False, "probe_constant", f"every probe row gets the same score {first[0]:.4f}", inputs)
-    try:
-        recorded = pd.read_parquet(
-            mlflow.artifacts.download_artifacts(run_id=c.mlflow_run_id, artifact_path="reference/probe_scores.parquet")
-        )
-    except Exception as exc:  # an older or foreign version may not carry them
-        inputs["recorded"] = f"unavailable: {type(exc).__name__}"
-    else:
-        diff = float(np.max(np.abs(recorded["score"].to_numpy() - first)))
-        inputs["max_diff_vs_training"] = diff
-        if diff > 1e-9:
-            return GateResult(
-                "probe", False, "probe_skew", f"scores differ from those recorded at training time by up to {diff:.3g}", inputs
-            )
-    return GateResult("probe", True, "probe_sane", f"{len(first)} probe scores finite, deterministic, spread {inputs['std']:.3f}", inputs)
-
-
-def run_gate(rt: Runtime, c: Candidate, gate: str, dag_run: str | None = None) -> list[GateResult]:
-    """Run one gate (``floors`` and ``beats_champion`` share an evaluation and run together)."""
-    try:
-        if gate == "loads":
-            return [gate_loads(rt, c)]
-        if gate == "signature":
-            return [gate_signature(rt.spec, c)]
-        if gate == "evaluation":
-            return gates_by_evaluation(rt, c, dag_run)
-        if gate == "probe":
-            return [gate_probe(rt, c)]
-    except Exception as exc:  # a gate that cannot run is a gate that does not pass
-        log.exception("gate %s errored", gate)
-        names = ["floors", "beats_champion"] if gate == "evaluation" else [gate]
-        return [GateResult(n, False, "gate_error", f"{type(exc).__name__}: {exc}"[:600]) for n in names]
-    raise ValueError(f"unknown gate {gate!r}")
-
-
-GATE_TASKS = ["loads", "signature", "evaluation", "probe"]
-
-
-def record_gates(rt: Runtime, c: Candidate, results: list[GateResult], dag_id: str | None, run_id: str | None) -> None:
-    for r in results:
-        rt.store.record_decision(
-            rt.model_name,
-            "gate",
-            "passed" if r.passed else "failed",
-            r.reason_code,
-            subject=f"version {c.version} / {r.gate}",
-            reasons=[r.message],
-            inputs={"gate": r.gate, **r.inputs},
-            dag_id=dag_id,
-            run_id=run_id,
-        )
-
-
 # -- after the gates --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Plan:
@@ -413,7 +69,7 @@ def plan(spec: Spec, c: Candidate, results: list[dict[str, Any]], strategy: str 
     challenger at a time (a candidate arriving while another is still being evaluated is refused)."""
     failed = sorted(r["gate"] for r in results if not r["passed"])
     covered = {r["gate"] for r in results}
-    missing = sorted({"loads", "signature", "floors", "beats_champion", "probe"} - covered)
+    missing = sorted(set(GATES) - covered)
     if missing:
         failed += [f"{m} (did not run)" for m in missing]
     approval = spec.deployment.require_approval if require_approval is None else require_approval
@@ -487,6 +143,7 @@ def deploy(rt: Runtime, c: Candidate, strategy: str, reason: str, dag_id: str | 
         "deployed",
         f"deployed_{strategy}",
         subject=f"version {c.version}",
+        version=c.version,
         reasons=[reason],
         inputs={
             "strategy": strategy,
@@ -520,6 +177,7 @@ def refuse(
         "refused",
         code,
         subject=f"version {c.version}",
+        version=c.version,
         reasons=messages,
         inputs={"failed_gates": failed, "champion": c.champion},
         dag_id=dag_id,
@@ -547,13 +205,53 @@ def notify_serving(rt: Runtime) -> None:
         log.info("serving API not reachable for an immediate reload (%s); it will pick the change up on its next poll", exc)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) == 2 and args[0] == "load-check":
-        return _load_check(args[1])
-    print("usage: python -m include.mlops.steps.deploy load-check <model-uri>", file=sys.stderr)
-    return 2
+# -- entry points of the deploy_validated_model DAG ----------------------------------------------
+def plan_after_gates(candidate: dict[str, Any], results: list[list[dict[str, Any]]], params: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's :class:`Plan` (as a dict) from every gate task's results and the DAG params;
+    computed once per run and handed to the task that carries it out."""
+    from include.mlops.runtime import load_runtime
+
+    flat = [r for rs in results for r in rs]
+    p = plan(load_runtime().spec, Candidate(**candidate), flat, params.get("strategy"), params.get("require_approval"))
+    return p.to_dict()
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def deploy_planned(
+    candidate: dict[str, Any], planned: dict[str, Any], reason: str | None, *, dag_id: str | None, run_id: str | None
+) -> dict[str, Any]:
+    """Carry out a ``deploy`` plan; the reason of a first model says it went straight to champion."""
+    from include.mlops.runtime import load_runtime
+
+    p, c = Plan(**planned), Candidate(**candidate)
+    if p.action != "deploy" or not p.strategy:
+        raise ValueError(f"not a deployment plan: {p}")
+    why = reason or "validated candidate"
+    if c.champion is None:
+        why = f"{why}; first model: champion directly"
+    return deploy(load_runtime(), c, p.strategy, why, dag_id, run_id)
+
+
+def refuse_planned(
+    candidate: dict[str, Any], results: list[list[dict[str, Any]]], planned: dict[str, Any], *, dag_id: str | None, run_id: str | None
+) -> dict[str, Any]:
+    """Carry out a ``refuse`` plan: the failed gates' messages are the refusal's reasons."""
+    from include.mlops.runtime import load_runtime
+
+    p = Plan(**planned)
+    flat = [r for rs in results for r in rs]
+    return refuse(load_runtime(), Candidate(**candidate), p.failed, flat, p.why, dag_id, run_id)
+
+
+def record_rejection(
+    candidate: dict[str, Any], answer: dict[str, Any] | None, *, dag_id: str | None, run_id: str | None
+) -> dict[str, Any] | None:
+    """A person's 'Reject' in the approval step (``answer``: its XCom) is a refusal too: recorded,
+    nothing else changes. ``None`` when nobody rejected the candidate."""
+    from include.mlops.runtime import load_runtime
+
+    if not answer or "Reject" not in (answer.get("chosen_options") or []):
+        return None
+    user = answer.get("responded_by_user")
+    who = user.get("name", "a reviewer") if isinstance(user, dict) else "a reviewer"
+    why = f"rejected by {who} in the Airflow UI"
+    return refuse(load_runtime(), Candidate(**candidate), ["approval"], [], why, dag_id, run_id)

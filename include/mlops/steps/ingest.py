@@ -238,84 +238,119 @@ def ingest_file(
 def _ingest_file(
     path: Path, spec: Spec, store: Store, lake: Lake, *, model: str, dag_id: str | None = None, run_id: str | None = None
 ) -> BatchResult:
-    name = path.name
     sha = sha256_file(path)
-    record = store.open_batch_for(model, name, sha)
+    record = store.open_batch_for(model, path.name, sha)
     if record and record["status"] in ("accepted", "quarantined"):
-        # A previous attempt decided but did not finish moving the file: finish it, decide nothing anew.
-        target = lake.archive if record["status"] == "accepted" else lake.quarantine
-        dest = _move(path, target, record["id"])
-        store.mark_moved(record["id"], str(dest))
-        log.info("batch #%s %s: finished an interrupted %s", record["id"], name, record["status"])
-        q = {r["batch_id"]: r for r in store.list_quarantine(model)}.get(record["id"])
-        return BatchResult(
-            name,
-            record["id"],
-            record["status"],
-            record["day"].isoformat() if record["day"] else None,
-            record["rows"] or 0,
-            list(record["reason_codes"] or []),
-            [r["message"] for r in (q["reasons"] if q else [])],
-            q["report_path"] if q else None,
-            record["pool_path"],
-            resumed=True,
-        )
+        return _finish_interrupted(record, path, store, lake, model)
     arrived_at = datetime.fromtimestamp(path.stat().st_mtime, UTC).replace(tzinfo=None)
-    batch_id = record["id"] if record else store.create_batch(model, name, sha, dag_id, run_id, arrived_at)
+    batch_id = record["id"] if record else store.create_batch(model, path.name, sha, dag_id, run_id, arrived_at)
+    d = _Delivery(path, batch_id, sha, model, dag_id, run_id)
+    _validate(d, spec, store, arrived_at)
+    store.set_batch_day(batch_id, d.day, d.rows)
+    facts = {"batch id": batch_id, "file": d.name, "sha256": sha, "day": d.day, "rows": d.rows, "model": model, "dag run": run_id}
+    report = _write_report(lake, batch_id, d.name, d.reasons, d.checks, facts, d.gx_result)
+    if d.reasons:
+        return _quarantine(d, store, lake, report)
+    return _accept(d, spec, store, lake, report)
 
-    df = None
-    checks: list[CheckResult] = []
+
+def _finish_interrupted(record: dict[str, Any], path: Path, store: Store, lake: Lake, model: str) -> BatchResult:
+    """A previous attempt decided but did not finish moving the file: finish it, decide nothing anew."""
+    target = lake.archive if record["status"] == "accepted" else lake.quarantine
+    dest = _move(path, target, record["id"])
+    store.mark_moved(record["id"], str(dest))
+    log.info("batch #%s %s: finished an interrupted %s", record["id"], path.name, record["status"])
+    q = {r["batch_id"]: r for r in store.list_quarantine(model)}.get(record["id"])
+    return BatchResult(
+        path.name,
+        record["id"],
+        record["status"],
+        record["day"].isoformat() if record["day"] else None,
+        record["rows"] or 0,
+        list(record["reason_codes"] or []),
+        [r["message"] for r in (q["reasons"] if q else [])],
+        q["report_path"] if q else None,
+        record["pool_path"],
+        resumed=True,
+    )
+
+
+@dataclass
+class _Delivery:
+    """One delivered file on its way to a verdict, and what validating it found."""
+
+    path: Path
+    batch_id: int
+    sha: str
+    model: str
+    dag_id: str | None
+    run_id: str | None
+    df: Any = None  # None: not a readable table
+    day: date | None = None
+    reasons: list[Reason] = field(default_factory=list)
+    checks: list[CheckResult] = field(default_factory=list)
     gx_result: dict[str, Any] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def rows(self) -> int:
+        return 0 if self.df is None else len(self.df)
+
+    @property
+    def day_s(self) -> str | None:
+        return self.day.isoformat() if self.day else None
+
+    def decision(self, outcome: str, code: str, reasons: list[dict[str, Any]], inputs: dict[str, Any], report: Path) -> Decision:
+        subject = f"batch #{self.batch_id} {self.name}"
+        return Decision(self.model, "ingest", outcome, code, subject, reasons, inputs, str(report), self.dag_id, self.run_id)
+
+
+def _validate(d: _Delivery, spec: Spec, store: Store, arrived_at: datetime) -> None:
+    """Read the file, run the spec's suite, then (unless its structure is broken) the store's checks."""
     try:
-        df = read_batch(path, spec)
+        d.df = read_batch(d.path, spec)
     except BatchReadError as exc:
-        reasons = [Reason(exc.code, exc.message)]
-    day = day_of(name, df, spec)
-    if df is not None:
-        outcome = validate_frame(df, spec, day)
-        reasons, checks, gx_result = outcome.reasons, outcome.checks, outcome.gx_result
-        if not {r.code for r in reasons} & _STRUCTURAL:
-            reasons += _store_checks(store, spec, model, batch_id, sha, day, df, arrived_at)
-    rows = 0 if df is None else len(df)
-    store.set_batch_day(batch_id, day, rows)
-    facts = {"batch id": batch_id, "file": name, "sha256": sha, "day": day, "rows": rows, "model": model, "dag run": run_id}
-    report = _write_report(lake, batch_id, name, reasons, checks, facts, gx_result)
-    day_s = day.isoformat() if day else None
-    subject = f"batch #{batch_id} {name}"
+        d.reasons = [Reason(exc.code, exc.message)]
+    d.day = day_of(d.name, d.df, spec)
+    if d.df is not None:
+        outcome = validate_frame(d.df, spec, d.day)
+        d.reasons, d.checks, d.gx_result = outcome.reasons, outcome.checks, outcome.gx_result
+        if not {r.code for r in d.reasons} & _STRUCTURAL:
+            d.reasons += _store_checks(store, spec, d.model, d.batch_id, d.sha, d.day, d.df, arrived_at)
 
-    if reasons:
-        codes = sorted({r.code for r in reasons})
-        dest = lake.quarantine / f"{batch_id:06d}-{name}"
-        decision = Decision(
-            model,
-            "ingest",
-            "quarantined",
-            codes[0],
-            subject,
-            [r.to_dict() for r in reasons],
-            {"file": name, "sha256": sha, "day": day_s, "rows": rows},
-            str(report),
-            dag_id,
-            run_id,
+
+def _quarantine(d: _Delivery, store: Store, lake: Lake, report: Path) -> BatchResult:
+    """Record the quarantine with its reasons (and alert, once), then move the file aside."""
+    codes = sorted({r.code for r in d.reasons})
+    reasons = [r.to_dict() for r in d.reasons]
+    dest = lake.quarantine / f"{d.batch_id:06d}-{d.name}"
+    inputs = {"file": d.name, "sha256": d.sha, "day": d.day_s, "rows": d.rows}
+    decision = d.decision("quarantined", codes[0], reasons, inputs, report)
+    is_new = store.quarantine_batch(d.batch_id, d.model, d.name, reasons, str(dest), str(report), decision)
+    if is_new:
+        raise_alert(
+            store,
+            d.model,
+            severity="warning",
+            kind="batch_quarantined",
+            dedupe_key=f"batch_quarantined:{d.batch_id}",
+            message=f"label batch {d.name} quarantined: " + "; ".join(r.message for r in d.reasons)[:900],
+            payload={"batch_id": d.batch_id, "file": d.name, "reason_codes": codes, "report": str(report)},
         )
-        is_new = store.quarantine_batch(batch_id, model, name, [r.to_dict() for r in reasons], str(dest), str(report), decision)
-        if is_new:
-            raise_alert(
-                store,
-                model,
-                severity="warning",
-                kind="batch_quarantined",
-                dedupe_key=f"batch_quarantined:{batch_id}",
-                message=f"label batch {name} quarantined: " + "; ".join(r.message for r in reasons)[:900],
-                payload={"batch_id": batch_id, "file": name, "reason_codes": codes, "report": str(report)},
-            )
-        _move(path, lake.quarantine, batch_id)
-        store.mark_moved(batch_id, str(dest))
-        log.warning("batch #%s %s quarantined: %s", batch_id, name, "; ".join(r.message for r in reasons))
-        return BatchResult(name, batch_id, "quarantined", day_s, rows, codes, [r.message for r in reasons], str(report))
+    _move(d.path, lake.quarantine, d.batch_id)
+    store.mark_moved(d.batch_id, str(dest))
+    log.warning("batch #%s %s quarantined: %s", d.batch_id, d.name, "; ".join(r.message for r in d.reasons))
+    return BatchResult(d.name, d.batch_id, "quarantined", d.day_s, d.rows, codes, [r.message for r in d.reasons], str(report))
 
+
+def _accept(d: _Delivery, spec: Spec, store: Store, lake: Lake, report: Path) -> BatchResult:
+    """Write the rows into the pool, store their ground truth with the decision, archive the file."""
+    df, day = d.df, d.day
     assert df is not None and day is not None
-    pool_path = _write_pool(df, spec, lake, batch_id, day)
+    pool_path = _write_pool(df, spec, lake, d.batch_id, day)
     truth = [
         {"entity_id": str(e), "event_time": t.to_pydatetime(), "label": int(lbl), "outcome": float(o)}
         for e, t, lbl, o in zip(
@@ -326,23 +361,12 @@ def _ingest_file(
             strict=True,
         )
     ]
-    decision = Decision(
-        model,
-        "ingest",
-        "accepted",
-        "batch_valid",
-        subject,
-        [],
-        {"file": name, "sha256": sha, "day": day_s, "rows": rows, "checks": len(checks)},
-        str(report),
-        dag_id,
-        run_id,
-    )
-    store.accept_batch(batch_id, model, day, str(pool_path), truth, decision)
-    dest = _move(path, lake.archive, batch_id)
-    store.mark_moved(batch_id, str(dest))
-    log.info("batch #%s %s accepted: %s rows for %s", batch_id, name, rows, day)
-    return BatchResult(name, batch_id, "accepted", day_s, rows, [], [], str(report), str(pool_path))
+    inputs = {"file": d.name, "sha256": d.sha, "day": d.day_s, "rows": d.rows, "checks": len(d.checks)}
+    store.accept_batch(d.batch_id, d.model, day, str(pool_path), truth, d.decision("accepted", "batch_valid", [], inputs, report))
+    dest = _move(d.path, lake.archive, d.batch_id)
+    store.mark_moved(d.batch_id, str(dest))
+    log.info("batch #%s %s accepted: %s rows for %s", d.batch_id, d.name, d.rows, day)
+    return BatchResult(d.name, d.batch_id, "accepted", d.day_s, d.rows, [], [], str(report), str(pool_path))
 
 
 def _write_pool(df: Any, spec: Spec, lake: Lake, batch_id: int, day: date) -> Path:

@@ -15,14 +15,15 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from dataclasses import asdict, dataclass, replace
-from datetime import date, timedelta
+from dataclasses import dataclass, replace
+from datetime import date
 from importlib.metadata import version as pkg_version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from include.mlops.adapters.lake import Lake
 from include.mlops.domain.spec import Spec
+from include.mlops.steps.training_datasets import log_datasets
+from include.mlops.steps.training_window import TrainingRefused, Window, load_pool, plan_window, pool_days
 
 if TYPE_CHECKING:
     import numpy as np
@@ -31,101 +32,6 @@ if TYPE_CHECKING:
     from include.mlops.runtime import Runtime
 
 log = logging.getLogger(__name__)
-
-
-class TrainingRefused(Exception):
-    """The pipeline refuses to train: the data does not allow a trustworthy candidate."""
-
-    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.details = details or {}
-
-
-@dataclass(frozen=True)
-class Window:
-    train_start: date
-    train_end: date  # inclusive
-    holdout_start: date
-    holdout_end: date  # inclusive
-
-    def to_dict(self) -> dict[str, str]:
-        return {k: v.isoformat() for k, v in asdict(self).items()}
-
-    @property
-    def label(self) -> str:
-        return f"{self.train_start}..{self.train_end} (holdout {self.holdout_start}..{self.holdout_end})"
-
-
-def pool_days(lake: Lake) -> list[date]:
-    """Days that have at least one accepted batch in the pool."""
-    days = []
-    for p in lake.pool.glob("day=*"):
-        if any(p.glob("*.parquet")):
-            try:
-                days.append(date.fromisoformat(p.name.removeprefix("day=")))
-            except ValueError:
-                continue
-    return sorted(days)
-
-
-def plan_window(
-    spec: Spec,
-    available: list[date],
-    *,
-    train_start: date | None = None,
-    train_end: date | None = None,
-    window_days: int | None = None,
-    holdout_days: int | None = None,
-) -> Window:
-    """The training window and the holdout right after it.
-
-    Default: the holdout is the last ``holdout_days`` days of the pool and the window the
-    ``window_days`` days before it. With ``train_end`` (and optionally ``train_start``) given, the
-    holdout is the ``holdout_days`` days after ``train_end``.
-    """
-    if not available:
-        raise TrainingRefused("empty_pool", "the training pool is empty: no label batch has been accepted yet")
-    wdays = window_days or spec.training.window_days
-    hdays = holdout_days or spec.training.holdout_days
-    if train_end is None:
-        holdout_end = available[-1]
-        train_end = holdout_end - timedelta(days=hdays)
-    if train_start is None:
-        train_start = train_end - timedelta(days=wdays - 1)
-    if train_start > train_end:
-        raise TrainingRefused("bad_window", f"train_start {train_start} is after train_end {train_end}")
-    window = Window(train_start, train_end, train_end + timedelta(days=1), train_end + timedelta(days=hdays))
-    have = set(available)
-    if not any(window.holdout_start <= d <= window.holdout_end for d in have):
-        raise TrainingRefused(
-            "holdout_missing",
-            f"no accepted labels for the holdout {window.holdout_start}..{window.holdout_end} that follows the window "
-            f"(the pool covers {available[0]}..{available[-1]})",
-            window.to_dict(),
-        )
-    if not any(window.train_start <= d <= window.train_end for d in have):
-        raise TrainingRefused(
-            "window_missing", f"no accepted labels in the training window {window.train_start}..{window.train_end}", window.to_dict()
-        )
-    return window
-
-
-def load_pool(lake: Lake, start: date, end: date) -> tuple[pd.DataFrame, list[int]]:
-    """Pool rows whose day is in [start, end], and the ids of the batches they came from."""
-    import pandas as pd
-
-    frames, batch_ids = [], []
-    day = start
-    while day <= end:
-        for f in sorted(lake.pool_partition(day.isoformat()).glob("batch-*.parquet")):
-            frames.append(pd.read_parquet(f))
-            batch_ids.append(int(f.stem.removeprefix("batch-")))
-        day += timedelta(days=1)
-    if not frames:
-        return pd.DataFrame(), []
-    return pd.concat(frames, ignore_index=True), batch_ids
 
 
 def classification_metrics(y: np.ndarray, scores: np.ndarray) -> dict[str, float]:
@@ -216,27 +122,15 @@ def train_candidate(
     """Train, evaluate, log and register one candidate; returns a small JSON-able summary."""
     import mlflow
     import numpy as np
-    from mlflow.models import infer_signature
 
-    from include.mlops.adapters.registry import TAG_DAG_RUN, TAG_STATUS, mlflow_client, quiet_model_imports
-    from include.mlops.domain.drift import reference_stats
-    from include.mlops.domain.pipelines import build_pipeline, trusted_types
-    from include.mlops.domain.profiles import build_profile, probe_frame
+    from include.mlops.adapters.registry import mlflow_client
 
     spec, model = rt.spec, rt.model_name
     client = mlflow_client(rt.settings.mlflow_tracking_uri)
     if run_id:
         existing = find_registered(client, model, run_id)
         if existing:
-            log.info("version %s was already registered by run %s: reusing it", existing, run_id)
-            mv = client.get_model_version(model, existing)
-            run = client.get_run(str(mv.run_id))
-            window_tags = json.loads(run.data.tags.get("mlops.window", "{}"))
-            if not mv.tags.get(TAG_STATUS):  # the earlier try died before tagging the version: finish it
-                _tag_version(client, model, existing, reason, run_id, window_tags, run.data.metrics, run.data.params)
-            if run.info.status == "RUNNING":
-                client.set_terminated(run.info.run_id, status="FINISHED")
-            return _summary(model, existing, str(mv.run_id), window_tags, run.data.metrics, reason)
+            return _finish_registered(client, model, existing, reason, run_id)
         _end_abandoned_runs(client, model, run_id)
 
     window = plan_window(
@@ -251,93 +145,167 @@ def train_candidate(
             f"at least {spec.training.min_holdout_rows} are needed",
             window.to_dict(),
         )
-    features, target = spec.feature_names, spec.target.name
     with tempfile.TemporaryDirectory(prefix="train-") as tmp:
         out = Path(tmp)
         (out / "validation").mkdir()
         if len(train_df) == 0:
             raise TrainingRefused("window_missing", f"no rows in the training window {window.label}", window.to_dict())
         gx_summary = _gate_training_set(train_df, spec, out / "validation")
+        sets = _Sets.of(spec, train_df, train_batches, holdout_df, holdout_batches)
 
         mlflow.set_tracking_uri(rt.settings.mlflow_tracking_uri)
         mlflow.set_experiment(model)
         with mlflow.start_run(run_name=f"train {window.train_start}..{window.train_end}") as run:
-            mlflow.set_tags(
-                {
-                    "mlops.kind": "training",
-                    "mlops.reason": reason,
-                    "mlops.window": json.dumps(window.to_dict()),
-                    "mlops.train_batch_ids": ",".join(map(str, train_batches)),
-                    "mlops.holdout_batch_ids": ",".join(map(str, holdout_batches)),
-                    TAG_DAG_RUN: run_id or "",
-                    "mlops.dag_id": dag_id or "",
-                }
-            )
-            mlflow.log_params(
-                {
-                    "pipeline": spec.training.pipeline,
-                    **{f"param.{k}": v for k, v in spec.training.params.items()},
-                    **window.to_dict(),
-                    "train_rows": len(train_df),
-                    "holdout_rows": len(holdout_df),
-                    "features": ",".join(features),
-                    "target": f"{spec.target.source_column} {spec.target.op} {spec.target.value:g}",
-                }
-            )
-            x_train, y_train = train_df[features], train_df[target].astype(int).to_numpy()
-            x_hold, y_hold = holdout_df[features], holdout_df[target].astype(int).to_numpy()
-            pipe = build_pipeline(spec)
-            pipe.fit(x_train, y_train)
-            scores = pipe.predict_proba(x_hold)[:, 1]
-            metrics = classification_metrics(y_hold, scores)
-            train_metrics = classification_metrics(y_train, pipe.predict_proba(x_train)[:, 1])
-            mlflow.log_metrics({**metrics, **{f"train_{k}": v for k, v in train_metrics.items()}})
-            log.info("trained on %s rows, holdout %s rows: %s", len(train_df), len(holdout_df), metrics)
-
-            _log_datasets(rt, train_df, holdout_df, window, train_batches, holdout_batches)
+            _log_setup(spec, window, sets, reason=reason, dag_id=dag_id, run_id=run_id)
+            pipe, scores, metrics = _fit(spec, sets)
+            log_datasets(rt, train_df, holdout_df, window, train_batches, holdout_batches)
             mlflow.log_dict(gx_summary, "validation/gx_summary.json")
             mlflow.log_artifacts(str(out / "validation"), "validation")
-
-            ref = out / "reference"
-            ref.mkdir()
-            profile = build_profile(spec, x_train, scores, y_hold)
-            (ref / "profile.json").write_text(json.dumps(profile, indent=1))
-            # Precomputed once per version: every monitoring run compares against these statistics.
-            (ref / "drift_stats.json").write_text(json.dumps(reference_stats(x_train, spec, score=scores)))
-            sample = x_train.sample(n=min(spec.training.reference_rows, len(x_train)), random_state=spec.training.random_state)
-            sample.to_parquet(ref / "sample.parquet", index=False)
-            preds = holdout_df[[spec.entity_id, spec.time_column, target]].copy()
-            preds["score"] = scores
-            preds["prediction"] = (scores >= 0.5).astype(int)
-            preds.to_parquet(ref / "holdout_predictions.parquet", index=False)
-            probes = probe_frame(spec)
-            probe_scores = probes[[spec.entity_id]].copy()
-            probe_scores["score"] = pipe.predict_proba(probes[features])[:, 1]
-            probe_scores.to_parquet(ref / "probe_scores.parquet", index=False)
-            mlflow.log_artifacts(str(ref), "reference")
-            hold_dir = out / "holdout"
-            hold_dir.mkdir()
-            holdout_df.to_parquet(hold_dir / "holdout.parquet", index=False)
-            mlflow.log_artifacts(str(hold_dir), "holdout")
-
-            example = x_train.dropna().head(5)
-            if example.empty:
-                example = x_train.head(5)
-            quiet_model_imports()
-            signature = infer_signature(x_train.head(500), pipe.predict(x_train.head(500)))
-            info = mlflow.sklearn.log_model(
-                pipe,
-                name="model",
-                registered_model_name=model,
-                signature=signature,
-                input_example=example,
-                pip_requirements=pip_requirements(),
-                skops_trusted_types=trusted_types(spec),
-            )
-            version = str(info.registered_model_version)
+            _log_reference(spec, pipe, sets, scores, out)
+            version = _log_model(spec, model, pipe, sets.x_train)
             mlflow_run_id = run.info.run_id
     _tag_version(client, model, version, reason, run_id, window.to_dict(), metrics, {"train_rows": len(train_df)})
-    return _summary(model, version, mlflow_run_id, window.to_dict(), metrics, reason, len(train_df), len(holdout_df), np.mean(y_train))
+    return _summary(model, version, mlflow_run_id, window.to_dict(), metrics, reason, len(train_df), len(holdout_df), np.mean(sets.y_train))
+
+
+def _finish_registered(client: Any, model: str, version: str, reason: str, run_id: str) -> dict[str, Any]:
+    """The version an earlier try of this DAG run registered: finish what that try left undone
+    (its tags, its MLflow run) and return its summary instead of training again."""
+    from include.mlops.adapters.registry import TAG_STATUS
+
+    log.info("version %s was already registered by run %s: reusing it", version, run_id)
+    mv = client.get_model_version(model, version)
+    run = client.get_run(str(mv.run_id))
+    window_tags = json.loads(run.data.tags.get("mlops.window", "{}"))
+    if not mv.tags.get(TAG_STATUS):  # the earlier try died before tagging the version: finish it
+        _tag_version(client, model, version, reason, run_id, window_tags, run.data.metrics, run.data.params)
+    if run.info.status == "RUNNING":
+        client.set_terminated(run.info.run_id, status="FINISHED")
+    return _summary(model, version, str(mv.run_id), window_tags, run.data.metrics, reason)
+
+
+@dataclass(frozen=True)
+class _Sets:
+    """The window's rows and the batches they came from, split into model inputs and labels."""
+
+    train: pd.DataFrame
+    holdout: pd.DataFrame
+    train_batches: list[int]
+    holdout_batches: list[int]
+    x_train: pd.DataFrame
+    y_train: np.ndarray
+    x_hold: pd.DataFrame
+    y_hold: np.ndarray
+
+    @classmethod
+    def of(cls, spec: Spec, train: pd.DataFrame, train_batches: list[int], holdout: pd.DataFrame, holdout_batches: list[int]) -> _Sets:
+        features, target = spec.feature_names, spec.target.name
+        y_train, y_hold = train[target].astype(int).to_numpy(), holdout[target].astype(int).to_numpy()
+        return cls(train, holdout, train_batches, holdout_batches, train[features], y_train, holdout[features], y_hold)
+
+
+def _log_setup(spec: Spec, window: Window, sets: _Sets, *, reason: str, dag_id: str | None, run_id: str | None) -> None:
+    """The training run's tags (why, which window and batches, which DAG run) and params."""
+    import mlflow
+
+    from include.mlops.adapters.registry import TAG_DAG_RUN
+
+    mlflow.set_tags(
+        {
+            "mlops.kind": "training",
+            "mlops.reason": reason,
+            "mlops.window": json.dumps(window.to_dict()),
+            "mlops.train_batch_ids": ",".join(map(str, sets.train_batches)),
+            "mlops.holdout_batch_ids": ",".join(map(str, sets.holdout_batches)),
+            TAG_DAG_RUN: run_id or "",
+            "mlops.dag_id": dag_id or "",
+        }
+    )
+    mlflow.log_params(
+        {
+            "pipeline": spec.training.pipeline,
+            **{f"param.{k}": v for k, v in spec.training.params.items()},
+            **window.to_dict(),
+            "train_rows": len(sets.train),
+            "holdout_rows": len(sets.holdout),
+            "features": ",".join(spec.feature_names),
+            "target": f"{spec.target.source_column} {spec.target.op} {spec.target.value:g}",
+        }
+    )
+
+
+def _fit(spec: Spec, sets: _Sets) -> tuple[Any, np.ndarray, dict[str, float]]:
+    """Fit the spec's pipeline; log holdout and training metrics. Returns the pipeline, its
+    holdout scores and its holdout metrics."""
+    import mlflow
+
+    from include.mlops.domain.pipelines import build_pipeline
+
+    pipe = build_pipeline(spec)
+    pipe.fit(sets.x_train, sets.y_train)
+    scores = pipe.predict_proba(sets.x_hold)[:, 1]
+    metrics = classification_metrics(sets.y_hold, scores)
+    train_metrics = classification_metrics(sets.y_train, pipe.predict_proba(sets.x_train)[:, 1])
+    mlflow.log_metrics({**metrics, **{f"train_{k}": v for k, v in train_metrics.items()}})
+    log.info("trained on %s rows, holdout %s rows: %s", len(sets.train), len(sets.holdout), metrics)
+    return pipe, scores, metrics
+
+
+def _log_reference(spec: Spec, pipe: Any, sets: _Sets, scores: np.ndarray, out: Path) -> None:
+    """What monitoring and the gates compare against later: the reference profile, drift
+    statistics, a sample of training inputs, holdout predictions, probe scores; and the holdout."""
+    import mlflow
+
+    from include.mlops.domain.drift import reference_stats
+    from include.mlops.domain.profiles import build_profile, probe_frame
+
+    ref = out / "reference"
+    ref.mkdir()
+    profile = build_profile(spec, sets.x_train, scores, sets.y_hold)
+    (ref / "profile.json").write_text(json.dumps(profile, indent=1))
+    # Precomputed once per version: every monitoring run compares against these statistics.
+    (ref / "drift_stats.json").write_text(json.dumps(reference_stats(sets.x_train, spec, score=scores)))
+    sample = sets.x_train.sample(n=min(spec.training.reference_rows, len(sets.x_train)), random_state=spec.training.random_state)
+    sample.to_parquet(ref / "sample.parquet", index=False)
+    preds = sets.holdout[[spec.entity_id, spec.time_column, spec.target.name]].copy()
+    preds["score"] = scores
+    preds["prediction"] = (scores >= 0.5).astype(int)
+    preds.to_parquet(ref / "holdout_predictions.parquet", index=False)
+    probes = probe_frame(spec)
+    probe_scores = probes[[spec.entity_id]].copy()
+    probe_scores["score"] = pipe.predict_proba(probes[spec.feature_names])[:, 1]
+    probe_scores.to_parquet(ref / "probe_scores.parquet", index=False)
+    mlflow.log_artifacts(str(ref), "reference")
+    hold_dir = out / "holdout"
+    hold_dir.mkdir()
+    sets.holdout.to_parquet(hold_dir / "holdout.parquet", index=False)
+    mlflow.log_artifacts(str(hold_dir), "holdout")
+
+
+def _log_model(spec: Spec, model: str, pipe: Any, x_train: pd.DataFrame) -> str:
+    """Log the fitted pipeline with its signature and an input example; register it as a new
+    version of ``model`` and return that version."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from include.mlops.adapters.registry import quiet_model_imports
+    from include.mlops.domain.pipelines import trusted_types
+
+    example = x_train.dropna().head(5)
+    if example.empty:
+        example = x_train.head(5)
+    quiet_model_imports()
+    signature = infer_signature(x_train.head(500), pipe.predict(x_train.head(500)))
+    info = mlflow.sklearn.log_model(
+        pipe,
+        name="model",
+        registered_model_name=model,
+        signature=signature,
+        input_example=example,
+        pip_requirements=pip_requirements(),
+        skops_trusted_types=trusted_types(spec),
+    )
+    return str(info.registered_model_version)
 
 
 def _tag_version(
@@ -390,77 +358,6 @@ def _summary(
         "holdout_rows": holdout_rows,
         "train_label_rate": None if label_rate is None else round(float(label_rate), 4),
     }
-
-
-def _log_datasets(
-    rt: Runtime, train_df: pd.DataFrame, holdout_df: pd.DataFrame, window: Window, train_batches: list[int], holdout_batches: list[int]
-) -> None:
-    import mlflow
-    import mlflow.data.pandas_dataset
-
-    target = rt.spec.target.name
-    for df, name, context, batches, (start, end) in (
-        (train_df, "training_window", "training", train_batches, (window.train_start, window.train_end)),
-        (holdout_df, "holdout", "holdout", holdout_batches, (window.holdout_start, window.holdout_end)),
-    ):
-        ds = mlflow.data.pandas_dataset.from_pandas(
-            df, source=str(rt.lake.pool), name=f"{name} {start}..{end}", targets=target, digest=dataset_digest(df)
-        )
-        ds.schema = dataset_schema(df)  # a cached property: given, not inferred cell by cell
-        mlflow.log_input(ds, context=context, tags={"batch_ids": batch_ids_tag(batches), "days": f"{start}..{end}"})
-
-
-#: MLflow refuses a dataset input's tag longer than this
-MAX_INPUT_TAG = 500
-
-
-def batch_ids_tag(batches: list[int]) -> str:
-    """The batch ids, comma-separated; when that is too long for a tag, the first and last ones
-    and the count (the full lists are the run's tags ``mlops.train_batch_ids`` and
-    ``mlops.holdout_batch_ids``)."""
-    full = ",".join(map(str, batches))
-    if len(full) <= MAX_INPUT_TAG:
-        return full
-    head, tail, n = ",".join(map(str, batches[:20])), ",".join(map(str, batches[-20:])), len(batches)
-    return f"{head},...,{tail} ({n} batches)"[:MAX_INPUT_TAG]
-
-
-def _all_str(s: pd.Series) -> bool:
-    return s.dtype.kind == "O" and bool(s.map(type).eq(str).all())
-
-
-def dataset_digest(df: pd.DataFrame) -> str:
-    """What ``mlflow.data.digest_utils.compute_pandas_digest`` returns, without typing every cell
-    of the numeric columns (3 CPU s on a three-month training window; 0.1 s this way). Equality
-    with MLflow's own is a unit test."""
-    import numpy as np
-    import pandas as pd
-    from mlflow.data.digest_utils import MAX_ROWS, get_normalized_md5_digest
-
-    trimmed = df.head(MAX_ROWS)
-    strings = pd.Index([c for c in df.columns if _all_str(df[c])])
-    trimmed = trimmed[strings.union(trimmed.select_dtypes(include=[np.number]).columns)]
-    parts = [pd.util.hash_pandas_object(trimmed).values, np.int64(len(df)), *[str(c).encode() for c in df.columns]]
-    return str(get_normalized_md5_digest(parts))
-
-
-def dataset_schema(df: pd.DataFrame) -> Any:
-    """What ``mlflow.types.utils._infer_schema`` returns for a frame, with numeric and all-string
-    columns judged by pandas instead of a Python loop over every cell. Any other column goes
-    through MLflow's own per-column inference. Equality with MLflow's own is a unit test."""
-    from mlflow.types.schema import ColSpec, DataType, Schema, TensorSpec
-    from mlflow.types.utils import _infer_pandas_column, _infer_required
-
-    cols: list[ColSpec | TensorSpec] = []
-    for name in df.columns:
-        s = df[name]
-        if s.dtype.kind in "fiub":  # numpy numbers: a missing value can only be a float NaN
-            cols.append(ColSpec(type=_infer_pandas_column(s), name=name, required=not bool(s.isna().any())))
-        elif len(s) and _all_str(s):
-            cols.append(ColSpec(type=DataType.string, name=name, required=True))
-        else:
-            cols.append(ColSpec(type=_infer_pandas_column(s), name=name, required=_infer_required(s)))
-    return Schema(cols)
 
 
 # -- entry point of the train_candidate DAG ----------------------------------------------------
@@ -520,6 +417,7 @@ def run_training(params: dict[str, Any], *, dag_id: str | None, run_id: str | No
             "registered",
             "candidate_trained",
             subject=f"version {summary['version']}",
+            version=summary["version"],
             inputs=summary,
             dag_id=dag_id,
             run_id=run_id,
