@@ -25,7 +25,7 @@ import pendulum
 from airflow.sdk import Param, PokeReturnValue, dag, get_current_context, task
 
 from include.mlops.adapters.assets import EARLY_WINDOW_PASSED, MODEL_DEPLOYED, MODEL_ROLLED_BACK
-from include.mlops.adapters.notifiers import LoopFailureNotifier
+from include.mlops.adapters.notifiers import LoopFailureNotifier, LoopRecoveryNotifier
 
 
 @dag(
@@ -34,7 +34,12 @@ from include.mlops.adapters.notifiers import LoopFailureNotifier
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=2,
-    default_args={"retries": 1, "retry_delay": timedelta(seconds=15), "on_failure_callback": LoopFailureNotifier()},
+    default_args={
+        "retries": 1,
+        "retry_delay": timedelta(seconds=15),
+        "on_failure_callback": LoopFailureNotifier(),
+        "on_success_callback": LoopRecoveryNotifier(),
+    },
     params={
         "version": Param(None, type=["null", "string", "integer"], description="Deployed version to watch (empty: the triggering one)")
     },
@@ -44,14 +49,12 @@ from include.mlops.adapters.notifiers import LoopFailureNotifier
 def check_early_window() -> None:
     @task
     def start() -> dict[str, Any]:
+        from include.mlops.adapters.events import triggering_events
         from include.mlops.runtime import load_runtime
         from include.mlops.steps.release import find_release, serving_process
 
         context = get_current_context()
-        version = context["params"].get("version")
-        for events in (context.get("triggering_asset_events") or {}).values():
-            for event in events:
-                version = version or (event.extra or {}).get("version")
+        version = context["params"].get("version") or triggering_events(context).first("version")
         rt = load_runtime()
         release = find_release(rt, str(version) if version else None)
         return {"release": release.to_dict(), "serving_at_start": serving_process(rt.settings.serving_url)}

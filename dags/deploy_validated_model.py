@@ -26,9 +26,18 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param, dag, get_current_context, task
 
 from include.mlops.adapters.assets import CANDIDATE_REFUSED, CANDIDATE_REGISTERED, MODEL_DEPLOYED
-from include.mlops.adapters.notifiers import LoopFailureNotifier
+from include.mlops.adapters.notifiers import LoopFailureNotifier, LoopRecoveryNotifier
+from include.mlops.domain.policy import GATE_TASKS
 
-GATE_TASKS = ["loads", "signature", "evaluation", "probe"]
+#: the XCom key of the run's deployment plan (``decide``'s return value is its branch choice)
+PLAN = "plan"
+#: what the approval step asks a person (templates over the resolved candidate)
+APPROVAL_SUBJECT = "Deploy {{ ti.xcom_pull(task_ids='resolve')['model'] }} version {{ ti.xcom_pull(task_ids='resolve')['version'] }}?"
+APPROVAL_BODY = (
+    "All offline gates passed for version **{{ ti.xcom_pull(task_ids='resolve')['version'] }}** "
+    "(champion: {{ ti.xcom_pull(task_ids='resolve')['champion'] or 'none' }}). "
+    "Gate results are the labels of the `gate` tasks of this run. Approve to deploy it."
+)
 
 
 @dag(
@@ -37,7 +46,12 @@ GATE_TASKS = ["loads", "signature", "evaluation", "probe"]
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 1, "retry_delay": timedelta(seconds=20), "on_failure_callback": LoopFailureNotifier()},
+    default_args={
+        "retries": 1,
+        "retry_delay": timedelta(seconds=20),
+        "on_failure_callback": LoopFailureNotifier(),
+        "on_success_callback": LoopRecoveryNotifier(),
+    },
     params={
         "version": Param(
             None, type=["null", "string", "integer"], description="Model version to validate (empty: the triggering or newest candidate)"
@@ -66,102 +80,62 @@ def deploy_validated_model() -> None:
 
     @task(map_index_template="{{ gate_label }}")
     def gate(name: str, candidate: dict[str, Any]) -> list[dict[str, Any]]:
-        from include.mlops.runtime import load_runtime
-        from include.mlops.steps.deploy import Candidate, gates_label, record_gates, run_gate
+        from include.mlops.steps.gates import check_gate, gates_label
 
         context = get_current_context()
-        rt = load_runtime()
-        c = Candidate(**candidate)
-        results = run_gate(rt, c, name, context["run_id"])
-        record_gates(rt, c, results, context["dag"].dag_id, context["run_id"])
+        results = check_gate(name, candidate, dag_id=context["dag"].dag_id, run_id=context["run_id"])
         context["gate_label"] = gates_label(results)  # type: ignore[typeddict-unknown-key]
         return [r.to_dict() for r in results]
 
     @task.branch
     def decide(candidate: dict[str, Any], results: list[list[dict[str, Any]]]) -> str:
-        from include.mlops.runtime import load_runtime
-        from include.mlops.steps.deploy import Candidate, plan
-
-        params = get_current_context()["params"]
-        p = plan(
-            load_runtime().spec,
-            Candidate(**candidate),
-            [r for rs in results for r in rs],
-            params.get("strategy"),
-            params.get("require_approval"),
-        )
-        if p.action == "refuse":
-            return "refuse"
-        return "approve" if p.require_approval else "deploy"
-
-    approve = ApprovalOperator(
-        task_id="approve",
-        subject="Deploy {{ ti.xcom_pull(task_ids='resolve')['model'] }} version {{ ti.xcom_pull(task_ids='resolve')['version'] }}?",
-        body=(
-            "All offline gates passed for version **{{ ti.xcom_pull(task_ids='resolve')['version'] }}** "
-            "(champion: {{ ti.xcom_pull(task_ids='resolve')['champion'] or 'none' }}). "
-            "Gate results are the labels of the `gate` tasks of this run. Approve to deploy it."
-        ),
-        response_timeout=timedelta(days=1),
-    )
-
-    @task(outlets=[MODEL_DEPLOYED], trigger_rule="none_failed_min_one_success")
-    def deploy(candidate: dict[str, Any], results: list[list[dict[str, Any]]], *, outlet_events: Any = None) -> dict[str, Any]:
-        from include.mlops.runtime import load_runtime
-        from include.mlops.steps.deploy import Candidate, deploy, plan
+        """Plan once what follows the gates (the XCom ``plan``); return the task that carries it out."""
+        from include.mlops.steps.deploy import plan_after_gates
 
         context = get_current_context()
-        rt = load_runtime()
-        c = Candidate(**candidate)
-        params = context["params"]
-        p = plan(rt.spec, c, [r for rs in results for r in rs], params.get("strategy"), params.get("require_approval"))
-        assert p.action == "deploy" and p.strategy, p
-        reason = params.get("reason") or "validated candidate"
-        if c.champion is None:
-            reason = f"{reason}; first model: champion directly"
-        out = deploy(rt, c, p.strategy, reason, context["dag"].dag_id, context["run_id"])
+        plan = plan_after_gates(candidate, results, context["params"])
+        context["ti"].xcom_push(key=PLAN, value=plan)
+        if plan["action"] == "refuse":
+            return "refuse"
+        return "approve" if plan["require_approval"] else "deploy"
+
+    approve = ApprovalOperator(task_id="approve", subject=APPROVAL_SUBJECT, body=APPROVAL_BODY, response_timeout=timedelta(days=1))
+
+    @task(outlets=[MODEL_DEPLOYED], trigger_rule="none_failed_min_one_success")
+    def deploy(candidate: dict[str, Any], plan: dict[str, Any], *, outlet_events: Any = None) -> dict[str, Any]:
+        from include.mlops.steps.deploy import deploy_planned
+
+        context = get_current_context()
+        reason = context["params"].get("reason")
+        out = deploy_planned(candidate, plan, reason, dag_id=context["dag"].dag_id, run_id=context["run_id"])
         outlet_events[MODEL_DEPLOYED].extra = out
         return out
 
     @task(outlets=[CANDIDATE_REFUSED])
-    def refuse(candidate: dict[str, Any], results: list[list[dict[str, Any]]], *, outlet_events: Any = None) -> dict[str, Any]:
-        from include.mlops.runtime import load_runtime
-        from include.mlops.steps.deploy import Candidate, plan, refuse
+    def refuse(
+        candidate: dict[str, Any], results: list[list[dict[str, Any]]], plan: dict[str, Any], *, outlet_events: Any = None
+    ) -> dict[str, Any]:
+        from include.mlops.steps.deploy import refuse_planned
 
         context = get_current_context()
-        rt = load_runtime()
-        c = Candidate(**candidate)
-        flat = [r for rs in results for r in rs]
-        p = plan(rt.spec, c, flat, None, None)
-        out = refuse(rt, c, p.failed, flat, p.why, context["dag"].dag_id, context["run_id"])
-        outlet_events[CANDIDATE_REFUSED].extra = {"version": c.version, "failed_gates": p.failed}
+        out = refuse_planned(candidate, results, plan, dag_id=context["dag"].dag_id, run_id=context["run_id"])
+        outlet_events[CANDIDATE_REFUSED].extra = {"version": candidate["version"], "failed_gates": plan["failed"]}
         return out
 
     @task(trigger_rule="all_done")
     def record_approval(candidate: dict[str, Any]) -> dict[str, Any] | None:
         """A person's 'Reject' is a decision too: record it (nothing else changes)."""
-        from include.mlops.runtime import load_runtime
-        from include.mlops.steps.deploy import Candidate, refuse
+        from include.mlops.steps.deploy import record_rejection
 
         context = get_current_context()
         answer = context["ti"].xcom_pull(task_ids="approve")
-        if not answer or "Reject" not in (answer.get("chosen_options") or []):
-            return None
-        rt = load_runtime()
-        who = (
-            (answer.get("responded_by_user") or {}).get("name", "a reviewer")
-            if isinstance(answer.get("responded_by_user"), dict)
-            else "a reviewer"
-        )
-        return refuse(
-            rt, Candidate(**candidate), ["approval"], [], f"rejected by {who} in the Airflow UI", context["dag"].dag_id, context["run_id"]
-        )
+        return record_rejection(candidate, answer, dag_id=context["dag"].dag_id, run_id=context["run_id"])
 
     candidate = resolve()
-    results = gate.partial(candidate=candidate).expand(name=GATE_TASKS)
+    results = gate.partial(candidate=candidate).expand(name=list(GATE_TASKS))
     choice = decide(candidate, results)
-    deployed = deploy(candidate, results)
-    refused = refuse(candidate, results)
+    deployed = deploy(candidate, choice[PLAN])
+    refused = refuse(candidate, results, choice[PLAN])
     choice >> [approve, deployed, refused]
     approve >> deployed
     approve >> record_approval(candidate)

@@ -25,7 +25,7 @@ import pendulum
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, get_current_context, task
 
 from include.mlops.adapters.assets import BATCH_QUARANTINED, GROUND_TRUTH, LABEL_BATCHES_LANDED, TRAINING_POOL
-from include.mlops.adapters.notifiers import LoopFailureNotifier
+from include.mlops.adapters.notifiers import LoopFailureNotifier, LoopRecoveryNotifier
 
 
 @dag(
@@ -37,7 +37,12 @@ from include.mlops.adapters.notifiers import LoopFailureNotifier
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 2, "retry_delay": timedelta(seconds=10), "on_failure_callback": LoopFailureNotifier()},
+    default_args={
+        "retries": 2,
+        "retry_delay": timedelta(seconds=10),
+        "on_failure_callback": LoopFailureNotifier(),
+        "on_success_callback": LoopRecoveryNotifier(),
+    },
     tags=["mlops-loop", "data"],
     doc_md=__doc__,
 )

@@ -25,7 +25,7 @@ import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
 from include.mlops.adapters.assets import EARLY_WINDOW_PASSED, MODEL_PROMOTED, MODEL_ROLLED_BACK
-from include.mlops.adapters.notifiers import LoopFailureNotifier
+from include.mlops.adapters.notifiers import LoopFailureNotifier, LoopRecoveryNotifier
 
 
 @dag(
@@ -34,7 +34,12 @@ from include.mlops.adapters.notifiers import LoopFailureNotifier
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 1, "retry_delay": timedelta(seconds=15), "on_failure_callback": LoopFailureNotifier()},
+    default_args={
+        "retries": 1,
+        "retry_delay": timedelta(seconds=15),
+        "on_failure_callback": LoopFailureNotifier(),
+        "on_success_callback": LoopRecoveryNotifier(),
+    },
     params={
         "action": Param(
             "promote", type="string", enum=["promote", "rollback"], description="promote the challenger, or roll back the champion"
@@ -52,24 +57,19 @@ from include.mlops.adapters.notifiers import LoopFailureNotifier
 def promote_or_rollback() -> None:
     @task
     def decide() -> dict[str, Any]:
-        from include.mlops.domain.policy import Verdict
+        from include.mlops.adapters.events import triggering_events
+        from include.mlops.domain.policy import decide_final_request, final_request
         from include.mlops.runtime import load_runtime
         from include.mlops.steps.release import decide_final
 
         context = get_current_context()
-        params = context["params"]
-        action, version, reason = params.get("action") or "promote", params.get("version"), params.get("reason") or "manual"
-        triggered = False
-        for events in (context.get("triggering_asset_events") or {}).values():
-            for event in events:
-                triggered = True
-                action, version, reason = "promote", (event.extra or {}).get("version") or version, "early window passed"
+        request = final_request(context["params"], triggering_events(context).extras())
         rt = load_runtime()
-        if triggered and not rt.spec.promotion.auto_promote:
-            verdict, inputs = Verdict("noop", "auto_promote_off", ["promotion.auto_promote is off: promote by hand"]), {"action": action}
-        else:
-            verdict, inputs = decide_final(rt, action, str(version) if version else None)
-        return {"verdict": verdict.to_dict(), "inputs": inputs, "reason": reason}
+        verdict = decide_final_request(request, auto_promote=rt.spec.promotion.auto_promote)
+        inputs: dict[str, Any] = {"action": request.action}
+        if verdict.outcome == "proceed":
+            verdict, inputs = decide_final(rt, request.action, request.version)
+        return {"verdict": verdict.to_dict(), "inputs": inputs, "reason": request.reason}
 
     @task.branch
     def route(d: dict[str, Any]) -> str:

@@ -24,7 +24,7 @@ import pendulum
 from airflow.sdk import dag, get_current_context, task
 
 from include.mlops.adapters.assets import DRIFT_DETECTED, PERFORMANCE_DEGRADED, RETRAIN_REQUESTED
-from include.mlops.adapters.notifiers import LoopFailureNotifier
+from include.mlops.adapters.notifiers import LoopFailureNotifier, LoopRecoveryNotifier
 
 log = logging.getLogger(__name__)
 #: the XCom key of the governance verdicts (the task's return value is its branch choice)
@@ -37,7 +37,12 @@ RESULT = "result"
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 1, "retry_delay": timedelta(seconds=20), "on_failure_callback": LoopFailureNotifier()},
+    default_args={
+        "retries": 1,
+        "retry_delay": timedelta(seconds=20),
+        "on_failure_callback": LoopFailureNotifier(),
+        "on_success_callback": LoopRecoveryNotifier(),
+    },
     tags=["mlops-loop", "monitoring", "model"],
     doc_md=__doc__,
 )
@@ -46,21 +51,23 @@ def retrain_on_drift() -> None:
     def govern() -> list[str]:
         """Judge every trigger of this run; the verdicts (and the accepted request) are the XCom
         ``result``. Runs ``request_retrain`` only when a trigger was accepted."""
+        from include.mlops.adapters.events import triggering_events
         from include.mlops.runtime import load_runtime
         from include.mlops.steps.governance import govern, trigger_from
 
         context = get_current_context()
         rt = load_runtime()
         verdicts, accepted = [], None
-        for asset, events in (context.get("triggering_asset_events") or {}).items():
-            cause = getattr(asset, "name", str(asset))
-            for event in events:
-                extra = dict(event.extra or {})
-                verdict, request = govern(
-                    rt, trigger_from(extra, cause), list(extra.get("reasons", [])), dag_id=context["dag"].dag_id, run_id=context["run_id"]
-                )
-                verdicts.append(verdict.to_dict())
-                accepted = accepted or (request or None)
+        for event in triggering_events(context):  # each trigger judged on its own, named by its asset
+            verdict, request = govern(
+                rt,
+                trigger_from(event.extra, event.asset),
+                list(event.extra.get("reasons", [])),
+                dag_id=context["dag"].dag_id,
+                run_id=context["run_id"],
+            )
+            verdicts.append(verdict.to_dict())
+            accepted = accepted or (request or None)
         context["ti"].xcom_push(key=RESULT, value={"verdicts": verdicts, "request": accepted})
         if not accepted:
             log.info("governance refused every trigger of this run: %s", "; ".join(v["reason_code"] for v in verdicts))

@@ -22,7 +22,7 @@ import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
 from include.mlops.adapters.assets import CANDIDATE_REGISTERED, RETRAIN_REQUESTED
-from include.mlops.adapters.notifiers import LoopFailureNotifier
+from include.mlops.adapters.notifiers import LoopFailureNotifier, LoopRecoveryNotifier
 
 
 @dag(
@@ -31,7 +31,12 @@ from include.mlops.adapters.notifiers import LoopFailureNotifier
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 1, "retry_delay": timedelta(seconds=20), "on_failure_callback": LoopFailureNotifier()},
+    default_args={
+        "retries": 1,
+        "retry_delay": timedelta(seconds=20),
+        "on_failure_callback": LoopFailureNotifier(),
+        "on_success_callback": LoopRecoveryNotifier(),
+    },
     params={
         "train_start": Param(None, type=["null", "string"], format="date", description="First day of the training window (empty: policy)"),
         "train_end": Param(None, type=["null", "string"], format="date", description="Last day of the training window (empty: policy)"),
@@ -48,7 +53,8 @@ def train_candidate() -> None:
     def train(*, outlet_events: Any = None) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from include.mlops.steps.training import TrainingRefused, run_training
+        from include.mlops.steps.training import run_training
+        from include.mlops.steps.training_window import TrainingRefused
 
         context = get_current_context()
         params = dict(context["params"])
