@@ -28,7 +28,7 @@ import pendulum
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, get_current_context, task
 
 from include.mlops.adapters.assets import DRIFT_DETECTED, INFERENCE_WINDOW_CLOSED, PERFORMANCE_DEGRADED, monitoring_schedule
-from include.mlops.adapters.notifiers import LoopFailureNotifier
+from include.mlops.adapters.notifiers import LoopFailureNotifier, LoopRecoveryNotifier
 
 #: the XCom key of a monitoring pass's result (the task's return value is its branch choice)
 RESULT = "result"
@@ -42,7 +42,12 @@ EMITTERS = {"emit_drift": DRIFT_DETECTED.name, "emit_decay": PERFORMANCE_DEGRADE
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 2, "retry_delay": timedelta(seconds=30), "on_failure_callback": LoopFailureNotifier()},
+    default_args={
+        "retries": 2,
+        "retry_delay": timedelta(seconds=30),
+        "on_failure_callback": LoopFailureNotifier(),
+        "on_success_callback": LoopRecoveryNotifier(),
+    },
     params={
         "window_start": Param(
             None, type=["null", "string"], description="Event-time window start (empty: from the event or the latest day)"

@@ -14,7 +14,7 @@ For each window size (default 100k and 1M rows), untimed setup first:
 
 Then, each in a fresh Python process so that wall time and peak memory are its own:
 
-* **ours** (``--repeats`` times, median reported): read the window (``read_window``), ``column_drift``
+* **ours** (``--repeats`` times, median reported): read the window (``read_inference``), ``column_drift``
   and ``dataset_drift`` from the saved statistics;
 * **Evidently** (once): read the raw reference and the window, ``Report([DataDriftPreset()])`` with
   the spec's column kinds, bounded by ``--evidently-timeout`` (reported when hit).
@@ -77,13 +77,14 @@ def child_ours(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     from synth import CATEGORICAL, COLUMNS, spec_dict
 
-    from include.mlops.domain.drift import column_drift, dataset_drift, read_window
+    from include.mlops.adapters.lake import read_inference
+    from include.mlops.domain.drift import column_drift, dataset_drift
     from include.mlops.domain.spec import parse_spec
 
     spec = parse_spec(spec_dict())
     t_import = time.perf_counter()
     stats = json.loads(Path(args.stats).read_text())
-    current = read_window(args.root, spec.name, args.start, args.end, columns=COLUMNS, categorical=CATEGORICAL)
+    current = read_inference(args.root, spec.name, args.start, args.end, columns=COLUMNS, categorical=CATEGORICAL)
     t_read = time.perf_counter()
     results = column_drift(current, stats, spec)
     verdict = dataset_drift(results)
@@ -109,15 +110,16 @@ def child_evidently(args: argparse.Namespace) -> None:
     from evidently.presets import DataDriftPreset
     from synth import COLUMNS, spec_dict
 
-    from include.mlops.domain.drift import evidently_data_definition, read_window
+    from include.mlops.adapters.lake import read_inference
     from include.mlops.domain.spec import parse_spec
+    from include.mlops.steps.monitoring.reports import data_definition
 
     spec = parse_spec(spec_dict())
     t_import = time.perf_counter()
     reference = pd.read_parquet(args.reference)
-    current = read_window(args.root, spec.name, args.start, args.end, columns=COLUMNS)
+    current = read_inference(args.root, spec.name, args.start, args.end, columns=COLUMNS)
     t_read = time.perf_counter()
-    definition = evidently_data_definition(spec, COLUMNS)
+    definition = data_definition(COLUMNS, spec)
     snapshot = Report([DataDriftPreset()], include_tests=True).run(
         Dataset.from_pandas(current, data_definition=definition), Dataset.from_pandas(reference, data_definition=definition)
     )

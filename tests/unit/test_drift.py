@@ -5,21 +5,24 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import date
 
 import numpy as np
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 
-from include.mlops.domain import drift
-from include.mlops.domain.spec import Spec, parse_spec
+from include.mlops.adapters.lake import read_inference
+from include.mlops.domain import drift, drift_statistics
+from include.mlops.domain.spec import Spec, SpecError, parse_spec
 
 pytestmark = pytest.mark.unit
 
 CATS = ["a", "b", "c", "d"]
 
 
-def make_spec(numeric: tuple[str, ...] = ("x",), categorical: tuple[str, ...] = ("c",)) -> Spec:
+def make_spec(numeric: tuple[str, ...] = ("x",), categorical: tuple[str, ...] = ("c",), **monitoring) -> Spec:
     features: list[dict] = [{"name": n, "type": "numeric", "nullable": True, "max_null_fraction": 1.0} for n in numeric]
     features += [{"name": n, "type": "categorical", "categories": CATS} for n in categorical]
     return parse_spec(
@@ -30,6 +33,7 @@ def make_spec(numeric: tuple[str, ...] = ("x",), categorical: tuple[str, ...] = 
             "time_column": "ts",
             "target": {"name": "y", "source_column": "raw_y", "op": ">", "value": 0},
             "features": features,
+            "monitoring": monitoring,
         }
     )
 
@@ -85,7 +89,7 @@ def test_a_sketched_reference_stays_close_to_the_exact_score():
     rng = np.random.default_rng(4)
     ref = pd.DataFrame({"x": rng.lognormal(0, 0.8, 60_000), "c": "a"})
     stats = drift.reference_stats(ref, make_spec())
-    assert not stats["columns"]["x"]["exact"] and len(stats["columns"]["x"]["values"]) <= drift.SKETCH_POINTS
+    assert not stats["columns"]["x"]["exact"] and len(stats["columns"]["x"]["values"]) <= drift_statistics.SKETCH_POINTS
     for shift in (0.0, 0.1, 0.3):
         cur = pd.DataFrame({"x": rng.lognormal(shift, 0.8, 50_000), "c": "a"})
         got = run(ref, cur)["x"]
@@ -157,21 +161,42 @@ def test_a_method_override_uses_that_method_and_its_default_threshold():
     assert ks.method == "ks" and ks.drifted and ks.score is not None and ks.score < 1e-10
 
 
+def test_the_specs_overrides_are_used_as_typed():
+    spec = make_spec(drift_overrides={"x": {"method": "psi", "threshold": 0.3}, "c": {"threshold": 0.01}})
+    ref, cur = frame(5000, 1), frame(5000, 2, mean=0.5)
+    out = run(ref, cur, spec, overrides=spec.monitoring.drift_overrides)
+    assert (out["x"].method, out["x"].threshold, out["x"].overridden) == ("psi", 0.3, True)
+    assert (out["c"].method, out["c"].threshold, out["c"].overridden) == ("jensenshannon", 0.01, True)
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"x": {"method": "bogus"}}, "is not one of"),
-        ({"c": {"method": "wasserstein"}}, "does not apply to a categorical column"),
-        ({"x": {"method": "chisquare"}}, "does not apply to a numeric column"),
-        ({"x": {"threshold": -1}}, "finite number >= 0"),
-        ({"x": {"threshold": "high"}}, "finite number >= 0"),
-        ({"x": {"method": "ks", "limit": 1}}, "unknown key"),
-        ({"x": 0.1}, "must be a mapping"),
+        ({"x": {"method": "bogus"}}, "monitoring.drift_overrides.x.method: Input should be 'ks', 'chisquare'"),
+        (
+            {"c": {"method": "wasserstein"}},
+            "monitoring.drift_overrides.c.method 'wasserstein' does not apply to a categorical feature "
+            "(use one of chisquare, z, jensenshannon, psi, kl_div)",
+        ),
+        ({"x": {"method": "chisquare"}}, "monitoring.drift_overrides.x.method 'chisquare' does not apply to a numeric feature"),
+        ({"x": {"threshold": -1}}, "monitoring.drift_overrides.x.threshold: Input should be greater than or equal to 0 (got -1)"),
+        ({"x": {"threshold": "high"}}, "monitoring.drift_overrides.x.threshold: Input should be a valid number"),
+        ({"x": {"threshold": float("inf")}}, "monitoring.drift_overrides.x.threshold: Input should be a finite number (got inf)"),
+        ({"x": {"method": "ks", "limit": 1}}, "monitoring.drift_overrides.x.limit: Extra inputs are not permitted"),
+        ({"x": 0.1}, "monitoring.drift_overrides.x: Input should be a valid dictionary"),
+        ({"nope": {"threshold": 0.2}}, "drift_overrides / drift_exclude name unknown features: nope"),
     ],
 )
-def test_bad_overrides_are_refused_with_the_reason(overrides, message):
-    with pytest.raises(ValueError, match=message):
-        run(frame(2000, 1), frame(2000, 2), overrides=overrides)
+def test_bad_overrides_are_refused_when_the_spec_loads(overrides, message):
+    with pytest.raises(SpecError, match=re.escape(message)):
+        make_spec(drift_overrides=overrides)
+
+
+def test_an_override_given_as_a_mapping_is_checked_by_the_spec_model():
+    with pytest.raises(ValidationError, match="Input should be 'ks', 'chisquare'"):
+        run(frame(2000, 1), frame(2000, 2), overrides={"x": {"method": "bogus"}})
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        run(frame(2000, 1), frame(2000, 2), overrides={"x": {"limit": 1}})
 
 
 def test_an_override_for_an_unmonitored_column_is_ignored_with_a_warning(caplog):
@@ -332,21 +357,21 @@ def _write(root, day: str, part: int, df: pd.DataFrame) -> None:
     df.to_parquet(folder / f"part-{part:05d}.parquet", index=False)
 
 
-def test_read_window_reads_the_days_asked_for(tmp_path):
+def test_read_inference_reads_the_days_asked_for(tmp_path):
     _write(tmp_path, "2013-02-01", 0, frame(100, 1))
     _write(tmp_path, "2013-02-02", 0, frame(200, 2))
     _write(tmp_path, "2013-02-02", 1, frame(50, 3).drop(columns=["x"]))  # an older part without x
     _write(tmp_path, "2013-02-03", 0, frame(400, 4))
     (tmp_path / "inference" / "m" / "day=2013-02-02" / "notes.txt").write_text("not a part")
-    df = drift.read_window(tmp_path, "m", date(2013, 2, 2), "2013-02-03", columns=["x", "c", "absent"], categorical=["c"])
+    df = read_inference(tmp_path, "m", date(2013, 2, 2), "2013-02-03", columns=["x", "c", "absent"], categorical=["c"])
     assert len(df) == 650 and list(df.columns) == ["x", "c"]
     assert isinstance(df["c"].dtype, pd.CategoricalDtype) and df["x"].isna().sum() == 50
     out = {r.column: r for r in drift.column_drift(df, drift.reference_stats(frame(3000, 9), make_spec()), make_spec())}
     assert out["x"].null_share == pytest.approx(50 / 650) and not out["c"].drifted
 
 
-def test_read_window_without_parts_is_an_empty_window(tmp_path):
-    df = drift.read_window(tmp_path, "m", "2013-02-01", "2013-02-07", columns=["x", "c"])
+def test_read_inference_without_parts_is_an_empty_window(tmp_path):
+    df = read_inference(tmp_path, "m", "2013-02-01", "2013-02-07", columns=["x", "c"])
     assert len(df) == 0 and list(df.columns) == ["x", "c"]
     assert {r.status for r in drift.column_drift(df, drift.reference_stats(frame(100, 1), make_spec()), make_spec())} == {"empty_window"}
 
@@ -409,6 +434,8 @@ def test_verdicts_agree_with_evidentlys_data_drift_preset(evidently_tier):
     from evidently import Dataset, Report
     from evidently.presets import DataDriftPreset
 
+    from include.mlops.steps.monitoring.reports import data_definition
+
     numeric = ("n_same", "n_shift", "n_scale", "n_int", "n_few", "n_mild", "n_nulls")
     categorical = ("c_same", "c_shift", "c_new")
     spec = make_spec(numeric, categorical)
@@ -435,7 +462,7 @@ def test_verdicts_agree_with_evidentlys_data_drift_preset(evidently_tier):
 
     ref, cur = window(1, False), window(2, True)
     ours = run(ref, cur, spec)
-    definition = drift.evidently_data_definition(spec, list(ref.columns))
+    definition = data_definition(list(ref.columns), spec)
     snapshot = Report([DataDriftPreset()], include_tests=True).run(
         Dataset.from_pandas(cur, data_definition=definition), Dataset.from_pandas(ref, data_definition=definition)
     )

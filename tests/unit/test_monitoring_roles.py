@@ -84,7 +84,7 @@ def test_the_registry_artifacts_probe_scores_are_computed_once_per_version_and_p
     import numpy as np
 
     from include.mlops.domain.profiles import probe_frame
-    from include.mlops.steps.monitoring import _artifact_probe_scores
+    from include.mlops.steps.monitoring import artifact_probe_scores
 
     loads = []
 
@@ -99,10 +99,10 @@ def test_the_registry_artifacts_probe_scores_are_computed_once_per_version_and_p
 
     monkeypatch.setattr(mlflow.sklearn, "load_model", load_model)
     probes = probe_frame(runtime.spec)
-    first = _artifact_probe_scores(runtime, "7", probes)
-    again = _artifact_probe_scores(runtime, "7", probes)
+    first = artifact_probe_scores(runtime, "7", probes)
+    again = artifact_probe_scores(runtime, "7", probes)
     assert loads == [f"models:/{runtime.model_name}/7"]
     assert np.array_equal(first, again) and len(first) == len(probes)
-    _artifact_probe_scores(runtime, "7", probes.head(10))  # other probe rows: scored anew
-    _artifact_probe_scores(runtime, "8", probes)  # another version: its own artifact
+    artifact_probe_scores(runtime, "7", probes.head(10))  # other probe rows: scored anew
+    artifact_probe_scores(runtime, "8", probes)  # another version: its own artifact
     assert loads == [f"models:/{runtime.model_name}/7"] * 2 + [f"models:/{runtime.model_name}/8"]

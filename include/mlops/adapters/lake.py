@@ -5,14 +5,21 @@
 <lake>/archive/<model>/            accepted batch files as delivered
 <lake>/quarantine/<model>/         rejected batch files, untouched
 <lake>/reports/<model>/ingest/     validation report (HTML) and GX result (JSON) per batch
+<lake>/inference/<model>/day=<day>/  the inference log's columnar copy for monitoring, by event day
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: Touching this file in a landing folder tells the ingest DAG's asset watcher to look.
 READY_MARKER = "_READY"
@@ -77,3 +84,48 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def inference_files(root: str | Path, model: str, start: date | str, end: date | str) -> list[Path]:
+    """Parquet parts of ``<root>/inference/<model>/day=YYYY-MM-DD/`` for the days ``start..end`` (inclusive)."""
+    first = start if isinstance(start, date) else date.fromisoformat(start)
+    last = end if isinstance(end, date) else date.fromisoformat(end)
+    base = Path(root) / "inference" / model
+    files: list[Path] = []
+    day = first
+    while day <= last:
+        files.extend(sorted((base / f"day={day.isoformat()}").glob("part-*.parquet")))
+        day += timedelta(days=1)
+    return files
+
+
+def read_inference(
+    root: str | Path,
+    model: str,
+    start: date | str,
+    end: date | str,
+    columns: Sequence[str] | None = None,
+    categorical: Sequence[str] = (),
+) -> pd.DataFrame:
+    """The inference log of ``model`` for the days ``start..end`` as one frame, reading only ``columns``.
+
+    ``categorical`` columns are read dictionary-encoded (pandas ``category``: one small integer per
+    row instead of a Python string). Columns absent from every part are left out (the drift check
+    reports them as ``missing_column``); parts whose schemas differ are unified.
+    """
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = inference_files(root, model, start, end)
+    if not files:
+        return pd.DataFrame({c: pd.Series(dtype="float64") for c in columns or []})
+    schema = pa.unify_schemas([pq.read_schema(f) for f in files], promote_options="permissive")
+    wanted = [c for c in columns if c in schema.names] if columns is not None else list(schema.names)
+    dict_cols = []
+    for c in categorical:
+        if c in wanted and (pa.types.is_string(schema.field(c).type) or pa.types.is_large_string(schema.field(c).type)):
+            schema = schema.set(schema.get_field_index(c), pa.field(c, pa.dictionary(pa.int32(), schema.field(c).type)))
+            dict_cols.append(c)
+    table = pq.read_table([str(f) for f in files], columns=wanted, schema=schema, read_dictionary=dict_cols)
+    return table.to_pandas(self_destruct=True)

@@ -218,7 +218,7 @@ class DriftOverride(_Model):
     Either field alone keeps the default for the other."""
 
     method: Literal["ks", "chisquare", "z", "wasserstein", "jensenshannon", "psi", "kl_div"] | None = None
-    threshold: float | None = Field(default=None, ge=0)
+    threshold: float | None = Field(default=None, ge=0, allow_inf_nan=False)
 
 
 class Monitoring(_Model):
@@ -300,12 +300,24 @@ class Spec(_Model):
         unknown = sorted((set(self.monitoring.drift_overrides) | set(self.monitoring.drift_exclude)) - set(names))
         if unknown:
             raise ValueError(f"monitoring.drift_overrides / drift_exclude name unknown features: {', '.join(unknown)}")
+        self._drift_methods_fit()
         numeric = {f.name for f in self.features if f.type != "categorical"}
         for i, check in enumerate(self.checks):
             for col in (check.a, check.b):
                 if col not in numeric:
                     raise ValueError(f"checks[{i}] names {col!r}, which is not a numeric feature")
         return self
+
+    def _drift_methods_fit(self) -> None:
+        """Each drift override's method applies to its feature's kind (``drift.METHODS``)."""
+        from include.mlops.domain.drift import METHODS
+
+        for name, override in self.monitoring.drift_overrides.items():
+            kind = "categorical" if self.feature(name).type == "categorical" else "numeric"
+            if override.method is not None and kind not in METHODS[override.method].kinds:
+                allowed = ", ".join(m for m, test in METHODS.items() if kind in test.kinds)
+                where = f"monitoring.drift_overrides.{name}.method"
+                raise ValueError(f"{where} {override.method!r} does not apply to a {kind} feature (use one of {allowed})")
 
     @property
     def feature_names(self) -> list[str]:

@@ -1,0 +1,290 @@
+"""Every check of one version on one window, gathered in a :class:`Summary`.
+
+* system stability: error rate and p95 latency;
+* data drift per feature and dataset drift (:mod:`include.mlops.domain.drift`, exact fast checks
+  on the whole window against the reference statistics), prediction drift of the score;
+* input quality: the spec's Great Expectations suite on the window's inputs, and the share of
+  requests the serving API rejected;
+* realized quality once labels have arrived (the version's labelled predictions over the trailing
+  ``quality_days``), against the holdout value at training time;
+* prediction consistency: the spec's probe set scored by the live serving API and by the registry
+  artifact must agree.
+
+The outcome is healthy, warning, drift, decay or insufficient_data, with reason codes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from include.mlops.steps.monitoring.export import labelled
+from include.mlops.steps.monitoring.reference import Reference, artifact_probe_scores, load_reference
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from include.mlops.domain.drift import ColumnDrift, DatasetDrift
+    from include.mlops.domain.spec import Monitoring, Spec
+    from include.mlops.runtime import Runtime
+
+
+@dataclass
+class Summary:
+    """The outcome of monitoring one version on one window (JSON-able)."""
+
+    model: str
+    version: str
+    role: str  # champion | challenger
+    window_start: str
+    window_end: str
+    rows: int
+    outcome: str = "healthy"  # healthy | warning | drift | decay | insufficient_data
+    reason_codes: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    drift: dict[str, Any] = field(default_factory=dict)
+    prediction: dict[str, Any] = field(default_factory=dict)
+    input_quality: dict[str, Any] = field(default_factory=dict)
+    quality: dict[str, Any] = field(default_factory=dict)
+    consistency: dict[str, Any] = field(default_factory=dict)
+    system: dict[str, Any] = field(default_factory=dict)
+    report: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def add(self, level: str, code: str, reason: str) -> None:
+        order = ["healthy", "warning", "decay", "drift"]
+        if order.index(level) > order.index(self.outcome if self.outcome in order else "healthy"):
+            self.outcome = level
+        self.reason_codes.append(code)
+        self.reasons.append(reason)
+
+
+def monitor_version(
+    rt: Runtime, version: str, role: str, window: tuple[datetime, datetime], frame: pd.DataFrame, *, consistency: dict[str, Any] | None
+) -> tuple[Summary, pd.DataFrame]:
+    """Every check for one version on one window; returns the summary and its scored rows."""
+    mon = rt.spec.monitoring
+    start, end = window
+    mine = frame[(frame["model_version"] == version) & frame["status"].isin(["ok", "error"])]
+    routes = ["champion"] if role == "champion" else ["challenger", "shadow"]
+    mine = mine[mine["route"].isin(routes)]
+    s = Summary(rt.model_name, version, role, start.isoformat(), end.isoformat(), rows=len(mine))
+    ok = mine[mine["status"] == "ok"]
+    if len(mine) < mon.min_rows:
+        s.outcome = "insufficient_data"
+        s.reason_codes.append("too_few_rows")
+        s.reasons.append(f"{len(mine)} scored rows in the window; at least {mon.min_rows} are needed to judge drift")
+        return s, ok
+    ref = load_reference(rt, version)
+    check_system(s, mine, mon)
+    check_drift(s, rt.spec, ok, ref)
+    check_input_quality(s, rt, frame, ok)
+    check_realized_quality(s, rt, end, ref)
+    if consistency is not None:
+        check_consistency(s, consistency, mon)
+    if not s.reason_codes:
+        s.reason_codes.append("healthy")
+        s.reasons.append("no drift, quality and system within bounds")
+    return s, ok
+
+
+# -- system stability -------------------------------------------------------------------------
+def check_system(s: Summary, mine: pd.DataFrame, mon: Monitoring) -> None:
+    """Error rate and p95 latency of the version's requests in the window."""
+    import numpy as np
+
+    ok = mine[mine["status"] == "ok"]
+    errors = int((mine["status"] == "error").sum())
+    p95 = float(np.percentile(ok["latency_ms"].dropna(), 95)) if ok["latency_ms"].notna().any() else None
+    s.system = {"requests": len(mine), "errors": errors, "error_rate": errors / len(mine), "p95_latency_ms": p95}
+    if errors / len(mine) > mon.max_error_rate:
+        s.add("warning", "error_rate", f"error rate {errors / len(mine):.2%} > {mon.max_error_rate:.2%}")
+    if p95 is not None and p95 > mon.max_p95_latency_ms:
+        s.add("warning", "latency", f"p95 latency {p95:.0f} ms > {mon.max_p95_latency_ms:.0f} ms")
+
+
+# -- data drift (features) and prediction drift (score) ----------------------------------------
+def check_drift(s: Summary, spec: Spec, ok: pd.DataFrame, ref: Reference) -> None:
+    """Feature and score drift against the reference statistics, in one pass over the window."""
+    from include.mlops.domain import drift
+    from include.mlops.domain.spec import DriftOverride
+
+    mon = spec.monitoring
+    overrides = dict(mon.drift_overrides)  # typed and checked when the spec loaded
+    overrides.setdefault("score", DriftOverride(threshold=mon.score_drift_threshold))
+    current = ok[[*spec.feature_names, "score"]].copy()
+    current["score"] = current["score"].astype(float)
+    results = drift.column_drift(current, ref.stats, spec, overrides)
+    feature_results = [r for r in results if r.column in spec.feature_names and r.column not in mon.drift_exclude]
+    judge_dataset_drift(s, drift.dataset_drift(feature_results, share=mon.dataset_drift_share), feature_results)
+    judge_prediction_drift(s, {r.column: r for r in results}.get("score"), ok, ref)
+
+
+def judge_dataset_drift(s: Summary, ds: DatasetDrift, feature_results: list[ColumnDrift]) -> None:
+    s.drift = {
+        "share": ds.share_drifted,
+        "drifted": list(ds.drifted_names),
+        "undefined": list(ds.undefined_names),
+        "dataset_drift": ds.drifted,
+        "columns": {r.column: column_summary(r) for r in feature_results},
+    }
+    if ds.drifted:
+        s.add(
+            "drift",
+            "dataset_drift",
+            f"{ds.drifted_columns} of {ds.tested_columns} features drifted ({ds.share_drifted:.0%}): {', '.join(ds.drifted_names)}",
+        )
+    elif ds.drifted_names:
+        s.add(
+            "warning", "feature_drift", f"features drifted: {', '.join(ds.drifted_names)} ({ds.share_drifted:.0%}, below the dataset share)"
+        )
+
+
+def judge_prediction_drift(s: Summary, sr: ColumnDrift | None, ok: pd.DataFrame, ref: Reference) -> None:
+    s.prediction = {
+        "score_method": sr.method if sr else None,
+        "score_drift": number_or_none(sr.score) if sr else None,
+        "drifted": bool(sr.drifted) if sr else False,
+        "positive_rate": float((ok["score"] >= 0.5).mean()) if len(ok) else None,
+        "holdout_positive_rate": float((ref.holdout["score"] >= 0.5).mean()),
+        "mean_score": float(ok["score"].mean()) if len(ok) else None,
+    }
+    if sr is not None and sr.drifted:
+        s.add(
+            "drift",
+            "prediction_drift",
+            f"score distribution drifted from the holdout predictions ({sr.method} {number_or_none(sr.score) or 0:.3f} vs {sr.threshold})",
+        )
+
+
+def column_summary(r: ColumnDrift) -> dict[str, Any]:
+    return {
+        "method": r.method,
+        "score": number_or_none(r.score),
+        "threshold": r.threshold,
+        "drifted": bool(r.drifted),
+        "status": r.status,
+        "null_share": r.null_share,
+        "unseen": list(r.unseen_categories[:5]),
+    }
+
+
+def number_or_none(v: Any) -> float | None:
+    """``v`` as a finite float, else None (JSON and MLflow take no NaN)."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) or math.isinf(f) else f
+
+
+# -- input quality ------------------------------------------------------------------------------
+def check_input_quality(s: Summary, rt: Runtime, frame: pd.DataFrame, ok: pd.DataFrame) -> None:
+    """The spec's input expectations on the window, and the share of requests refused by schema.
+    Rejected requests have no trustworthy event time: they are counted over the wall-clock span in
+    which this window's traffic was served."""
+    from include.mlops.domain.validation import validate_frame
+
+    served = frame[frame["status"] != "rejected"]
+    rejected = 0
+    if not served.empty:
+        lo, hi = served["created_at"].min(), served["created_at"].max()
+        rejected = rt.store.count_rejected(rt.model_name, lo.to_pydatetime(), hi.to_pydatetime())
+    total_requests = len(served) + rejected
+    inputs = ok[rt.spec.feature_names].copy()
+    for f in rt.spec.features:  # the export stores what arrived; text columns as object for GX
+        if f.type == "categorical":
+            inputs[f.name] = inputs[f.name].astype(object)
+    outcome = validate_frame(inputs, rt.spec, None, inputs=True)
+    share = rejected / total_requests if total_requests else 0.0
+    s.input_quality = {"reason_codes": outcome.reason_codes, "rejected_share": share, "rejected": rejected, "checks": len(outcome.checks)}
+    for r in outcome.reasons:
+        s.add("warning", f"input_{r.code}", r.message)
+    if share > rt.spec.monitoring.max_rejected_share:
+        s.add("warning", "schema_rejected_requests", f"{share:.1%} of requests failed schema validation ({rejected} of {total_requests})")
+
+
+# -- realized quality ---------------------------------------------------------------------------
+def check_realized_quality(s: Summary, rt: Runtime, end: datetime, ref: Reference) -> None:
+    """Decay when the realized metric has fallen below the holdout value by more than allowed."""
+    s.quality = realized_quality(rt, s.version, end, ref)
+    live, base = s.quality.get("live"), s.quality.get("holdout")
+    if live is not None and base is not None and not math.isnan(live) and base - live > rt.spec.monitoring.max_quality_drop:
+        s.add(
+            "decay",
+            "quality_decay",
+            f"{s.quality['metric']} {live:.4f} on {s.quality['labelled_rows']} labelled predictions vs {base:.4f} at training",
+        )
+
+
+def realized_quality(rt: Runtime, version: str, end: datetime, ref: Reference) -> dict[str, Any]:
+    """Realized quality of ``version`` over the trailing ``quality_days`` of labelled predictions."""
+    import numpy as np
+
+    from include.mlops.steps.training import classification_metrics
+
+    mon = rt.spec.monitoring
+    df = labelled(rt, version, end)
+    metric = rt.spec.promotion.metric
+    out: dict[str, Any] = {"labelled_rows": len(df), "metric": metric, "days": mon.quality_days, "holdout": ref.metrics.get(metric)}
+    if len(df) < mon.min_labelled_rows:
+        out["status"] = "waiting_for_labels"
+        return out
+    m = classification_metrics(df["label"].astype(int).to_numpy(), df["score"].astype(float).to_numpy())
+    out.update(
+        status="measured", live=m.get(metric), live_metrics={k: v for k, v in m.items() if not (isinstance(v, float) and np.isnan(v))}
+    )
+    return out
+
+
+# -- prediction consistency ---------------------------------------------------------------------
+def check_consistency(s: Summary, consistency: dict[str, Any], mon: Monitoring) -> None:
+    s.consistency = consistency
+    diff = consistency.get("max_abs_diff")
+    if diff is not None and diff > mon.probe_tolerance:
+        s.add(
+            "warning",
+            "probe_mismatch",
+            f"live and registry scores differ by up to {diff:.3g} on the probe set (environment or serialization skew)",
+        )
+
+
+def probe_consistency(rt: Runtime) -> dict[str, Any]:
+    """The probe set through the live serving API vs each answering version's registry artifact."""
+    import httpx
+    import numpy as np
+
+    from include.mlops.adapters.registry import quiet_model_imports
+    from include.mlops.adapters.store import utcnow
+    from include.mlops.domain.profiles import probe_frame
+
+    quiet_model_imports()
+    probes = probe_frame(rt.spec)
+    rows = json.loads(probes.to_json(orient="records"))
+    try:
+        resp = httpx.post(
+            f"{rt.settings.serving_url}/predict",
+            json={"rows": rows, "request_id": f"probe-{utcnow():%Y%m%d%H%M%S}"},
+            headers=rt.settings.serving_headers(),
+            timeout=30.0,
+        )
+    except httpx.HTTPError as exc:
+        return {"status": "serving_unreachable", "error": str(exc)[:300]}
+    if resp.status_code != 200:
+        return {"status": "serving_error", "http_status": resp.status_code, "body": resp.text[:300]}
+    answers = resp.json().get("predictions", [])
+    by_version: dict[str, list[tuple[int, float]]] = {}
+    for i, a in enumerate(answers):
+        by_version.setdefault(str(a.get("model_version")), []).append((i, float(a.get("score", math.nan))))
+    worst = 0.0
+    for version, pairs in by_version.items():
+        idx = [i for i, _ in pairs]
+        expected = artifact_probe_scores(rt, version, probes)[idx]
+        got = np.array([s for _, s in pairs])
+        worst = max(worst, float(np.max(np.abs(expected - got))) if len(got) else 0.0)
+    return {"status": "measured", "rows": len(answers), "versions": sorted(by_version), "max_abs_diff": worst}
