@@ -36,6 +36,8 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from include.mlops.domain.clock import utcnow
+from include.mlops.domain.roles import CANARY, CHALLENGER, CHAMPION
 from include.mlops.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -229,14 +231,147 @@ def last_decision(rt: Runtime) -> str:
     return f"{d['kind']} {d['outcome']} ({d['reason_code']})"
 
 
+@dataclass
+class Demo:
+    """One demo run: the stack it drives, the plan and what it noticed (see :func:`run`)."""
+
+    args: argparse.Namespace
+    s: Settings
+    rt: Runtime
+    client: AirflowClient
+    http: Any
+    flights: pd.DataFrame
+    plan: Plan
+    tally: Tally
+    out_dir: Path
+    window_asset: int
+    started: float
+    drills: Drills = field(init=False)
+    judging: datetime | None = None  # the end of the last window announced
+    closed: ClosedWindow | None = None  # closed, not announced yet
+
+    def __post_init__(self) -> None:
+        self.drills = Drills(self.plan)
+
+    def bootstrap(self) -> None:
+        """1. January's labels (and the first week of February: the first model's holdout), then the first model."""
+        from include.mlops.steps.ingest import notify_landing
+        from tooling.replay import write_day
+
+        rt, plan, tally = self.rt, self.plan, self.tally
+        for i in range((plan.first_traffic - plan.start).days):
+            write_day(rt, self.flights, plan.start + timedelta(days=i))
+        notify_landing(rt.lake)
+        tally.note(plan.start, "landed the label batches of January and Feb 1-7")
+        wait_until(lambda: not any(p for p in rt.lake.landing.glob("outcomes_*")), 600, "the bootstrap batches to be ingested")
+        run_id = self.client.trigger(
+            "train_candidate",
+            {"train_start": str(plan.start), "train_end": str(plan.start + timedelta(days=30)), "reason": "first model: January 2013"},
+        )
+        tally.note(plan.start, "train_candidate triggered for the first model", run_id=run_id)
+        champion = wait_until(lambda: _alias(rt, CHAMPION), 900, "the first champion")
+        tally.note(plan.first_traffic, f"first champion v{champion} serving")
+        wait_until(
+            lambda: "champion v" in serving_now(self.http, self.s.serving_url) and "None" not in serving_now(self.http, self.s.serving_url),
+            120,
+            "serving to load it",
+        )
+
+    def announce(self, w: ClosedWindow) -> None:
+        """Signal a closed window once its label batches are ingested and the window before it is judged."""
+        _wait_ingested(self.rt, w.labels, self.args.window_timeout)
+        if self.judging is not None:  # backpressure: the previous window must be judged first
+            _wait_judged(self.rt, self.judging, self.args.window_timeout, self.tally)
+        self.client.request(
+            "POST",
+            "/assets/events",
+            json={"asset_id": self.window_asset, "extra": {"window_start": w.start.isoformat(), "window_end": w.end.isoformat()}},
+        )
+        print(f"{w.last_day}  {serving_now(self.http, self.s.serving_url):45}  last decision: {last_decision(self.rt)}", flush=True)
+        self.judging = w.end
+
+    def replay(self) -> None:
+        """2. the replay: as fast as the loop keeps up. A window closes when its last day's traffic is
+        sent; it is announced once the label batches landed by then are ingested (realized quality
+        needs them) and the window before it is judged. The next days' traffic goes on meanwhile,
+        so the ingest overlaps the replay; at most one closed window waits (backpressure)."""
+        plan = self.plan
+        window_start = datetime.combine(plan.first_traffic, datetime.min.time())
+        day = plan.first_traffic
+        extended = False
+        while day <= plan.end:
+            t0 = time.monotonic()
+            window_start = self.replay_day(day, window_start)
+            if day == plan.end and self.drills.rollback_waiting() and day < self.drills.last_day:
+                # the manual rollback needs a champion served before the current one: when no
+                # promotion happened in the range, go on a day at a time until one does (bounded)
+                plan.end = day + timedelta(days=1)
+                if not extended:
+                    why = "no promotion yet, nothing to roll back to"
+                    self.tally.note(day, f"drill manual_rollback: {why}; replaying on until {self.drills.last_day} at most")
+                    extended = True
+            day += timedelta(days=1)
+            time.sleep(max(plan.seconds_per_day - (time.monotonic() - t0), 0))
+
+    def replay_day(self, day: date, window_start: datetime) -> datetime:
+        """One day: its traffic, the labels due by then, the window it may close, the drills it may start.
+        Returns the start of the open window."""
+        from include.mlops.steps.ingest import notify_landing
+        from tooling.replay import day_frame
+
+        rt, plan = self.rt, self.plan
+        self.tally.day_started[str(day)] = utcnow()
+        df = day_frame(self.flights, rt.spec, day)
+        if self.drills.fragile_live(rt):  # production traffic now includes a destination only production has
+            df = df.copy()
+            hit = df.index[:: max(int(1 / plan.fragile_share), 1)]
+            df.loc[hit, "dest"] = PRODUCTION_ONLY_DEST
+        send_traffic(self.http, self.s, request_rows(df, rt), self.tally)
+        labels_day = day - timedelta(days=max(rt.spec.label_delay_hours // 24, 1))
+        if labels_day >= plan.first_traffic:
+            _land_labels(rt, self.flights, labels_day, plan, self.tally)
+        if self.closed is not None and _ingested(rt, self.closed.labels) and (self.judging is None or _judged(rt, self.judging)):
+            self.announce(self.closed)
+            self.closed = None
+        window_end = datetime.combine(day + timedelta(days=1), datetime.min.time())
+        if window_end - window_start >= timedelta(hours=rt.spec.monitoring.window_hours) or day == plan.end:
+            # the producer signals once per window: one ingest run takes the week's batches
+            notify_landing(rt.lake)
+            if self.closed is not None:
+                self.announce(self.closed)
+            self.closed = ClosedWindow(window_start, window_end, day, _landed(rt))
+            window_start = window_end
+        self.drills.maybe_start(day, rt, self.client, self.tally)
+        return window_start
+
+    def finish(self) -> None:
+        """3. let the loop finish what the last days started, then tell the story."""
+        from include.mlops.steps.ingest import notify_landing
+
+        rt, plan, tally = self.rt, self.plan, self.tally
+        notify_landing(rt.lake)
+        if self.closed is not None:
+            self.announce(self.closed)
+        tally.note(plan.end, "replay done; waiting for the loop to settle")
+        try:
+            wait_until(lambda: idle(self.client), self.args.settle_timeout, "every DAG run to finish", poll=5)
+        except TimeoutError as exc:
+            tally.note(plan.end, f"not settled: {exc}")
+        self.drills.fragile_live(rt)
+        summary = summarize(rt, self.client, tally, plan, time.monotonic() - self.started)
+        summary["fragile_version"] = self.drills.fragile_version
+        summary["loop_latency"] = loop_latency(rt, tally)
+        (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+        timeline_png(rt, self.out_dir / "timeline.png", plan)
+        print_summary(summary, self.out_dir)
+
+
 def run(args: argparse.Namespace) -> int:
     import httpx
 
     from include.mlops.adapters.airflow_api import AirflowClient
     from include.mlops.runtime import load_runtime
-    from include.mlops.steps.ingest import notify_landing
     from tooling.flights import load_flights
-    from tooling.replay import day_frame, write_day
 
     s = get_settings()
     started = time.monotonic()
@@ -247,108 +382,14 @@ def run(args: argparse.Namespace) -> int:
     wait_for_dags(client)
     flights = load_flights(s.home / "cache")
     plan = make_plan(args.start, args.end, args.drills, args.seconds_per_day, args.fast)
-    tally = Tally()
     out_dir = s.home / "demo"
     out_dir.mkdir(parents=True, exist_ok=True)
     window_asset = asset_id(client, "inference_window_closed")
-    http = httpx.Client()
+    demo = Demo(args, s, rt, client, httpx.Client(), flights, plan, Tally(), out_dir, window_asset, started)
     print(f"\nplan: {plan.start} -> {plan.end}, traffic from {plan.first_traffic}; drills {plan.drills}\n", flush=True)
-
-    # 1. January's labels (and the first week of February: the first model's holdout), then the first model
-    for i in range((plan.first_traffic - plan.start).days):
-        write_day(rt, flights, plan.start + timedelta(days=i))
-    notify_landing(rt.lake)
-    tally.note(plan.start, "landed the label batches of January and Feb 1-7")
-    wait_until(lambda: not any(p for p in rt.lake.landing.glob("outcomes_*")), 600, "the bootstrap batches to be ingested")
-    run_id = client.trigger(
-        "train_candidate",
-        {"train_start": str(plan.start), "train_end": str(plan.start + timedelta(days=30)), "reason": "first model: January 2013"},
-    )
-    tally.note(plan.start, "train_candidate triggered for the first model", run_id=run_id)
-    champion = wait_until(lambda: _alias(rt, "champion"), 900, "the first champion")
-    tally.note(plan.first_traffic, f"first champion v{champion} serving")
-    wait_until(
-        lambda: "champion v" in serving_now(http, s.serving_url) and "None" not in serving_now(http, s.serving_url),
-        120,
-        "serving to load it",
-    )
-
-    # 2. the replay: as fast as the loop keeps up. A window closes when its last day's traffic is
-    # sent; it is announced once the label batches landed by then are ingested (realized quality
-    # needs them) and the window before it is judged. The next days' traffic goes on meanwhile,
-    # so the ingest overlaps the replay; at most one closed window waits (backpressure).
-    window_hours = rt.spec.monitoring.window_hours
-    window_start = datetime.combine(plan.first_traffic, datetime.min.time())
-    judging: datetime | None = None  # the end of the last window announced
-    closed: ClosedWindow | None = None  # closed, not announced yet
-
-    def announce(w: ClosedWindow) -> None:
-        nonlocal judging
-        _wait_ingested(rt, w.labels, args.window_timeout)
-        if judging is not None:  # backpressure: the previous window must be judged first
-            _wait_judged(rt, judging, args.window_timeout, tally)
-        client.request(
-            "POST",
-            "/assets/events",
-            json={"asset_id": window_asset, "extra": {"window_start": w.start.isoformat(), "window_end": w.end.isoformat()}},
-        )
-        print(f"{w.last_day}  {serving_now(http, s.serving_url):45}  last decision: {last_decision(rt)}", flush=True)
-        judging = w.end
-
-    day = plan.first_traffic
-    drills = Drills(plan)
-    extended = False
-    while day <= plan.end:
-        t0 = time.monotonic()
-        tally.day_started[str(day)] = _utcnow()
-        df = day_frame(flights, rt.spec, day)
-        if drills.fragile_live(rt):  # production traffic now includes a destination only production has
-            df = df.copy()
-            hit = df.index[:: max(int(1 / plan.fragile_share), 1)]
-            df.loc[hit, "dest"] = PRODUCTION_ONLY_DEST
-        send_traffic(http, s, request_rows(df, rt), tally)
-        labels_day = day - timedelta(days=max(rt.spec.label_delay_hours // 24, 1))
-        if labels_day >= plan.first_traffic:
-            _land_labels(rt, flights, labels_day, plan, tally)
-        if closed is not None and _ingested(rt, closed.labels) and (judging is None or _judged(rt, judging)):
-            announce(closed)
-            closed = None
-        window_end = datetime.combine(day + timedelta(days=1), datetime.min.time())
-        if window_end - window_start >= timedelta(hours=window_hours) or day == plan.end:
-            # the producer signals once per window: one ingest run takes the week's batches
-            notify_landing(rt.lake)
-            if closed is not None:
-                announce(closed)
-            closed = ClosedWindow(window_start, window_end, day, _landed(rt))
-            window_start = window_end
-        drills.maybe_start(day, rt, client, tally)
-        if day == plan.end and drills.rollback_waiting() and day < drills.last_day:
-            # the manual rollback needs a champion served before the current one: when no
-            # promotion happened in the range, go on a day at a time until one does (bounded)
-            plan.end = day + timedelta(days=1)
-            if not extended:
-                why = "no promotion yet, nothing to roll back to"
-                tally.note(day, f"drill manual_rollback: {why}; replaying on until {drills.last_day} at most")
-                extended = True
-        day += timedelta(days=1)
-        time.sleep(max(plan.seconds_per_day - (time.monotonic() - t0), 0))
-
-    # 3. let the loop finish what the last days started, then tell the story
-    notify_landing(rt.lake)
-    if closed is not None:
-        announce(closed)
-    tally.note(plan.end, "replay done; waiting for the loop to settle")
-    try:
-        wait_until(lambda: idle(client), args.settle_timeout, "every DAG run to finish", poll=5)
-    except TimeoutError as exc:
-        tally.note(plan.end, f"not settled: {exc}")
-    drills.fragile_live(rt)
-    summary = summarize(rt, client, tally, plan, time.monotonic() - started)
-    summary["fragile_version"] = drills.fragile_version
-    summary["loop_latency"] = loop_latency(rt, tally)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
-    timeline_png(rt, out_dir / "timeline.png", plan)
-    print_summary(summary, out_dir)
+    demo.bootstrap()
+    demo.replay()
+    demo.finish()
     return 0
 
 
@@ -377,14 +418,14 @@ class Drills:
     def _fragile_may_redeploy(self, rt: Runtime, client: AirflowClient) -> bool:
         if self.fragile_version is None or self.fragile_redeployed or not _refused_busy(rt, self.fragile_version):
             return False
-        return not _alias(rt, "challenger") and not _busy(client, ("deploy_validated_model", "check_early_window", "promote_or_rollback"))
+        return not _alias(rt, CHALLENGER) and not _busy(client, ("deploy_validated_model", "check_early_window", "promote_or_rollback"))
 
     def fragile_live(self, rt: Runtime) -> bool:
         if self.fragile_run and self.fragile_version is None:
             for d in rt.store.list_decisions(rt.model_name, "training"):
                 if d["run_id"] == self.fragile_run and d["outcome"] == "registered":
                     self.fragile_version = str(d["inputs"]["version"])
-        return self.fragile_version is not None and _alias(rt, "challenger") == self.fragile_version
+        return self.fragile_version is not None and _alias(rt, CHALLENGER) == self.fragile_version
 
     def maybe_start(self, day: date, rt: Runtime, client: AirflowClient, tally: Tally) -> None:
         drills = self.plan.drills
@@ -393,7 +434,7 @@ class Drills:
             and self.fragile_run is None
             and day >= drills["fragile_canary"]
             # one challenger at a time: start when the current evaluation is over (checked daily)
-            and not _alias(rt, "challenger")
+            and not _alias(rt, CHALLENGER)
             and not _busy(client, ("train_candidate", "deploy_validated_model", "check_early_window"))
         ):
             window = _champion_window(rt)  # the champion's own data: the same model, but fragile
@@ -417,14 +458,14 @@ class Drills:
                 "deploy_validated_model",
                 {
                     "version": self.fragile_version,
-                    "strategy": "canary",
+                    "strategy": CANARY,
                     "reason": "fire drill: the fragile candidate, once the slot was free",
                 },
             )
             self.fragile_redeployed = True
             tally.note(day, f"drill fragile_canary: v{self.fragile_version} waited for the challenger slot; deploying it", run_id=run_id)
         if "manual_rollback" in drills and not self.rollback_done and day >= drills["manual_rollback"]:
-            champions = [r for r in rt.store.list_ledger(rt.model_name, "champion") if r["to_version"]]
+            champions = [r for r in rt.store.list_ledger(rt.model_name, CHAMPION) if r["to_version"]]
             if len(champions) < 2 and day < self.last_day:
                 return  # nothing served before the champion yet: wait for a promotion (the replay goes on)
             run_id = client.trigger("promote_or_rollback", {"action": "rollback", "reason": "demo drill: manual rollback from the UI"})
@@ -442,18 +483,12 @@ def _refused_busy(rt: Runtime, version: str) -> bool:
 def _champion_window(rt: Runtime) -> dict[str, Any]:
     from include.mlops.adapters.registry import mlflow_client
 
-    version = _alias(rt, "champion")
+    version = _alias(rt, CHAMPION)
     if version is None:
         return {}
     tags = mlflow_client(rt.settings.mlflow_tracking_uri).get_model_version(rt.model_name, version).tags or {}
     window: dict[str, Any] = json.loads(tags.get("mlops.window") or "{}")
     return window
-
-
-def _utcnow() -> datetime:
-    from include.mlops.adapters.store import utcnow
-
-    return utcnow()
 
 
 def loop_latency(rt: Runtime, tally: Tally) -> list[dict[str, Any]]:
@@ -483,8 +518,8 @@ def loop_latency(rt: Runtime, tally: Tally) -> list[dict[str, Any]]:
             None,
         )
         version = str(trained["inputs"].get("version")) if trained else None
-        canary = next((r for r in ledger if r["alias"] == "challenger" and r["to_version"] == version and r["action"] == "set"), None)
-        promoted = next((r for r in ledger if r["alias"] == "champion" and r["to_version"] == version), None)
+        canary = next((r for r in ledger if r["alias"] == CHALLENGER and r["to_version"] == version and r["action"] == "set"), None)
+        promoted = next((r for r in ledger if r["alias"] == CHAMPION and r["to_version"] == version), None)
         chains.append((drifts[-1], acc, trained, canary, promoted))
     if not chains:
         return []
@@ -667,7 +702,7 @@ def timeline_png(rt: Runtime, path: Path, plan: Plan) -> None:
     for d in rt.store.list_decisions(rt.model_name, "monitor"):
         inp = d["inputs"] or {}
         start = d["window_start"]
-        if inp.get("role") != "champion" or start is None or d["version"] is None:
+        if inp.get("role") != CHAMPION or start is None or d["version"] is None:
             continue
         if not plan.start <= start.date() <= plan.end:
             continue  # a scheduled pass over a window outside the replay (nothing served there)

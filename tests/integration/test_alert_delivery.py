@@ -222,9 +222,9 @@ def test_failing_receiver_never_raises_and_the_alert_waits_for_deliver_pending(c
 def test_a_black_holed_endpoint_costs_one_timeout_not_one_per_alert(channels, receiver, monkeypatch):
     """A socket that accepts connections and never answers: the first alert waits one timeout, the
     next ones skip that destination (and stay pending) instead of waiting again."""
-    from include.mlops.adapters import alerts
+    from include.mlops.adapters import alert_channels
 
-    monkeypatch.setattr(alerts, "_timed_out_until", {})
+    monkeypatch.setattr(alert_channels, "_timed_out_until", {})
     hole = socket.socket()
     hole.bind(("127.0.0.1", 0))
     hole.listen(8)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from include.mlops.adapters import alerts
+from include.mlops.adapters import alert_channels, alerts
 from include.mlops.adapters.alerts import (
     DeliveryError,
     HttpTarget,
@@ -33,7 +33,7 @@ T0 = datetime(2026, 3, 1, 12, 0, 0)
 
 @pytest.fixture(autouse=True)
 def _fresh_breaker(monkeypatch):
-    monkeypatch.setattr(alerts, "_timed_out_until", {})
+    monkeypatch.setattr(alert_channels, "_timed_out_until", {})
 
 
 @pytest.fixture
@@ -47,7 +47,7 @@ def clock(monkeypatch):
     from include.mlops.adapters.store import alert_queries
 
     now = {"t": T0}
-    monkeypatch.setattr(alerts, "_now", lambda: now["t"])
+    monkeypatch.setattr(alerts, "utcnow", lambda: now["t"])
     monkeypatch.setattr(alert_queries, "utcnow", lambda: now["t"])
 
     def advance(**delta: float) -> None:
@@ -402,7 +402,7 @@ def test_post_json_retries_only_what_can_heal(monkeypatch, answers, calls, ok):
         return _Response()
 
     monkeypatch.setattr(urllib.request, "urlopen", urlopen)
-    monkeypatch.setattr(alerts.time, "sleep", lambda _: None)
+    monkeypatch.setattr(alert_channels.time, "sleep", lambda _: None)
     s = get_settings({"MLOPS_ALERT_TIMEOUT_SECONDS": "3"}).alerts
     target = HttpTarget("https://hooks.example.com/a", {"X-Token": "t"}, ("u", "p"))
     if ok:
@@ -429,7 +429,7 @@ def test_a_timed_out_destination_is_skipped_for_a_while(monkeypatch):
 
     clock = {"t": 1000.0}
     monkeypatch.setattr(urllib.request, "urlopen", urlopen)
-    monkeypatch.setattr(alerts.time, "monotonic", lambda: clock["t"])
+    monkeypatch.setattr(alert_channels.time, "monotonic", lambda: clock["t"])
     s = get_settings({}).alerts
     slow, fast = HttpTarget("https://slow.example.com/a"), HttpTarget("https://fast.example.com/a")
     with pytest.raises(DeliveryError, match="TimeoutError"):
@@ -462,7 +462,7 @@ def test_targets_from_airflow_connections(monkeypatch):
         "smtp_plain": _conn(host="mail.example.com", port=2525, extra_dejson={"disable_ssl": "true", "disable_tls": True}),
         "smtp_starttls": _conn(host="mail.example.com", extra_dejson={"disable_ssl": True}),
     }
-    monkeypatch.setattr(alerts, "_airflow_connection", lambda conn_id: conns[conn_id])
+    monkeypatch.setattr(alert_channels, "_airflow_connection", lambda conn_id: conns[conn_id])
 
     def s(**env: str):
         return get_settings(env).alerts

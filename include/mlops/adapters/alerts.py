@@ -23,37 +23,65 @@ Delivery is at least once: when one channel fails and another succeeded, the ret
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar
 
-from include.mlops.adapters.store import Store, utcnow
+from include.mlops.adapters.alert_channels import (
+    BREAKER_SECONDS,
+    DeliveryError,
+    HttpTarget,
+    SmtpServer,
+    post_json,
+    send_email,
+    slack_target,
+    smtp_server,
+    webhook_target,
+)
+from include.mlops.adapters.alert_messages import DOCUMENT_SCHEMA, Event, alert_document, email_message, slack_message
+from include.mlops.adapters.store import Store
+from include.mlops.domain.clock import utcnow
 from include.mlops.settings import ALERT_SEVERITIES, AlertSettings, Settings, get_settings
+
+__all__ = [
+    "BREAKER_SECONDS",
+    "DOCUMENT_SCHEMA",
+    "FLUSH_LIMIT",
+    "PENDING_WINDOW_MIN_MINUTES",
+    "SEVERITY_RANK",
+    "Alert",
+    "DeliveryError",
+    "Event",
+    "HttpTarget",
+    "Severity",
+    "SmtpServer",
+    "alert_document",
+    "configured_channels",
+    "deliver_pending",
+    "email_message",
+    "main",
+    "mark_alerted",
+    "post_json",
+    "raise_alert",
+    "resolve_alerts",
+    "send_alert",
+    "send_email",
+    "slack_message",
+    "slack_target",
+    "smtp_server",
+    "webhook_target",
+]
 
 log = logging.getLogger(__name__)
 
 Severity = Literal["info", "warning", "critical"]
-#: Why a document is sent: a new incident (or one never delivered yet), a reminder after the cool-off,
-#: an escalation to a higher severity, or the incident's end.
-Event = Literal["opened", "reminder", "escalated", "resolved"]
 SEVERITY_RANK: dict[str, int] = {s: i for i, s in enumerate(ALERT_SEVERITIES)}
-DOCUMENT_SCHEMA = "mlops-loop/alert/v1"
 #: After a successful delivery, at most this many older pending alerts are sent along.
 FLUSH_LIMIT = 20
 #: Pending alerts count only if last seen within the cool-off, and at least this long ago.
 PENDING_WINDOW_MIN_MINUTES = 60.0
-#: A destination whose attempt timed out is skipped (its alerts stay pending) for this long in this
-#: process, so a black-holed endpoint costs one timeout a minute, not one per alert.
-BREAKER_SECONDS = 60.0
-_timed_out_until: dict[str, float] = {}
-_EVENT_LABEL: dict[str, str] = {"opened": "", "reminder": "Reminder: ", "escalated": "Escalated: ", "resolved": "Resolved: "}
-_SLACK_ICON = {"critical": ":red_circle:", "warning": ":warning:", "info": ":information_source:"}
-_USER_AGENT = "mlops-loop-alerts/1"
 
 
 @dataclass(frozen=True)
@@ -66,15 +94,6 @@ class Alert:
     dedupe_key: str
     count: int = 1
     delivery: str = "off"
-
-
-class DeliveryError(Exception):
-    """A channel did not take an alert (after its retries), or is misconfigured."""
-
-
-def _now() -> datetime:
-    """Naive UTC, like every timestamp in the ops store (a seam for tests that move the clock)."""
-    return utcnow()
 
 
 # -- raising, resolving, delivering ------------------------------------------------------------
@@ -206,7 +225,7 @@ def _deliver_raised(store: Store, alert_id: int, row: dict[str, Any] | None, esc
         return "off"
     if not _wanted(row["severity"], s):
         return "below_min_severity"
-    now = _now()
+    now = utcnow()
     event: Event
     due_before: datetime | None
     if row["delivered_at"] is None:
@@ -253,9 +272,9 @@ def _deliver_pending(store: Store, model: str | None, s: AlertSettings, limit: i
         return report
     wanted = [sev for sev in ALERT_SEVERITIES if _wanted(sev, s)]
     if since is None:
-        since = _now() - timedelta(minutes=max(s.cooloff_minutes, PENDING_WINDOW_MIN_MINUTES))
+        since = utcnow() - timedelta(minutes=max(s.cooloff_minutes, PENDING_WINDOW_MIN_MINUTES))
     for row in store.pending_alerts(model, severities=wanted, since=since, limit=limit):
-        outcome = _claim_and_send(store, row, "opened", s, now=_now(), due_before=None)
+        outcome = _claim_and_send(store, row, "opened", s, now=utcnow(), due_before=None)
         if outcome == "delivered":
             report["delivered"].append(int(row["id"]))
         elif outcome == "failed":
@@ -266,93 +285,7 @@ def _deliver_pending(store: Store, model: str | None, s: AlertSettings, limit: i
     return report
 
 
-# -- what is sent ---------------------------------------------------------------------------------
-def _iso(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC).isoformat().replace("+00:00", "Z") if value.tzinfo is None else value.isoformat()
-    return str(value)
-
-
-def alert_document(row: Mapping[str, Any], event: Event = "opened") -> dict[str, Any]:
-    """The generic webhook's JSON body (documented in the README, "Alerts"), built from an ``alerts`` row."""
-    payload = dict(row.get("payload") or {})
-    links = payload.pop("links", None)
-    return {
-        "schema": DOCUMENT_SCHEMA,
-        "event": event,
-        "id": int(row["id"]),
-        "model": row["model_name"],
-        "severity": row["severity"],
-        "kind": row["kind"],
-        "status": "resolved" if event == "resolved" else row["status"],
-        "message": row["message"],
-        "dedupe_key": row["dedupe_key"],
-        "count": int(row["count"]),
-        "first_seen": _iso(row["first_seen"]),
-        "last_seen": _iso(row["last_seen"]),
-        "payload": payload,
-        "links": {str(k): str(v) for k, v in links.items()} if isinstance(links, dict) else {},
-    }
-
-
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _slack_escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def slack_message(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """A Slack incoming-webhook message (``text`` for notifications + Block Kit ``blocks``)."""
-    event, severity = doc["event"], str(doc["severity"])
-    label = _EVENT_LABEL.get(event, "")
-    icon = ":white_check_mark:" if event == "resolved" else _SLACK_ICON.get(severity, "")
-    title = f"{label}{severity.upper()} · {doc['model']} · {doc['kind']}"
-    context = f"alert #{doc['id']} · seen {doc['count']}× · first {doc['first_seen']} · last {doc['last_seen']}"
-    context += f" · key `{_slack_escape(str(doc['dedupe_key']))}`"
-    blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": _cut(title, 150), "emoji": True}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": _cut(_slack_escape(str(doc["message"])), 3000)}},
-        {"type": "context", "elements": [{"type": "mrkdwn", "text": _cut(context, 3000)}]},
-    ]
-    if doc.get("links"):
-        refs = " · ".join(f"<{url.replace('|', '%7C').replace('>', '%3E')}|{_slack_escape(name)}>" for name, url in doc["links"].items())
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _cut(refs, 3000)}})
-    return {"text": _cut(f"{icon} {title}: {_slack_escape(str(doc['message']))}", 3000), "blocks": blocks}
-
-
-def email_message(doc: Mapping[str, Any], *, sender: str, recipients: tuple[str, ...] | list[str]) -> EmailMessage:
-    """A plain-text alert email: what happened, the counts, the links and the payload."""
-    from email.utils import formatdate, make_msgid
-
-    msg = EmailMessage()
-    first_line = str(doc["message"]).splitlines()[0] if doc["message"] else ""
-    label = _EVENT_LABEL.get(doc["event"], "")
-    msg["Subject"] = _cut(f"[mlops-loop] {label}{str(doc['severity']).upper()} {doc['model']}: {doc['kind']} - {first_line}", 200)
-    msg["From"] = sender
-    msg["To"] = ", ".join(recipients)
-    msg["Date"] = formatdate(localtime=False)
-    msg["Message-ID"] = make_msgid(domain="mlops-loop")
-    msg["X-Mlops-Alert-Id"] = str(doc["id"])
-    msg["X-Mlops-Alert-Event"] = str(doc["event"])
-    lines = [
-        str(doc["message"]),
-        "",
-        f"alert #{doc['id']}  model {doc['model']}  severity {doc['severity']}  kind {doc['kind']}  status {doc['status']}",
-        f"event {doc['event']}: seen {doc['count']} time(s), first {doc['first_seen']}, last {doc['last_seen']}",
-        f"dedupe key: {doc['dedupe_key']}",
-    ]
-    if doc.get("links"):
-        lines += ["", "Links:"] + [f"  {name}: {url}" for name, url in doc["links"].items()]
-    lines += ["", "Payload:", json.dumps(doc.get("payload") or {}, indent=2, sort_keys=True, default=str), "", "-- mlops-loop"]
-    msg.set_content("\n".join(lines))
-    return msg
-
-
-# -- channels ---------------------------------------------------------------------------------
+# -- channels (looked up here, so tests can replace a transport) ----------------------------
 def _channels(s: AlertSettings) -> list[tuple[str, Callable[[dict[str, Any], AlertSettings], None]]]:
     out: list[tuple[str, Callable[[dict[str, Any], AlertSettings], None]]] = []
     if s.webhook_url or s.webhook_conn_id:
@@ -364,203 +297,12 @@ def _channels(s: AlertSettings) -> list[tuple[str, Callable[[dict[str, Any], Ale
     return out
 
 
-@dataclass(frozen=True)
-class HttpTarget:
-    """Where a webhook posts: URL (a secret for Slack), extra headers, optional basic auth."""
-
-    url: str = field(repr=False)
-    headers: dict[str, str] = field(default_factory=dict, repr=False)
-    auth: tuple[str, str] | None = field(default=None, repr=False)
-
-
-def _airflow_connection(conn_id: str) -> Any:
-    """An Airflow connection: inside a task through the task SDK, elsewhere from Airflow's secrets
-    backends (``AIRFLOW_CONN_<ID>`` environment variables, ...)."""
-    try:
-        from airflow.sdk import Connection
-    except ImportError as exc:  # pragma: no cover - Airflow is installed wherever the loop runs
-        raise DeliveryError(f"Airflow connection {conn_id!r} is configured, but Airflow is not importable here") from exc
-    try:
-        return Connection.get(conn_id)
-    except Exception as exc:
-        raise DeliveryError(f"Airflow connection {conn_id!r}: {exc}") from exc
-
-
-def _is_url(value: Any) -> bool:
-    return isinstance(value, str) and value.lower().startswith(("http://", "https://"))
-
-
-def webhook_target(s: AlertSettings) -> HttpTarget:
-    """The generic webhook: ``MLOPS_ALERT_WEBHOOK_CONN_ID`` (URL in the connection's ``host`` or
-    ``extra.url``; login/password as basic auth; ``extra.headers``), else ``MLOPS_ALERT_WEBHOOK_URL``."""
-    if not s.webhook_conn_id:
-        if not s.webhook_url:
-            raise DeliveryError("no webhook URL configured")
-        return HttpTarget(s.webhook_url)
-    conn = _airflow_connection(s.webhook_conn_id)
-    extra = conn.extra_dejson or {}
-    url = extra.get("url") if _is_url(extra.get("url")) else conn.host if _is_url(conn.host) else None
-    if not url:
-        raise DeliveryError(f"Airflow connection {s.webhook_conn_id!r} has no webhook URL: put the full URL in its host or extra.url")
-    headers = {str(k): str(v) for k, v in (extra.get("headers") or {}).items()}
-    auth = (str(conn.login), str(conn.password or "")) if conn.login else None
-    return HttpTarget(str(url), headers, auth)
-
-
-def slack_target(s: AlertSettings) -> HttpTarget:
-    """The Slack webhook: ``MLOPS_ALERT_SLACK_CONN_ID`` in the Slack provider's ``slackwebhook`` format
-    (password = the webhook URL, or its token with host = ``https://hooks.slack.com/services``;
-    or the URL in ``extra.url``), else ``MLOPS_ALERT_SLACK_WEBHOOK_URL``."""
-    if not s.slack_conn_id:
-        if not s.slack_webhook_url:
-            raise DeliveryError("no Slack webhook URL configured")
-        return HttpTarget(s.slack_webhook_url)
-    conn = _airflow_connection(s.slack_conn_id)
-    extra = conn.extra_dejson or {}
-    password = str(conn.password or "")
-    if _is_url(extra.get("url")):
-        return HttpTarget(str(extra["url"]))
-    if _is_url(password):
-        return HttpTarget(password)
-    if password:
-        base = str(conn.host) if _is_url(conn.host) else "https://hooks.slack.com/services"
-        return HttpTarget(f"{base.rstrip('/')}/{password.lstrip('/')}")
-    raise DeliveryError(f"Airflow connection {s.slack_conn_id!r} has no Slack webhook: put the URL or token in its password")
-
-
-def _backoff(attempt: int) -> float:
-    return float(min(0.5 * 2 ** (attempt - 1), 4.0))
-
-
-def _check_breaker(key: str) -> None:
-    until = _timed_out_until.get(key)
-    if until is not None and time.monotonic() < until:
-        raise DeliveryError(f"skipped: it timed out less than {BREAKER_SECONDS:g} s ago")
-
-
-def _trip_breaker(key: str) -> None:
-    _timed_out_until[key] = time.monotonic() + BREAKER_SECONDS
-
-
-def _is_timeout(exc: BaseException) -> bool:
-    return isinstance(exc, TimeoutError) or isinstance(getattr(exc, "reason", None), TimeoutError)
-
-
-def post_json(target: HttpTarget, body: Mapping[str, Any], s: AlertSettings, *, headers: Mapping[str, str] | None = None) -> None:
-    """POST ``body`` as JSON, each attempt bounded by the timeout; retries refused or reset connections,
-    429 and 5xx (``MLOPS_ALERT_RETRIES`` times), never another 4xx; a timeout is not retried and trips
-    the breaker (:data:`BREAKER_SECONDS`). Raises :class:`DeliveryError`.
-
-    urllib rather than httpx: httpx logs every request URL at INFO, and a Slack webhook URL is a secret.
-    """
-    import base64
-    import urllib.error
-    import urllib.request
-
-    all_headers = {"Content-Type": "application/json", "User-Agent": _USER_AGENT, **target.headers, **(headers or {})}
-    if target.auth:
-        all_headers["Authorization"] = "Basic " + base64.b64encode(":".join(target.auth).encode()).decode()
-    if not _is_url(target.url):
-        raise DeliveryError("the webhook URL must be http:// or https://")
-    breaker = f"http:{target.url}"
-    _check_breaker(breaker)
-    content = json.dumps(body, default=str).encode()
-    problem = ""
-    for attempt in range(s.retries + 1):
-        if attempt:
-            time.sleep(_backoff(attempt))
-        request = urllib.request.Request(target.url, data=content, headers=all_headers, method="POST")  # noqa: S310 - http(s) checked above
-        try:
-            with urllib.request.urlopen(request, timeout=s.timeout_seconds) as response:  # noqa: S310
-                response.read()
-            return
-        except urllib.error.HTTPError as exc:
-            problem = f"HTTP {exc.code} {exc.read()[:200]!r}"
-            if exc.code != 429 and exc.code < 500:
-                break
-        except (urllib.error.URLError, OSError) as exc:  # refused, reset, timed out
-            problem = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
-            if _is_timeout(exc):
-                _trip_breaker(breaker)
-                break
-    raise DeliveryError(problem)
-
-
 def _send_webhook(doc: dict[str, Any], s: AlertSettings) -> None:
     post_json(webhook_target(s), doc, s, headers={"X-Mlops-Alert-Event": str(doc["event"])})
 
 
 def _send_slack(doc: dict[str, Any], s: AlertSettings) -> None:
     post_json(slack_target(s), slack_message(doc), s)
-
-
-@dataclass(frozen=True)
-class SmtpServer:
-    """Where alert emails go; ``tls`` is ``starttls``, ``ssl`` or ``none``."""
-
-    host: str
-    port: int
-    tls: str
-    user: str | None
-    password: str | None = field(repr=False)
-    sender: str
-
-
-def _truthy(value: Any) -> bool:
-    return str(value).strip().lower() in {"1", "true", "yes", "on"}
-
-
-def smtp_server(s: AlertSettings) -> SmtpServer:
-    """``MLOPS_ALERT_SMTP_CONN_ID`` (the SMTP provider's connection: host, port, login, password,
-    ``extra.from_email``, ``extra.disable_ssl``, ``extra.disable_tls``), else ``MLOPS_ALERT_SMTP_*``."""
-    if not s.smtp_conn_id:
-        return SmtpServer(s.smtp_host, s.smtp_port, s.smtp_tls, s.smtp_user, s.smtp_password, s.smtp_from)
-    conn = _airflow_connection(s.smtp_conn_id)
-    extra = conn.extra_dejson or {}
-    tls = "ssl" if not _truthy(extra.get("disable_ssl", False)) else "none" if _truthy(extra.get("disable_tls", False)) else "starttls"
-    port = int(conn.port or {"ssl": 465, "starttls": 587, "none": 25}[tls])
-    return SmtpServer(
-        str(conn.host or "localhost"), port, tls, conn.login or None, conn.password or None, str(extra.get("from_email") or s.smtp_from)
-    )
-
-
-def send_email(server: SmtpServer, msg: EmailMessage, s: AlertSettings) -> None:
-    """Send over SMTP with the alert timeout; retries connection problems and 4xx replies, not 5xx
-    (refused recipient, failed login) nor a timeout (trips the breaker). Raises :class:`DeliveryError`."""
-    import smtplib
-    import ssl
-
-    breaker = f"smtp:{server.host}:{server.port}"
-    _check_breaker(breaker)
-    problem = ""
-    for attempt in range(s.retries + 1):
-        if attempt:
-            time.sleep(_backoff(attempt))
-        try:
-            client: smtplib.SMTP
-            if server.tls == "ssl":
-                client = smtplib.SMTP_SSL(server.host, server.port, timeout=s.timeout_seconds, context=ssl.create_default_context())
-            else:
-                client = smtplib.SMTP(server.host, server.port, timeout=s.timeout_seconds)
-            with client:
-                if server.tls == "starttls":
-                    client.starttls(context=ssl.create_default_context())
-                if server.user:
-                    client.login(server.user, server.password or "")
-                client.send_message(msg)
-            return
-        except smtplib.SMTPRecipientsRefused as exc:
-            raise DeliveryError(f"SMTP {server.host}:{server.port} refused {sorted(exc.recipients)}") from exc
-        except smtplib.SMTPResponseException as exc:
-            problem = f"SMTP {server.host}:{server.port}: {exc.smtp_code} {exc.smtp_error!r}"
-            if exc.smtp_code >= 500:
-                break
-        except OSError as exc:  # refused, disconnected, timed out (smtplib's own errors are OSErrors too)
-            problem = f"SMTP {server.host}:{server.port}: {type(exc).__name__}: {exc}"
-            if _is_timeout(exc):
-                _trip_breaker(breaker)
-                break
-    raise DeliveryError(problem)
 
 
 def _send_email(doc: dict[str, Any], s: AlertSettings) -> None:

@@ -24,15 +24,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from include.mlops.adapters.store import Store
+from include.mlops.domain.roles import ALIASES, CHALLENGER, CHAMPION
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 log = logging.getLogger(__name__)
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
-ALIASES = (CHAMPION, CHALLENGER)
 TAG_MODE = "mlops.challenger_mode"
 TAG_SHARE = "mlops.canary_share"
 #: Version tags.

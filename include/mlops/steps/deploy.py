@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from include.mlops.domain.policy import GATES
+from include.mlops.domain.roles import CANARY, CHALLENGER, CHAMPION, SHADOW
 from include.mlops.domain.spec import Spec
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ def resolve_candidate(rt: Runtime, version: str | None) -> Candidate:
             raise LookupError(f"no version of {rt.model_name} is waiting as a candidate; pass a version")
         mv = max(found, key=lambda v: int(v.version))
     current = aliases(client, rt.model_name)
-    return Candidate(rt.model_name, str(mv.version), str(mv.run_id), current.get("champion"), current.get("challenger"))
+    return Candidate(rt.model_name, str(mv.version), str(mv.run_id), current.get(CHAMPION), current.get(CHALLENGER))
 
 
 # -- after the gates --------------------------------------------------------------------------
@@ -84,7 +85,7 @@ def plan(spec: Spec, c: Candidate, results: list[dict[str, Any]], strategy: str 
 
 def deploy(rt: Runtime, c: Candidate, strategy: str, reason: str, dag_id: str | None, run_id: str | None) -> dict[str, Any]:
     """Point the right alias at the candidate (ledger + tags), then ask serving to reload."""
-    from include.mlops.adapters.registry import CHALLENGER, CHAMPION, mlflow_client, reconcile, remove_alias, set_alias, set_challenger_mode
+    from include.mlops.adapters.registry import mlflow_client, reconcile, remove_alias, set_alias, set_challenger_mode
 
     client = mlflow_client(rt.settings.mlflow_tracking_uri)
     reconcile(rt.store, client, c.model)
@@ -119,7 +120,7 @@ def deploy(rt: Runtime, c: Candidate, strategy: str, reason: str, dag_id: str | 
                 run_id=run_id,
             )
         alias = CHAMPION
-    elif strategy in ("canary", "shadow"):
+    elif strategy in (CANARY, SHADOW):
         set_challenger_mode(client, c.model, strategy, rt.spec.deployment.canary_share)
         row = set_alias(
             rt.store,
@@ -149,7 +150,7 @@ def deploy(rt: Runtime, c: Candidate, strategy: str, reason: str, dag_id: str | 
             "strategy": strategy,
             "alias": alias,
             "previous": row["from_version"],
-            "canary_share": rt.spec.deployment.canary_share if strategy == "canary" else None,
+            "canary_share": rt.spec.deployment.canary_share if strategy == CANARY else None,
         },
         dag_id=dag_id,
         run_id=run_id,

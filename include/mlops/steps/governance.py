@@ -17,8 +17,9 @@ import logging
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from include.mlops.adapters.store import utcnow
+from include.mlops.domain.clock import utcnow
 from include.mlops.domain.policy import RetrainPolicy, RetrainState, RetrainTrigger, Verdict, decide_retrain
+from include.mlops.domain.roles import CHAMPION
 
 if TYPE_CHECKING:
     from include.mlops.runtime import Runtime
@@ -55,7 +56,7 @@ def _pool_invalid(rt: Runtime) -> bool:
 
 def _last_window_end(rt: Runtime) -> datetime | None:
     """End of the data the current champion was trained and evaluated on (its holdout end)."""
-    from include.mlops.adapters.registry import CHAMPION, aliases, mlflow_client
+    from include.mlops.adapters.registry import aliases, mlflow_client
 
     client = mlflow_client(rt.settings.mlflow_tracking_uri)
     champion = aliases(client, rt.model_name).get(CHAMPION)

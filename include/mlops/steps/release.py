@@ -23,12 +23,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from include.mlops.adapters.store import utcnow
+from include.mlops.domain.clock import utcnow
 from include.mlops.domain.policy import LedgerRow, Realized, Verdict, WindowPolicy, WindowSignals, decide_early_window
+from include.mlops.domain.roles import CANARY, CHALLENGER, CHAMPION, SHADOW
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from include.mlops.adapters.alerts import Severity
     from include.mlops.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,7 @@ class Release:
 
     @property
     def routes(self) -> tuple[str, ...]:
-        return {"canary": ("challenger",), "shadow": ("shadow",), "direct": ("champion",)}[self.strategy]
+        return {CANARY: (CHALLENGER,), SHADOW: (SHADOW,), "direct": (CHAMPION,)}[self.strategy]
 
     @property
     def since_dt(self) -> datetime:
@@ -65,8 +67,8 @@ def find_release(rt: Runtime, version: str | None) -> Release:
     if row is None:
         raise LookupError(f"no deployment of {rt.model_name}{' v' + str(version) if version else ''} in the ledger")
     champion = None
-    if row["alias"] == "challenger":
-        champ = rt.store.alias_holder(rt.model_name, "champion")
+    if row["alias"] == CHALLENGER:
+        champ = rt.store.alias_holder(rt.model_name, CHAMPION)
         champion = champ["to_version"] if champ else None
     return Release(rt.model_name, str(row["to_version"]), str(row["strategy"]), row["created_at"].isoformat(), champion, int(row["id"]))
 
@@ -177,7 +179,7 @@ def judge(rt: Runtime, rel: Release, start_metrics: dict[str, float] | None, rep
     frame = _frame(rt, rel, [v for v in (rel.version, rel.champion) if v])
     new = frame[(frame["model_version"] == rel.version) & frame["route"].isin(rel.routes) & frame["status"].isin(OK_STATUSES)]
     champ = (
-        frame[(frame["model_version"] == rel.champion) & (frame["route"] == "champion") & (frame["status"] == "ok")]
+        frame[(frame["model_version"] == rel.champion) & (frame["route"] == CHAMPION) & (frame["status"] == "ok")]
         if rel.champion
         else frame.iloc[0:0]
     )
@@ -229,7 +231,7 @@ def _client(rt: Runtime) -> Any:
 
 def roll_back_release(rt: Runtime, rel: Release, reasons: list[str], *, dag_id: str | None, run_id: str | None) -> dict[str, Any]:
     """Undo a deployment: remove the challenger, or restore the champion that served before."""
-    from include.mlops.adapters.registry import CHALLENGER, CHAMPION, aliases, previously_serving, reconcile, remove_alias, set_alias
+    from include.mlops.adapters.registry import aliases, previously_serving, reconcile, remove_alias, set_alias
     from include.mlops.steps.deploy import notify_serving
 
     client = _client(rt)
@@ -238,7 +240,7 @@ def roll_back_release(rt: Runtime, rel: Release, reasons: list[str], *, dag_id: 
     why = "early window breach: " + "; ".join(reasons)
     key = f"{run_id or 'manual'}:rollback:{rel.version}"
     current = aliases(client, rel.model)
-    if rel.strategy in ("canary", "shadow"):
+    if rel.strategy in (CANARY, SHADOW):
         if current.get(CHALLENGER) != rel.version:
             return {"version": rel.version, "action": "none", "why": f"v{rel.version} is no longer the challenger"}
         row = remove_alias(
@@ -279,7 +281,7 @@ def realized_quality(rt: Runtime, since: datetime, champion: str, challenger: st
     from include.mlops.steps.training import classification_metrics
 
     metric = rt.spec.promotion.metric
-    rows = rt.store.labelled_inference(rt.model_name, ["entity_id", "features"], routes=["champion", "challenger"], created_from=since)
+    rows = rt.store.labelled_inference(rt.model_name, ["entity_id", "features"], routes=[CHAMPION, CHALLENGER], created_from=since)
     if not rows:
         return Realized(0, metric, None, None, metric not in LOWER_IS_BETTER)
     df = pd.DataFrame([{**(json.loads(f) if isinstance(f, str) else f or {}), "_id": e, "_y": y} for e, f, y in rows]).drop_duplicates(
@@ -300,12 +302,12 @@ def realized_quality(rt: Runtime, since: datetime, champion: str, challenger: st
 
 
 def champion_history(rt: Runtime) -> list[LedgerRow]:
-    return [LedgerRow(r["alias"], r["action"], r["from_version"], r["to_version"]) for r in rt.store.list_ledger(rt.model_name, "champion")]
+    return [LedgerRow(r["alias"], r["action"], r["from_version"], r["to_version"]) for r in rt.store.list_ledger(rt.model_name, CHAMPION)]
 
 
 def decide_final(rt: Runtime, action: str, version: str | None) -> tuple[Verdict, dict[str, Any]]:
     """The promote-or-rollback verdict, with the inputs it was made on."""
-    from include.mlops.adapters.registry import CHALLENGER, CHAMPION, aliases, reconcile
+    from include.mlops.adapters.registry import aliases, reconcile
     from include.mlops.domain.policy import decide_promotion, rollback_target
 
     client = _client(rt)
@@ -328,86 +330,88 @@ def decide_final(rt: Runtime, action: str, version: str | None) -> tuple[Verdict
     return decide_promotion(champion, challenger, version, realized, min_rows=p.min_labelled_rows, tolerance=p.tolerance), inputs
 
 
+@dataclass(frozen=True)
+class _FinalMove:
+    """Who moves the aliases for a promote-or-rollback verdict, and the ledger keys they move under."""
+
+    rt: Runtime
+    client: Any
+    actor: str
+    key: str
+    why: str
+    dag_id: str | None
+    run_id: str | None
+
+    def set(self, alias: str, version: str, *, strategy: str, op: str, action: str) -> None:
+        from include.mlops.adapters.registry import set_alias
+
+        set_alias(
+            self.rt.store,
+            self.client,
+            self.rt.model_name,
+            alias,
+            version,
+            strategy=strategy,
+            reason=self.why,
+            actor=self.actor,
+            op_key=f"{self.key}:{op}",
+            dag_id=self.dag_id,
+            run_id=self.run_id,
+            action=action,
+        )
+
+    def remove(self, alias: str, *, reason: str, op: str, action: str) -> None:
+        from include.mlops.adapters.registry import remove_alias
+
+        remove_alias(
+            self.rt.store,
+            self.client,
+            self.rt.model_name,
+            alias,
+            reason=reason,
+            actor=self.actor,
+            op_key=f"{self.key}:{op}",
+            dag_id=self.dag_id,
+            run_id=self.run_id,
+            action=action,
+        )
+
+
+def _move_aliases(move: _FinalMove, verdict: Verdict, inputs: dict[str, Any], text: str, result: dict[str, Any]) -> tuple[Severity, str]:
+    """The registry side of a verdict (ledger rows + tags); fills ``result``, returns the alert's (severity, kind)."""
+    champion, challenger = inputs.get("champion"), inputs.get("challenger")
+    if verdict.outcome == "promote":
+        target = inputs.get("requested_version") or challenger
+        move.set(CHAMPION, str(target), strategy="promote", op=f"promote:{target}", action="promoted")
+        move.remove(CHALLENGER, reason=f"v{target} promoted to champion", op=f"promote:{target}:clear", action="promoted")
+        result.update(version=str(target), previous_champion=champion)
+        return "info", "model_promoted"
+    if verdict.outcome == "rollback":
+        target = str(verdict.details["to"])
+        move.set(CHAMPION, target, strategy="rollback", op=f"rollback:{target}", action="rolled_back")
+        result.update(version=target, rolled_back_from=champion)
+        return "warning", "model_rolled_back"
+    if verdict.outcome == "refused" and verdict.reason_code == "loses_on_production_labels" and challenger:
+        move.remove(CHALLENGER, reason=f"promotion refused: {text}", op=f"refuse:{challenger}", action="rolled_back")
+        result.update(version=challenger, challenger_removed=True)
+        return "warning", "promotion_refused"
+    return ("warning", "promotion_refused") if verdict.outcome == "refused" else ("info", "no_change")
+
+
 def act_final(
     rt: Runtime, verdict: Verdict, inputs: dict[str, Any], reason: str, *, dag_id: str | None, run_id: str | None
 ) -> dict[str, Any]:
     """Carry out a promote-or-rollback verdict: ledger rows + tags, a decision, an alert."""
-    from include.mlops.adapters.alerts import Severity, raise_alert
-    from include.mlops.adapters.registry import CHALLENGER, CHAMPION, remove_alias, set_alias
+    from include.mlops.adapters.alerts import raise_alert
     from include.mlops.steps.deploy import notify_serving
 
-    client = _client(rt)
-    severity: Severity
     actor = f"{dag_id}/{run_id}" if dag_id else "manual"
     key = run_id or f"manual-{utcnow().isoformat()}"
     champion, challenger = inputs.get("champion"), inputs.get("challenger")
     text = "; ".join(verdict.reasons)
     result: dict[str, Any] = {"outcome": verdict.outcome, "reason_code": verdict.reason_code, "reasons": verdict.reasons}
-    if verdict.outcome == "promote":
-        target = inputs.get("requested_version") or challenger
-        set_alias(
-            rt.store,
-            client,
-            rt.model_name,
-            CHAMPION,
-            str(target),
-            strategy="promote",
-            reason=f"{reason}: {text}",
-            actor=actor,
-            op_key=f"{key}:promote:{target}",
-            dag_id=dag_id,
-            run_id=run_id,
-            action="promoted",
-        )
-        remove_alias(
-            rt.store,
-            client,
-            rt.model_name,
-            CHALLENGER,
-            reason=f"v{target} promoted to champion",
-            actor=actor,
-            op_key=f"{key}:promote:{target}:clear",
-            dag_id=dag_id,
-            run_id=run_id,
-            action="promoted",
-        )
-        result.update(version=str(target), previous_champion=champion)
-        severity, kind = "info", "model_promoted"
-    elif verdict.outcome == "rollback":
-        target = str(verdict.details["to"])
-        set_alias(
-            rt.store,
-            client,
-            rt.model_name,
-            CHAMPION,
-            target,
-            strategy="rollback",
-            reason=f"{reason}: {text}",
-            actor=actor,
-            op_key=f"{key}:rollback:{target}",
-            dag_id=dag_id,
-            run_id=run_id,
-            action="rolled_back",
-        )
-        result.update(version=target, rolled_back_from=champion)
-        severity, kind = "warning", "model_rolled_back"
-    elif verdict.outcome == "refused" and verdict.reason_code == "loses_on_production_labels" and challenger:
-        remove_alias(
-            rt.store,
-            client,
-            rt.model_name,
-            CHALLENGER,
-            reason=f"promotion refused: {text}",
-            actor=actor,
-            op_key=f"{key}:refuse:{challenger}",
-            dag_id=dag_id,
-            run_id=run_id,
-            action="rolled_back",
-        )
-        result.update(version=challenger, challenger_removed=True)
-        severity, kind = "warning", "promotion_refused"
-    else:
-        severity, kind = ("warning", "promotion_refused") if verdict.outcome == "refused" else ("info", "no_change")
+    move = _FinalMove(rt, _client(rt), actor, key, f"{reason}: {text}", dag_id, run_id)
+    severity, kind = _move_aliases(move, verdict, inputs, text, result)
     decided_on = result.get("version") or inputs.get("requested_version") or challenger or champion
     rt.store.record_decision(
         rt.model_name,

@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from include.mlops.domain.clock import utcnow
+from include.mlops.domain.roles import CANARY, CHALLENGER, CHAMPION
+
 if TYPE_CHECKING:
     from include.mlops.runtime import Runtime
 
@@ -57,7 +60,7 @@ def _windows(rt: Runtime, decisions: list[dict[str, Any]]) -> list[dict[str, Any
     """The latest monitoring windows of the champion(s), with drift per feature and quality."""
     out = []
     for d in reversed(decisions):
-        if d["kind"] != "monitor" or (d["inputs"] or {}).get("role") != "champion":
+        if d["kind"] != "monitor" or (d["inputs"] or {}).get("role") != CHAMPION:
             continue
         path = (d["inputs"] or {}).get("summary")
         try:
@@ -74,12 +77,11 @@ def _windows(rt: Runtime, decisions: list[dict[str, Any]]) -> list[dict[str, Any
 
 def gather(rt: Runtime) -> Status:
     from include.mlops.adapters.registry import TAG_MODE, TAG_SHARE, mlflow_client
-    from include.mlops.adapters.store import utcnow
 
     store, model, s = rt.store, rt.model_name, rt.settings
     ledger = store.list_ledger(model)
     decisions = store.list_decisions(model)
-    champion, challenger = store.alias_holder(model, "champion"), store.alias_holder(model, "challenger")
+    champion, challenger = store.alias_holder(model, CHAMPION), store.alias_holder(model, CHALLENGER)
     mode: dict[str, Any] = {}
     try:
         rm = mlflow_client(s.mlflow_tracking_uri).get_registered_model(model)
@@ -170,7 +172,7 @@ def _serving_card(s: Status) -> str:
     ch = s.challenger
     mode = (
         f" &middot; {e(str(ch.get('mode')))}"
-        + (f" {float(ch['share']):.0%}" if ch and ch.get("share") and ch.get("mode") == "canary" else "")
+        + (f" {float(ch['share']):.0%}" if ch and ch.get("share") and ch.get("mode") == CANARY else "")
         if ch
         else ""
     )

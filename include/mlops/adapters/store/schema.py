@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -39,6 +39,8 @@ from sqlalchemy import (
     select,
     update,
 )
+
+from include.mlops.domain.clock import utcnow  # re-exported: the store's query modules import it from here
 
 log = logging.getLogger(__name__)
 
@@ -270,11 +272,6 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (4, "decisions.version, window_start, window_end: join keys instead of the subject text", _v4_decision_keys),
 ]
 _INITIAL_DESCRIPTION = "initial schema: batches, quarantine, ground truth, inference log, ledger, decisions, alerts, governance"
-
-
-def utcnow() -> datetime:
-    """Naive UTC now: every wall-clock timestamp in the ops store is naive UTC."""
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 _engines: dict[str, Engine] = {}
