@@ -29,7 +29,8 @@ def test_the_preload_brings_the_libraries_and_none_of_the_projects_code():
     code = (
         "import sys, json, tooling.task_preload; "
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {'include', 'tooling', 'dags', 'plugins', "
-        "'great_expectations', 'evidently', 'mlflow', 'sklearn', 'skops'} and (m.count('.') <= 1 or m.startswith(('include.', 'tooling.'))))))"
+        "'great_expectations', 'evidently', 'mlflow', 'sklearn', 'skops'} "
+        "and (m.count('.') <= 1 or m.startswith(('include.', 'tooling.'))))))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
     loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
