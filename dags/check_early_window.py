@@ -11,7 +11,12 @@ holdout predictions and vs the champion's live output), CPU and memory of the se
   alias removed, or the champion restored from the ledger), ledger row, critical alert, decision
   with the breached signals and their values; emits `model_rolled_back`.
 * **Pass**: emits `early_window_passed` (promote_or_rollback takes it from there).
-* **Too few requests** when the window ends: inconclusive, nothing changes, a person decides.
+* **Too few requests** when the window ends, by `early_window.on_inconclusive`: `keep` (the
+  default) inconclusive, nothing changes, a person decides (warning alert); `extend` waits
+  `max_minutes` once more, then rolls back; `rollback` rolls back at once. With `extend` or
+  `rollback` a canary never keeps serving on an unjudged window.
+* **Errors vs the champion** (`early_window.max_error_rate_increase`): the new version's error rate
+  minus the champion's over the same window above it is a breach.
 * Waiting holds no worker slot (sensor in reschedule mode). The Evidently HTML report is kept
   under `<lake>/reports/<model>/early_window/` and linked from the decision.
 """

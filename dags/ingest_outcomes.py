@@ -6,7 +6,8 @@ Every labelled outcome batch that lands is validated by the spec's Great Expecta
 
 * **Runs** when a producer touches `<lake>/landing/_READY` (asset watcher on
   `label_batches_landed`: event-driven, no worker slot held while waiting), and every 10 minutes
-  as a sweep for files dropped without the marker. Trigger it by hand to look right now.
+  as a sweep for files dropped without the marker. Trigger it by hand to look right now (params:
+  `files` to ingest only some of the waiting files, `reason` kept in the log).
 * **Mapped tasks** over the waiting files (at most 2, run side by side, whole days each, so a backlog
   costs a few task starts, not one per day); each label in the grid says what happened
   (`outcomes_2013-01-05.parquet: quarantined (temperature_not_fahrenheit)`).
@@ -22,7 +23,7 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, get_current_context, task
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, get_current_context, task
 
 from include.mlops.adapters.assets import BATCH_QUARANTINED, GROUND_TRUTH, LABEL_BATCHES_LANDED, TRAINING_POOL
 from include.mlops.adapters.notifiers import LoopFailureNotifier, LoopRecoveryNotifier
@@ -43,15 +44,36 @@ from include.mlops.adapters.notifiers import LoopFailureNotifier, LoopRecoveryNo
         "on_failure_callback": LoopFailureNotifier(),
         "on_success_callback": LoopRecoveryNotifier(),
     },
+    params={
+        "files": Param(
+            None,
+            type=["null", "array"],
+            items={"type": "string"},
+            description="File names in the landing folder to ingest (empty: every waiting file)",
+        ),
+        "reason": Param(None, type=["null", "string"], description="Why this run was started by hand (written to the task log)"),
+    },
     tags=["mlops-loop", "data"],
     doc_md=__doc__,
 )
 def ingest_outcomes() -> None:
     @task
     def find_batches() -> list[list[str]]:
+        import logging
+
         from include.mlops.steps.ingest import find_batch_groups
 
-        return find_batch_groups()
+        params = get_current_context()["params"]
+        groups = find_batch_groups()
+        if params.get("reason"):
+            logging.getLogger(__name__).info("started by hand: %s", params["reason"])
+        wanted = set(params.get("files") or [])
+        if not wanted:
+            return groups
+        missing = wanted - {f for g in groups for f in g}
+        if missing:
+            logging.getLogger(__name__).warning("not waiting in the landing folder: %s", ", ".join(sorted(missing)))
+        return [kept for kept in ([f for f in g if f in wanted] for g in groups) if kept]
 
     @task(map_index_template="{{ batch_label }}", max_active_tis_per_dagrun=2)
     def ingest_batches(files: list[str]) -> list[dict[str, Any]]:

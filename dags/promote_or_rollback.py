@@ -7,7 +7,16 @@ The final call with production evidence.
   champion is recorded as previously serving, the challenger alias is cleared. When labels have
   arrived for the window (at least `promotion.min_labelled_rows`), both versions are scored on the
   *same* labelled requests and a promotion that loses by more than `promotion.tolerance` is
-  refused (the challenger is removed). Emits `model_promoted`.
+  refused (the challenger is removed). With `promotion.test` (`delong` / `bootstrap`) the gain must
+  also be significant (at least `promotion.min_gain`, at `promotion.alpha`) on those paired
+  scores: a tie or a gain within the noise is refused (`gain_not_significant`, the challenger is
+  removed), and so is a promotion before enough labels (`awaiting_labels`, the challenger stays:
+  promote again once labelled). Emits `model_promoted`.
+* **Bake period** (`promotion.bake_days` > 0): after a promotion the previous champion keeps
+  scoring in shadow; `bake` waits (no worker slot held) until the labels cover the period in event
+  time, then the two are compared on the same labelled requests: the new champion significantly
+  worse is rolled back automatically (decision `bake`, critical alert, `model_rolled_back`), else
+  the shadow is removed.
 * **Rollback** (by hand: *Trigger DAG w/ config*, `action` = rollback): the champion goes back to
   the version that served before it, read from the ledger (a refused candidate never served, so it
   is never "the previous one"), or to a named `version` that has served. Emits
@@ -22,7 +31,7 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import Param, PokeReturnValue, dag, get_current_context, task
 
 from include.mlops.adapters.assets import EARLY_WINDOW_PASSED, MODEL_PROMOTED, MODEL_ROLLED_BACK
 from include.mlops.adapters.notifiers import LoopFailureNotifier, LoopRecoveryNotifier
@@ -101,8 +110,46 @@ def promote_or_rollback() -> None:
     def no_change(d: dict[str, Any]) -> dict[str, Any]:
         return _act(d)
 
+    @task.sensor(poke_interval=120, timeout=timedelta(days=60), mode="reschedule")
+    def bake(promoted: dict[str, Any]) -> PokeReturnValue:
+        """Wait until the labels cover the bake period (skipped without one: ``bake_days`` 0)."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from include.mlops.runtime import load_runtime
+        from include.mlops.steps.bake import bake_verdict
+
+        if not promoted.get("bake"):
+            raise AirflowSkipException("no bake period (promotion.bake_days is 0, or there was no previous champion)")
+        verdict, inputs = bake_verdict(load_runtime(), promoted["bake"])
+        return PokeReturnValue(is_done=verdict.outcome != "wait", xcom_value={"verdict": verdict.to_dict(), "inputs": inputs})
+
+    @task.branch
+    def route_bake(b: dict[str, Any]) -> str:
+        return "bake_rollback" if b["verdict"]["outcome"] == "rollback" else "bake_end"
+
+    def _act_bake(b: dict[str, Any]) -> dict[str, Any]:
+        from include.mlops.domain.policy import Verdict
+        from include.mlops.runtime import load_runtime
+        from include.mlops.steps.bake import act_bake
+
+        context = get_current_context()
+        return act_bake(load_runtime(), Verdict(**b["verdict"]), b["inputs"], dag_id=context["dag"].dag_id, run_id=context["run_id"])
+
+    @task(outlets=[MODEL_ROLLED_BACK])
+    def bake_rollback(b: dict[str, Any], *, outlet_events: Any = None) -> dict[str, Any]:
+        out = _act_bake(b)
+        outlet_events[MODEL_ROLLED_BACK].extra = out
+        return out
+
+    @task
+    def bake_end(b: dict[str, Any]) -> dict[str, Any]:
+        return _act_bake(b)
+
     d = decide()
-    route(d) >> [promote(d), rollback(d), no_change(d)]
+    promoted = promote(d)
+    route(d) >> [promoted, rollback(d), no_change(d)]
+    baked = bake(promoted)
+    route_bake(baked) >> [bake_rollback(baked), bake_end(baked)]
 
 
 promote_or_rollback()

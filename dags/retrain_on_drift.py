@@ -12,6 +12,14 @@ validation (see the spec's `retraining`).
   once per reason, not on every run; `request_retrain` shows as skipped (`govern` is a branch).
 * **Accepted**: emits `retrain_requested` (extra: reason, request id); the candidate then goes
   through `train_candidate` and `deploy_validated_model` like any other. Nothing skips the pipeline.
+* **By hand** (*Trigger DAG w/ config*): give a `reason`; the request goes through the same
+  governance (cause `manual`, at the event time of the latest served day unless `event_time` is
+  given). Without a reason nothing is requested.
+* **What the spec counts as a cause** (`retraining`): drift only with `retrain_on_drift`, decay only
+  when its bootstrap test is significant with `decay_evidence: significant`, and, with
+  `max_model_age_days`, a champion whose data is too old (checked as each inference window closes).
+* The run says what was decided and why: in `govern`'s log, its XCom `result` (`summary`), and the
+  run's note.
 """
 
 from __future__ import annotations
@@ -21,9 +29,9 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import dag, get_current_context, task
+from airflow.sdk import Param, dag, get_current_context, task
 
-from include.mlops.adapters.assets import DRIFT_DETECTED, PERFORMANCE_DEGRADED, RETRAIN_REQUESTED
+from include.mlops.adapters.assets import DRIFT_DETECTED, INFERENCE_WINDOW_CLOSED, PERFORMANCE_DEGRADED, RETRAIN_REQUESTED
 from include.mlops.adapters.notifiers import LoopFailureNotifier, LoopRecoveryNotifier
 
 log = logging.getLogger(__name__)
@@ -31,9 +39,21 @@ log = logging.getLogger(__name__)
 RESULT = "result"
 
 
+def _schedule() -> Any:
+    """Drift and decay events; with a freshness limit in the spec (read at parse time, as
+    monitor_model's cron is), every closed inference window too (the champion's age is checked
+    in event time)."""
+    from include.mlops.domain.spec import load_spec
+    from include.mlops.settings import get_settings
+
+    if load_spec(get_settings().spec_path).retraining.max_model_age_days is not None:
+        return DRIFT_DETECTED | PERFORMANCE_DEGRADED | INFERENCE_WINDOW_CLOSED
+    return DRIFT_DETECTED | PERFORMANCE_DEGRADED
+
+
 @dag(
     dag_id="retrain_on_drift",
-    schedule=(DRIFT_DETECTED | PERFORMANCE_DEGRADED),
+    schedule=_schedule(),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
@@ -43,35 +63,41 @@ RESULT = "result"
         "on_failure_callback": LoopFailureNotifier(),
         "on_success_callback": LoopRecoveryNotifier(),
     },
+    params={
+        "reason": Param(
+            None,
+            type=["null", "string"],
+            description="Why a retrain is requested (a manual trigger needs one; kept in the decision and the request)",
+        ),
+        "event_time": Param(
+            None,
+            type=["null", "string"],
+            description="Event time of a manual request, ISO (empty: the end of the latest day of served traffic)",
+        ),
+    },
     tags=["mlops-loop", "monitoring", "model"],
     doc_md=__doc__,
 )
 def retrain_on_drift() -> None:
     @task.branch
     def govern() -> list[str]:
-        """Judge every trigger of this run; the verdicts (and the accepted request) are the XCom
-        ``result``. Runs ``request_retrain`` only when a trigger was accepted."""
+        """Judge every trigger of this run (its events, or a manual request); the verdicts, the
+        accepted request and a summary are the XCom ``result`` and the run's note. Runs
+        ``request_retrain`` only when a trigger was accepted."""
         from include.mlops.adapters.events import triggering_events
         from include.mlops.runtime import load_runtime
-        from include.mlops.steps.governance import govern, trigger_from
+        from include.mlops.steps.governance import govern_run, note_run
 
         context = get_current_context()
         rt = load_runtime()
-        verdicts, accepted = [], None
-        for event in triggering_events(context):  # each trigger judged on its own, named by its asset
-            verdict, request = govern(
-                rt,
-                trigger_from(event.extra, event.asset),
-                list(event.extra.get("reasons", [])),
-                dag_id=context["dag"].dag_id,
-                run_id=context["run_id"],
-            )
-            verdicts.append(verdict.to_dict())
-            accepted = accepted or (request or None)
-        context["ti"].xcom_push(key=RESULT, value={"verdicts": verdicts, "request": accepted})
-        if not accepted:
-            log.info("governance refused every trigger of this run: %s", "; ".join(v["reason_code"] for v in verdicts))
-        return ["request_retrain"] if accepted else []
+        dag_id, run_id = context["dag"].dag_id, context["run_id"]
+        events = [(e.asset, e.extra) for e in triggering_events(context)]
+        result = govern_run(rt, events, dict(context["params"]), dag_id=dag_id, run_id=run_id)
+        context["ti"].xcom_push(key=RESULT, value=result)
+        log.info("%s", result["summary"])
+        if result["verdicts"]:  # a window that only checked freshness leaves no note
+            note_run(rt, dag_id, run_id, result["summary"])
+        return ["request_retrain"] if result["request"] else []
 
     @task(outlets=[RETRAIN_REQUESTED])
     def request_retrain(*, outlet_events: Any = None) -> dict[str, Any]:

@@ -164,3 +164,100 @@ def test_rollback_with_nothing_before_is_refused(airflow_db, ml_runtime, mlflow_
     d = rt.store.list_decisions(model_name, "rollback")[-1]
     assert (d["outcome"], d["reason_code"]) == ("refused", "nothing_to_roll_back_to")
     assert aliases(client, model_name) == {CHAMPION: v1}
+
+
+# -- issue 16: promotion on a significant gain, and the bake period --------------------------------
+def test_promotion_needs_a_significant_gain_with_a_test(
+    airflow_db, ml_runtime, mlflow_env, model_name, flights, trained, dags, spec_variant
+):
+    """promotion.test delong: both versions score the canary's labelled requests (registry
+    artifacts); a real gain promotes, a tie (the same model twice) is refused and the challenger removed."""
+    from datetime import date
+
+    spec_variant("sig", promotion={"test": "delong", "alpha": 0.05})
+    rt = ml_runtime
+    client = mlflow_client(mlflow_env["url"])
+    v1, v2, v3 = register(client, model_name, trained, "weak", "normal", "normal")
+    deploy_canary(rt, client, model_name, v1, v2)
+    log_traffic(rt, flights, model_name, [(v1, "champion"), (v2, "challenger")])
+    run, states = run_dag(dags, "promote_or_rollback", action="promote")
+    assert states["promote"] == "success" and states["bake"] == "skipped", states  # bake_days 0: no bake
+    d = rt.store.list_decisions(model_name, "promotion")[-1]
+    assert (d["outcome"], d["reason_code"]) == ("promote", "significant_gain"), d
+    test = d["inputs"]["test"]
+    assert test["method"] == "delong" and test["significant"] and test["rows"] >= 300 and test["ci_low"] > 0
+    assert aliases(client, model_name) == {CHAMPION: v2}
+
+    # the same model again as challenger: a tie on the same rows is not a gain
+    set_challenger_mode(client, model_name, "canary", 0.5)
+    set_alias(rt.store, client, model_name, CHALLENGER, v3, strategy="canary", reason="test", actor="test", op_key=f"ch{v3}")
+    log_traffic(rt, flights, model_name, [(v2, "champion"), (v3, "challenger")], day=date(2013, 2, 11))
+    run, states = run_dag(dags, "promote_or_rollback", action="promote")
+    assert states["no_change"] == "success", states
+    d = rt.store.list_decisions(model_name, "promotion")[-1]
+    assert (d["outcome"], d["reason_code"]) == ("refused", "gain_not_significant"), d
+    assert d["inputs"]["test"]["reason"] == "no_gain" and d["inputs"]["test"]["difference"] == 0
+    assert aliases(client, model_name) == {CHAMPION: v2}  # the tied challenger no longer takes traffic
+
+
+def test_bake_period_keeps_the_previous_champion_in_shadow_then_judges(
+    airflow_db, ml_runtime, mlflow_env, model_name, flights, trained, spec_variant
+):
+    """A promotion with bake_days leaves the previous champion as a shadow challenger; when the labels
+    cover the period, a new champion significantly worse than it is rolled back (decision, alert,
+    ledger), and a better one keeps serving with the shadow removed."""
+    from datetime import date, timedelta
+
+    from include.mlops.domain.policy import Verdict
+    from include.mlops.runtime import load_runtime
+    from include.mlops.steps.bake import act_bake, bake_verdict
+    from include.mlops.steps.release import act_final
+
+    spec_variant("bake", promotion={"test": "delong", "bake_days": 1})
+    rt = load_runtime()  # with the variant spec (ml_runtime was loaded before it)
+    client = mlflow_client(mlflow_env["url"])
+    v1, v2 = register(client, model_name, trained, "normal", "weak")
+    deploy_canary(rt, client, model_name, v1, v2)
+    # promoted by hand (a person's verdict), so the weaker version serves as champion
+    inputs = {"action": "promote", "requested_version": None, "champion": v1, "challenger": v2}
+    out = act_final(rt, Verdict("promote", "requested", ["test"]), inputs, "test", dag_id=None, run_id="bake-test")
+    assert aliases(client, model_name) == {CHAMPION: v2, CHALLENGER: v1}  # the old champion in shadow
+    assert client.get_registered_model(model_name).tags["mlops.challenger_mode"] == "shadow"
+    bake = out["bake"]
+    assert (bake["promoted"], bake["previous"], bake["days"]) == (v2, v1, 1)
+
+    # days where the normal model ranks better than the weak one (on 2013-02-11 it happens not to)
+    log_traffic(rt, flights, model_name, [(v2, "champion")], day=date(2013, 2, 12))
+    verdict, found = bake_verdict(rt, bake)
+    assert (verdict.outcome, verdict.reason_code) == ("wait", "baking"), verdict  # one day's labels cover < 24 h
+    log_traffic(rt, flights, model_name, [(v2, "champion")], day=date(2013, 2, 13))
+    verdict, found = bake_verdict(rt, bake)
+    assert (verdict.outcome, verdict.reason_code) == ("rollback", "worse_than_previous_champion"), verdict
+    assert (
+        verdict.details["to"] == v1
+        and found["labelled_rows"] >= 300
+        and verdict.details["test"]["challenger"] > verdict.details["test"]["champion"]
+    )
+
+    result = act_bake(rt, verdict, found, dag_id=None, run_id="bake-test")
+    assert result["version"] == v1 and aliases(client, model_name) == {CHAMPION: v1}
+    d = rt.store.list_decisions(model_name, "bake")[-1]
+    assert (d["outcome"], d["reason_code"]) == ("rollback", "worse_than_previous_champion")
+    assert any(a["kind"] == "model_rolled_back" and a["severity"] == "critical" for a in rt.store.list_alerts(model_name))
+    ledger = [(r["alias"], r["action"], r["from_version"], r["to_version"]) for r in rt.store.list_ledger(model_name)][-2:]
+    assert ledger == [(CHAMPION, "rolled_back", v2, v1), (CHALLENGER, "rolled_back", v1, None)]
+
+    # a bake that passes: the better version promoted over the weaker one keeps serving, the shadow goes
+    set_challenger_mode(client, model_name, "canary", 0.5)
+    set_alias(rt.store, client, model_name, CHAMPION, v2, strategy="direct", reason="t", actor="test", op_key="back-to-weak")
+    set_alias(rt.store, client, model_name, CHALLENGER, v1, strategy="canary", reason="t", actor="test", op_key="normal-again")
+    inputs = {"action": "promote", "requested_version": None, "champion": v2, "challenger": v1}
+    out = act_final(rt, Verdict("promote", "requested", ["test"]), inputs, "test", dag_id=None, run_id="bake-test-2")
+    since = out["bake"]["since"]
+    log_traffic(rt, flights, model_name, [(v1, "champion")], day=date(2013, 2, 14))
+    log_traffic(rt, flights, model_name, [(v1, "champion")], day=date(2013, 2, 15))
+    verdict, found = bake_verdict(rt, {**out["bake"], "since": since})
+    assert (verdict.outcome, verdict.reason_code) == ("end", "bake_passed"), verdict
+    act_bake(rt, verdict, found, dag_id=None, run_id="bake-test-2")
+    assert aliases(client, model_name) == {CHAMPION: v1}
+    assert timedelta(days=1) <= timedelta(hours=verdict.details["covered_hours"])

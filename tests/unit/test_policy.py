@@ -175,8 +175,8 @@ def trig(days=0.0, key="drift_detected:v1"):
     return RetrainTrigger(key.split(":")[0], key, T0 + timedelta(days=days))
 
 
-def state(requests=(), in_flight=False, new_rows=20000, pool_invalid=False):
-    return RetrainState([(T0 + timedelta(days=d), k) for d, k in requests], in_flight, new_rows, pool_invalid)
+def state(requests=(), in_flight=False, new_rows=20000, pool_invalid=False, trained=None):
+    return RetrainState([(T0 + timedelta(days=d), k) for d, k in requests], in_flight, new_rows, pool_invalid, trained)
 
 
 @pytest.mark.parametrize(
@@ -254,3 +254,223 @@ def test_decide_final_request(triggered, auto_promote, outcome, code):
     v = decide_final_request(FinalRequest("promote", "2", "r", triggered=triggered), auto_promote=auto_promote)
     assert (v.outcome, v.reason_code) == (outcome, code)
     assert v.reasons and v.details == {}
+
+
+# -- issue 16: opt-in policies (defaults keep the behaviour above) ----------------------------------
+import numpy as np  # noqa: E402
+
+from include.mlops.domain.bake_policy import BakeState, decide_bake  # noqa: E402
+from include.mlops.domain.policy import decay_is_real, decide_freshness  # noqa: E402
+from include.mlops.domain.significance import PairedComparison, delong_test  # noqa: E402
+
+
+def window_policy(**over):
+    return WindowPolicy(**{**POLICY.__dict__, **over})
+
+
+@pytest.mark.parametrize(
+    ("policy", "signals", "waited_out", "extended", "outcome", "code"),
+    [
+        (window_policy(on_inconclusive="keep"), sig(requests=40), True, False, "inconclusive", "too_few_requests"),  # today
+        (window_policy(on_inconclusive="extend"), sig(requests=40), True, False, "extend", "window_extended"),
+        (window_policy(on_inconclusive="extend"), sig(requests=40), True, True, "rollback", "inconclusive_after_extension"),
+        (window_policy(on_inconclusive="extend"), sig(requests=40), False, False, "wait", "collecting"),
+        (window_policy(on_inconclusive="extend"), sig(), True, False, "passed", "early_window_passed"),  # enough after all
+        (window_policy(on_inconclusive="rollback"), sig(requests=40), True, False, "rollback", "inconclusive_window"),
+        (window_policy(on_inconclusive="rollback"), sig(requests=40), False, False, "wait", "collecting"),
+        # the error rate against the champion's over the same window
+        (window_policy(max_error_rate_increase=0.005), sig(errors=8, champion_errors=2), False, False, "rollback", "hard_breach"),
+        (window_policy(max_error_rate_increase=0.005), sig(errors=8, champion_errors=40), False, False, "passed", "early_window_passed"),
+        (window_policy(max_error_rate_increase=0.005), sig(errors=8, champion_requests=0), False, False, "passed", "early_window_passed"),
+        (window_policy(), sig(errors=8, champion_errors=0), False, False, "passed", "early_window_passed"),  # off: not compared
+    ],
+    ids=[
+        "keep",
+        "extend",
+        "extension-over",
+        "extend-still-waiting",
+        "extend-enough",
+        "rollback",
+        "rollback-still-waiting",
+        "error-increase",
+        "champion-as-bad",
+        "no-champion-traffic",
+        "error-increase-off",
+    ],  # fmt: skip
+)
+def test_early_window_inconclusive_and_error_rate_vs_champion(policy, signals, waited_out, extended, outcome, code):
+    v = decide_early_window(signals, policy, waited_out=waited_out, extended=extended)
+    assert (v.outcome, v.reason_code) == (outcome, code), v
+    assert v.reasons
+
+
+def test_error_rate_increase_is_reported_with_its_value():
+    v = decide_early_window(sig(errors=8, champion_errors=2), window_policy(max_error_rate_increase=0.005), waited_out=False)
+    assert "above the champion's" in v.reasons[0]
+    assert v.details["error_rate_increase"] == pytest.approx(8 / 500 - 2 / 2002, abs=1e-6)
+
+
+def comparison(diff=0.02, significant=True, reason="significant_gain", champ=0.65, rows=1000):
+    return PairedComparison(
+        method="delong", metric="roc_auc", rows=rows, positives=200, champion=champ, challenger=champ + diff, difference=diff,
+        se=0.005, ci_low=diff - 0.01, ci_high=diff + 0.01, level=0.95, p_value=0.01, min_gain=0.0,
+        p_value_gain=0.01 if significant else 0.3, alpha=0.05, significant=significant, reason=reason,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("realized", "cmp", "outcome", "code"),
+    [
+        (real(), comparison(), "promote", "significant_gain"),
+        (real(chal=0.65), comparison(0.0, False, "no_gain"), "refused", "gain_not_significant"),  # a tie is never a promotion
+        (real(chal=0.653), comparison(0.003, False, "not_significant"), "refused", "gain_not_significant"),
+        (real(chal=0.653), comparison(0.003, False, "gain_below_minimum"), "refused", "gain_not_significant"),
+        (real(), None, "refused", "gain_not_significant"),  # the test could not be computed
+        (real(chal=0.62), comparison(-0.03, False, "no_gain"), "refused", "loses_on_production_labels"),  # the loss rule first
+        (real(rows=50), None, "refused", "awaiting_labels"),  # no promotion before the labels
+        (None, None, "refused", "awaiting_labels"),
+    ],
+    ids=["significant", "tie", "within-noise", "below-min-gain", "not-computable", "loses", "few-labels", "no-labels"],
+)
+def test_promotion_with_a_test(realized, cmp, outcome, code):
+    v = decide_promotion("1", "2", None, realized, min_rows=200, tolerance=0.005, test="delong", comparison=cmp)
+    assert (v.outcome, v.reason_code) == (outcome, code), v
+    if cmp is not None and code in ("significant_gain", "gain_not_significant"):
+        assert v.details["test"]["p_value_gain"] == cmp.p_value_gain and "p(gain <=" in v.reasons[0]
+
+
+def test_promotion_test_none_ignores_the_comparison():
+    """The default keeps today's rule: a tie promotes, whatever a comparison says."""
+    v = decide_promotion("1", "2", None, real(chal=0.65), min_rows=200, tolerance=0.005, comparison=comparison(0.0, False, "no_gain"))
+    assert (v.outcome, v.reason_code) == ("promote", "wins_on_production_labels")
+
+
+def test_a_real_tie_on_the_same_rows_is_refused():
+    """The issue's v13: the same scores for both versions (roc_auc equal) -> DeLong says no gain."""
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 800)
+    s = rng.random(800) * 0.5 + y * 0.2
+    cmp = delong_test(y, s, s.copy())
+    v = decide_promotion("1", "2", None, real(champ=cmp.champion, chal=cmp.challenger), min_rows=200, tolerance=0.005,
+                         test="delong", comparison=cmp)  # fmt: skip
+    assert (v.outcome, v.reason_code) == ("refused", "gain_not_significant") and cmp.reason == "no_gain"
+
+
+DAY = timedelta(days=1)
+
+
+def bake(champion="3", challenger="2", rows=1000, covered=8 * DAY, cmp=None):
+    return BakeState("3", "2", champion, challenger, rows, covered, cmp)
+
+
+@pytest.mark.parametrize(
+    ("state", "outcome", "code"),
+    [
+        (bake(covered=3 * DAY), "wait", "baking"),
+        (bake(rows=10, covered=3 * DAY), "wait", "baking"),
+        (bake(cmp=comparison(0.03, True, "significant_gain")), "rollback", "worse_than_previous_champion"),  # the old one is better
+        (bake(cmp=comparison(0.004, False, "not_significant")), "end", "bake_passed"),
+        (bake(cmp=comparison(-0.02, False, "no_gain")), "end", "bake_passed"),
+        (bake(rows=100, cmp=None), "end", "bake_without_enough_labels"),
+        (bake(cmp=None), "end", "bake_without_enough_labels"),  # not computable (one class)
+        (bake(champion="2", challenger=None), "noop", "bake_superseded"),  # rolled back by hand meanwhile
+        (bake(challenger="4"), "noop", "bake_superseded"),  # a new deployment replaced the shadow
+        (bake(champion="3", challenger=None, covered=DAY), "noop", "bake_superseded"),
+    ],
+    ids=["baking", "baking-few-rows", "worse", "not-worse", "better", "few-labels", "no-test", "rolled-back", "redeployed", "shadow-gone"],
+)
+def test_bake(state, outcome, code):
+    v = decide_bake(state, bake=7 * DAY, min_rows=300)
+    assert (v.outcome, v.reason_code) == (outcome, code), v
+    assert v.reasons
+    if outcome == "rollback":
+        assert v.details["to"] == "2" and "previous champion v2" in v.reasons[0]
+
+
+@pytest.mark.parametrize(
+    ("trained_until", "max_age", "outcome", "code"),
+    [
+        (T0 - 40 * DAY, None, "off", "freshness_off"),
+        (None, 30 * DAY, "unknown", "model_age_unknown"),
+        (T0 - 40 * DAY, 30 * DAY, "stale", "model_stale"),
+        (T0 - 30 * DAY, 30 * DAY, "fresh", "model_fresh"),  # exactly at the limit is fresh
+        (T0 - 10 * DAY, 30 * DAY, "fresh", "model_fresh"),
+    ],
+)
+def test_freshness(trained_until, max_age, outcome, code):
+    v = decide_freshness(trained_until, T0, max_age)
+    assert (v.outcome, v.reason_code) == (outcome, code)
+
+
+def gov(**over):
+    return RetrainPolicy(**{**GOV.__dict__, **over})
+
+
+DECAYED = {"decay_test": {"decayed": True, "reason": "decayed"}}
+NOT_DECAYED = {"decay_test": {"decayed": False, "reason": "not_significant"}}
+TREND = {"decay_test": {"decayed": False, "reason": "not_significant"}, "trend_test": {"significant": True, "reason": "trend"}}
+
+
+def cause(name, evidence=None, days=0.0):
+    return RetrainTrigger(name, f"{name}:v1", T0 + timedelta(days=days), evidence or {})
+
+
+@pytest.mark.parametrize(
+    ("t", "p", "s", "outcome", "code"),
+    [
+        (cause("drift_detected"), gov(), state(), "accepted", "retrain_requested"),  # default: drift triggers (today)
+        (cause("drift_detected"), gov(retrain_on_drift=False), state(), "refused", "drift_not_a_trigger"),
+        (cause("performance_degraded"), gov(retrain_on_drift=False), state(), "accepted", "retrain_requested"),
+        (cause("performance_degraded"), gov(decay_evidence="point"), state(), "accepted", "retrain_requested"),
+        (cause("performance_degraded"), gov(decay_evidence="significant"), state(), "refused", "decay_not_significant"),
+        (cause("performance_degraded", NOT_DECAYED), gov(decay_evidence="significant"), state(), "refused", "decay_not_significant"),
+        (cause("performance_degraded", DECAYED), gov(decay_evidence="significant"), state(), "accepted", "retrain_requested"),
+        (cause("performance_degraded", TREND), gov(decay_evidence="significant"), state(), "accepted", "retrain_requested"),
+        (
+            cause("performance_degraded", DECAYED),
+            gov(decay_evidence="significant"),
+            state(in_flight=True),
+            "refused",
+            "retrain_in_progress",
+        ),
+        (cause("model_stale"), gov(max_model_age=30 * DAY), state(trained=T0 - 40 * DAY), "accepted", "retrain_requested"),
+        (cause("model_stale"), gov(max_model_age=30 * DAY), state(trained=T0 - 20 * DAY), "refused", "model_fresh"),
+        (cause("model_stale"), gov(), state(trained=T0 - 400 * DAY), "refused", "freshness_off"),
+        (cause("model_stale"), gov(max_model_age=30 * DAY), state(), "refused", "model_age_unknown"),
+        (cause("model_stale", days=5), gov(max_model_age=30 * DAY), state([(0.0, "x")], trained=T0 - 40 * DAY), "refused", "cooldown"),
+        (cause("manual"), gov(retrain_on_drift=False), state(), "accepted", "retrain_requested"),  # a person's request: governance only
+        (cause("manual", days=3), gov(), state([(0.0, "drift_detected:v1")]), "refused", "cooldown"),
+        (cause("manual"), gov(), state(new_rows=10), "refused", "not_enough_new_rows"),
+    ],
+    ids=[
+        "drift-default",
+        "drift-off",
+        "decay-drift-off",
+        "decay-point",
+        "decay-no-evidence",
+        "decay-not-significant",
+        "decay-significant",
+        "decay-trend",
+        "decay-in-flight",
+        "stale",
+        "fresh",
+        "freshness-off",
+        "age-unknown",
+        "stale-cooldown",
+        "manual",
+        "manual-cooldown",
+        "manual-few-rows",
+    ],  # fmt: skip
+)
+def test_retrain_causes(t, p, s, outcome, code):
+    v = decide_retrain(t, s, p)
+    assert (v.outcome, v.reason_code) == (outcome, code), v
+    assert v.reasons and v.details["cause"] == t.cause
+
+
+@pytest.mark.parametrize(
+    ("evidence", "real"),
+    [({}, False), (DECAYED, True), (NOT_DECAYED, False), (TREND, True), ({"trend_test": {"significant": False}}, False)],
+)
+def test_decay_is_real(evidence, real):
+    assert decay_is_real(evidence) is real

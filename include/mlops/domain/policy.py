@@ -10,7 +10,10 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from include.mlops.domain.significance import PairedComparison
 
 
 @dataclass(frozen=True)
@@ -59,10 +62,17 @@ class WindowSignals:
     score_shift_vs_champion: float | None = None  # PSI vs the champion's live scores
     rss_mb: float | None = None
     cpu_cores: float | None = None
+    champion_errors: int = 0  # failed rows of the champion over the same period
 
     @property
     def error_rate(self) -> float:
         return self.errors / self.requests if self.requests else 0.0
+
+    @property
+    def champion_error_rate(self) -> float | None:
+        """The champion's error rate over the same period (None: it served nothing)."""
+        total = self.champion_requests + self.champion_errors
+        return self.champion_errors / total if total else None
 
 
 @dataclass(frozen=True)
@@ -76,12 +86,31 @@ class WindowPolicy:
     max_score_psi_vs_champion: float | None  # None: reported, never a breach
     max_rss_mb: float
     max_cpu_cores: float
+    #: The new version's error rate minus the champion's above it: a breach (None: not compared).
+    max_error_rate_increase: float | None = None
+    #: A window that runs out with too few requests: keep | extend | rollback.
+    on_inconclusive: str = "keep"
 
 
-def decide_early_window(s: WindowSignals, p: WindowPolicy, *, waited_out: bool) -> Verdict:
+def _too_few_requests(s: WindowSignals, p: WindowPolicy, details: dict[str, Any], *, extended: bool) -> Verdict:
+    """The window ran out before ``min_requests``: what ``on_inconclusive`` says to do."""
+    text = f"only {s.requests} requests reached the new version within the window; {p.min_requests} are needed"
+    if p.on_inconclusive == "rollback":
+        return Verdict("rollback", "inconclusive_window", [text + " (early_window.on_inconclusive: rollback)"], details)
+    if p.on_inconclusive == "extend":
+        if extended:
+            return Verdict("rollback", "inconclusive_after_extension", [text + ", after one extension of the window"], details)
+        return Verdict("extend", "window_extended", [text + ": the window is extended once"], details)
+    return Verdict("inconclusive", "too_few_requests", [text], details)
+
+
+def decide_early_window(s: WindowSignals, p: WindowPolicy, *, waited_out: bool, extended: bool = False) -> Verdict:
     """``rollback`` on any hard breach; ``passed`` when every measured signal is within bounds and
-    enough requests were seen; ``wait`` while too few requests and time remains; ``inconclusive``
-    when the window ran out with too few requests (nothing is changed, a person decides)."""
+    enough requests were seen; ``wait`` while too few requests and time remains. When the window
+    ran out with too few requests, ``p.on_inconclusive`` decides: ``inconclusive`` (``keep``: nothing
+    is changed, a person decides), ``extend`` once (``extended`` says the extension ran out too, then
+    ``rollback``), or ``rollback`` at once: with ``extend`` or ``rollback`` a canary never keeps
+    serving on an unjudged window."""
     breaches: list[str] = []
     details: dict[str, Any] = {"requests": s.requests, "error_rate": round(s.error_rate, 6)}
     skipped: list[str] = []
@@ -94,13 +123,8 @@ def decide_early_window(s: WindowSignals, p: WindowPolicy, *, waited_out: bool) 
     if breaches:
         return Verdict("rollback", "hard_breach", breaches, details)
     if s.requests < p.min_requests:
-        if waited_out:
-            return Verdict(
-                "inconclusive",
-                "too_few_requests",
-                [f"only {s.requests} requests reached the new version within the window; {p.min_requests} are needed"],
-                details,
-            )
+        if waited_out or extended:
+            return _too_few_requests(s, p, details, extended=extended)
         return Verdict("wait", "collecting", [f"{s.requests}/{p.min_requests} requests"], details)
 
     checks: list[tuple[str, float | None, float | None, str]] = [
@@ -117,6 +141,16 @@ def decide_early_window(s: WindowSignals, p: WindowPolicy, *, waited_out: bool) 
     if s.p95_latency_ms is not None and s.champion_p95_latency_ms:
         ratio = s.p95_latency_ms / s.champion_p95_latency_ms
         checks.append(("latency_ratio", ratio, p.max_latency_ratio, "p95 latency {v:.2f}x the champion's > {t:.2f}x"))
+    champion_rate = s.champion_error_rate
+    if p.max_error_rate_increase is not None and champion_rate is not None:
+        checks.append(
+            (
+                "error_rate_increase",
+                s.error_rate - champion_rate,
+                p.max_error_rate_increase,
+                "error rate {v:.2%} above the champion's over the same window > {t:.2%}",
+            )
+        )
     if p.max_score_psi_vs_champion is not None:
         checks.append(
             (
@@ -154,9 +188,24 @@ class Realized:
 
 
 def decide_promotion(
-    champion: str | None, challenger: str | None, version: str | None, realized: Realized | None, *, min_rows: int, tolerance: float
+    champion: str | None,
+    challenger: str | None,
+    version: str | None,
+    realized: Realized | None,
+    *,
+    min_rows: int,
+    tolerance: float,
+    test: str = "none",
+    comparison: PairedComparison | None = None,
 ) -> Verdict:
-    """Promote the challenger (or the named version) unless production evidence says it loses."""
+    """Promote the challenger (or the named version) unless production evidence says it loses.
+
+    With ``test`` (``delong`` / ``bootstrap``, ``promotion.test``), a promotion also needs
+    ``comparison``, the paired test of both versions' scores on the same labelled requests, to show
+    a significant gain (``comparison.significant``): too few labels refuse (``awaiting_labels``,
+    the challenger keeps serving until promoted again), a gain the test cannot tell from noise
+    refuses (``gain_not_significant``). With ``none`` the tolerance rule alone decides (as before).
+    """
     target = version or challenger
     if target is None:
         return Verdict("refused", "nothing_to_promote", ["there is no challenger to promote"])
@@ -170,6 +219,13 @@ def decide_promotion(
         return Verdict("refused", "not_the_challenger", [f"version {target} is not serving as challenger"])
     if realized is None or realized.rows < min_rows or realized.champion is None or realized.challenger is None:
         rows = realized.rows if realized else 0
+        if test != "none":
+            return Verdict(
+                "refused",
+                "awaiting_labels",
+                [f"{rows} labelled requests in the window (< {min_rows}): promotion.test {test} needs them; promote again once labelled"],
+                {"labelled_rows": rows},
+            )
         return Verdict(
             "promote",
             "promoted_without_labels",
@@ -190,12 +246,37 @@ def decide_promotion(
             ],
             details,
         )
+    if test != "none":
+        return _significant_promotion(target, champion, realized, comparison, test, details)
     return Verdict(
         "promote",
         "wins_on_production_labels",
         [f"{realized.metric} {realized.challenger:.4f} vs champion {realized.champion:.4f} on {realized.rows} labelled requests"],
         details,
     )
+
+
+def _significant_promotion(
+    target: str, champion: str | None, realized: Realized, comparison: PairedComparison | None, test: str, details: dict[str, Any]
+) -> Verdict:
+    if comparison is None:
+        return Verdict(
+            "refused",
+            "gain_not_significant",
+            [f"promotion.test {test} could not be computed on the {realized.rows} labelled requests (e.g. one class only)"],
+            details,
+        )
+    details = {**details, "test": comparison.to_dict()}
+    gain = (
+        f"{comparison.metric} {comparison.challenger:.4f} for v{target} vs {comparison.champion:.4f} for champion v{champion} "
+        f"on {comparison.rows} labelled requests: gain {comparison.difference:+.4f} "
+        f"({comparison.level:.0%} CI {comparison.ci_low:+.4f}..{comparison.ci_high:+.4f}), "
+        f"p(gain <= {comparison.min_gain:g}) = {comparison.p_value_gain:.3g} ({comparison.method})"
+    )
+    if comparison.significant:
+        return Verdict("promote", "significant_gain", [gain], details)
+    why = f"{gain}: {comparison.reason.replace('_', ' ')} at alpha {comparison.alpha:g}"
+    return Verdict("refused", "gain_not_significant", [why], details)
 
 
 @dataclass(frozen=True)
@@ -267,11 +348,17 @@ def decide_final_request(request: FinalRequest, *, auto_promote: bool) -> Verdic
 
 
 # -- retraining governance ----------------------------------------------------------------------
+#: What may ask for a retrain.
+DRIFT, DECAY, STALE, MANUAL = "drift_detected", "performance_degraded", "model_stale", "manual"
+
+
 @dataclass(frozen=True)
 class RetrainTrigger:
-    cause: str  # drift_detected | performance_degraded
+    cause: str  # drift_detected | performance_degraded | model_stale | manual
     key: str  # what the trigger is about, e.g. "drift_detected:v3" (dedupe)
     event_time: datetime  # end of the window that raised it (event time)
+    #: For decay: the window's ``decay_test`` and/or ``trend_test`` verdicts (their ``to_dict()``).
+    evidence: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -282,6 +369,8 @@ class RetrainState:
     in_flight: bool  # an accepted request whose candidate has not reached a verdict yet
     new_rows: int  # validated labelled rows since the last training window ended
     pool_invalid: bool  # the last training attempt was refused because the pool failed validation
+    #: End of the data the champion was trained and evaluated on (its holdout), event time.
+    trained_until: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -291,11 +380,59 @@ class RetrainPolicy:
     period: timedelta
     min_new_rows: int
     dedupe: timedelta
+    retrain_on_drift: bool = True
+    decay_evidence: str = "point"  # point | significant
+    max_model_age: timedelta | None = None
+
+
+def decide_freshness(trained_until: datetime | None, at: datetime, max_age: timedelta | None) -> Verdict:
+    """Is the champion older than the spec allows at event time ``at``? ``stale`` / ``fresh``, or
+    ``off`` (no limit) / ``unknown`` (no training window recorded)."""
+    if max_age is None:
+        return Verdict("off", "freshness_off", ["retraining.max_model_age_days is not set"])
+    if trained_until is None:
+        return Verdict("unknown", "model_age_unknown", ["the champion has no recorded training window"])
+    age = at - trained_until
+    details = {"trained_until": trained_until.isoformat(), "at": at.isoformat(), "age_days": round(age.total_seconds() / 86400, 3)}
+    if age > max_age:
+        return Verdict(
+            "stale", "model_stale", [f"the champion's data ends {trained_until:%Y-%m-%d}: {age.days} days old > {max_age.days}"], details
+        )
+    return Verdict("fresh", "model_fresh", [f"the champion's data ends {trained_until:%Y-%m-%d}: {age.days} days old"], details)
+
+
+def decay_is_real(evidence: Mapping[str, Any]) -> bool:
+    """A window's decay is real when its bootstrap decay test says ``decayed`` or the trend test
+    over the last windows is ``significant`` (``significance.decay_test`` / ``trend_test``)."""
+    decay, trend = evidence.get("decay_test") or {}, evidence.get("trend_test") or {}
+    return bool(decay.get("decayed")) or bool(trend.get("significant"))
+
+
+def _cause_refusal(t: RetrainTrigger, s: RetrainState, p: RetrainPolicy, details: dict[str, Any]) -> Verdict | None:
+    """Whether the spec counts this trigger as a reason to retrain at all (before governance)."""
+    if t.cause == DRIFT and not p.retrain_on_drift:
+        why = "retraining.retrain_on_drift is off: drift is reported, not retrained on"
+        return Verdict("refused", "drift_not_a_trigger", [why], details)
+    if t.cause == DECAY and p.decay_evidence == "significant" and not decay_is_real(t.evidence):
+        tests = {k: t.evidence[k].get("reason") for k in ("decay_test", "trend_test") if isinstance(t.evidence.get(k), Mapping)}
+        found = ", ".join(f"{k}: {v}" for k, v in tests.items()) or "no test result with the trigger"
+        return Verdict("refused", "decay_not_significant", [f"realized decay is not significant ({found})"], details)
+    if t.cause == STALE:
+        fresh = decide_freshness(s.trained_until, t.event_time, p.max_model_age)
+        details.update(fresh.details)
+        if fresh.outcome != "stale":
+            return Verdict("refused", fresh.reason_code, fresh.reasons, details)
+    return None
 
 
 def decide_retrain(t: RetrainTrigger, s: RetrainState, p: RetrainPolicy) -> Verdict:
-    """Governance first: every rule that can refuse a retrain, in a fixed order, else accept."""
+    """Governance first: whether the spec counts the cause (drift only with ``retrain_on_drift``,
+    decay only when real with ``decay_evidence: significant``, age only beyond ``max_model_age``),
+    then every rule that can refuse a retrain, in a fixed order, else accept."""
     details: dict[str, Any] = {"cause": t.cause, "key": t.key, "event_time": t.event_time.isoformat(), "new_rows": s.new_rows}
+    refusal = _cause_refusal(t, s, p, details)
+    if refusal is not None:
+        return refusal
     if s.pool_invalid:
         return Verdict("refused", "training_pool_invalid", ["the last training was refused: the training pool failed validation"], details)
     if s.in_flight:

@@ -199,6 +199,12 @@ class EarlyWindow(_Model):
     max_score_psi_vs_champion: float | None = None
     max_rss_mb: float = Field(default=3072.0, gt=0)
     max_cpu_cores: float = Field(default=1.9, gt=0)
+    #: The new version's error rate minus the champion's over the same window above this: rolled
+    #: back; empty: the error rate is judged on its own only (``max_error_rate``).
+    max_error_rate_increase: float | None = Field(default=None, ge=0.0, le=1.0)
+    #: A window that ends with too few requests: ``keep`` (inconclusive, a person decides),
+    #: ``extend`` (wait ``max_minutes`` once more, then roll back) or ``rollback``.
+    on_inconclusive: Literal["keep", "extend", "rollback"] = "keep"
 
 
 class Promotion(_Model):
@@ -211,6 +217,27 @@ class Promotion(_Model):
     metric: MetricName = "roc_auc"
     #: How much worse than the champion the challenger may be on production labels.
     tolerance: float = Field(default=0.005, ge=0.0)
+    #: Paired test of challenger vs champion on the same labelled requests: ``none`` (the
+    #: tolerance rule alone), ``delong`` (ROC AUC only) or ``bootstrap`` (roc_auc, accuracy_score,
+    #: f1_score). With a test, a promotion needs a significant gain of at least ``min_gain``.
+    test: Literal["none", "delong", "bootstrap"] = "none"
+    #: One-sided significance level of that test.
+    alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
+    #: The gain (challenger - champion) the test must show is exceeded.
+    min_gain: float = Field(default=0.0, ge=0.0)
+    #: Days (event time) the previous champion keeps scoring in shadow after a promotion; a new
+    #: champion significantly worse on those labels is rolled back. 0: no bake period.
+    bake_days: float = Field(default=0.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _test_fits_metric(self) -> Promotion:
+        if self.test == "delong" and self.metric != "roc_auc":
+            raise ValueError(f"test 'delong' compares ROC AUCs; metric is {self.metric!r} (use test 'bootstrap')")
+        if self.test == "bootstrap" and self.metric not in ("roc_auc", "accuracy_score", "f1_score"):
+            raise ValueError(f"test 'bootstrap' supports roc_auc, accuracy_score and f1_score, not {self.metric!r}")
+        if self.bake_days > 0 and self.test == "none":
+            raise ValueError("bake_days > 0 needs a test (delong or bootstrap) to judge the bake period")
+        return self
 
 
 class DriftOverride(_Model):
@@ -219,6 +246,20 @@ class DriftOverride(_Model):
 
     method: Literal["ks", "chisquare", "z", "wasserstein", "jensenshannon", "psi", "kl_div"] | None = None
     threshold: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+
+
+class DriftCalibrationSettings(_Model):
+    """Per-feature drift thresholds calibrated on the version's own training window
+    (``domain.drift_calibration``): a feature drifts only when its statistic is unusual for this data."""
+
+    #: Calibrate when a version is trained and judge drift against it (off: Evidently's fixed thresholds).
+    enabled: bool = False
+    #: Threshold = mean + k standard deviations of the statistic across the reference's chunks.
+    k: float = Field(default=3.0, ge=0.0, allow_inf_nan=False)
+    #: Days of event time per reference chunk (match the monitoring window: 7 for weekly windows).
+    chunk_days: int = Field(default=7, ge=1)
+    #: Fewer usable chunks in the training window and the version keeps the fixed thresholds.
+    min_chunks: int = Field(default=4, ge=2)
 
 
 class Monitoring(_Model):
@@ -237,6 +278,8 @@ class Monitoring(_Model):
     #: Features left out of drift (and of the dataset share): those that differ between any
     #: window and the reference by construction, e.g. the month of a weekly window.
     drift_exclude: list[str] = []
+    #: Calibrated per-feature thresholds (features with a ``drift_overrides`` entry keep theirs).
+    drift_calibration: DriftCalibrationSettings = DriftCalibrationSettings()
     #: Prediction drift: threshold of the score's drift test against the holdout predictions.
     score_drift_threshold: float = Field(default=0.1, gt=0)
     #: Realized quality over the trailing days of labelled predictions of the version.
@@ -261,6 +304,14 @@ class Retraining(_Model):
     min_new_rows: int = Field(default=5000, ge=0)
     #: The same cause again within this many hours is one trigger.
     dedupe_hours: float = Field(default=24.0, ge=0.0)
+    #: Dataset or prediction drift alone may trigger a retrain (else drift is reported only).
+    retrain_on_drift: bool = True
+    #: Decay triggers a retrain on monitoring's point estimate (``point``) or only when the
+    #: window's bootstrap decay test (against the holdout rows) or a trend test says it is real.
+    decay_evidence: Literal["point", "significant"] = "point"
+    #: A champion trained on data older than this many days (event time, from its holdout's end)
+    #: is retrained; empty: no freshness limit.
+    max_model_age_days: float | None = Field(default=None, gt=0.0)
 
 
 class Spec(_Model):

@@ -11,11 +11,14 @@ at once (challenger alias removed, or the champion restored from the ledger). Pr
 rollback use :func:`~include.mlops.domain.policy.decide_promotion` and
 :func:`~include.mlops.domain.policy.rollback_target`, with realized quality measured by scoring the same
 labelled requests with both versions' registry artifacts.
+
+Both versions' scores of the same labelled requests come from :mod:`include.mlops.steps.paired`
+(``promotion.test``); with ``promotion.bake_days`` a promotion leaves the previous champion in shadow
+for :mod:`include.mlops.steps.bake` to judge.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -24,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from include.mlops.domain.clock import utcnow
-from include.mlops.domain.policy import LedgerRow, Realized, Verdict, WindowPolicy, WindowSignals, decide_early_window
+from include.mlops.domain.policy import LedgerRow, Verdict, WindowPolicy, WindowSignals, decide_early_window
 from include.mlops.domain.roles import CANARY, CHALLENGER, CHAMPION, SHADOW
 
 if TYPE_CHECKING:
@@ -91,6 +94,8 @@ def window_policy(rt: Runtime) -> WindowPolicy:
         max_score_psi_vs_champion=ew.max_score_psi_vs_champion,
         max_rss_mb=ew.max_rss_mb,
         max_cpu_cores=ew.max_cpu_cores,
+        max_error_rate_increase=ew.max_error_rate_increase,
+        on_inconclusive=ew.on_inconclusive,
     )
 
 
@@ -98,12 +103,24 @@ def waited_out(rt: Runtime, rel: Release, now: datetime | None = None) -> bool:
     return ((now or utcnow()) - rel.since_dt) >= timedelta(minutes=rt.spec.early_window.max_minutes)
 
 
+def extension_over(rt: Runtime, rel: Release, now: datetime | None = None) -> bool:
+    """With ``on_inconclusive: extend``: the one extension (another ``max_minutes``) has run out too."""
+    ew = rt.spec.early_window
+    return ew.on_inconclusive == "extend" and ((now or utcnow()) - rel.since_dt) >= timedelta(minutes=2 * ew.max_minutes)
+
+
 def poke(rt: Runtime, rel: Release) -> tuple[bool, dict[str, Any]]:
-    """Is the window ready to judge? Enough requests, a visible hard breach, or time is up."""
+    """Is the window ready to judge? Enough requests, a visible hard breach, or time is up (an
+    ``extend`` verdict keeps waiting: the window's one extension)."""
     requests, errors = traffic(rt, rel)
     p = window_policy(rt)
-    quick = decide_early_window(WindowSignals(requests=requests, errors=errors, p95_latency_ms=None), p, waited_out=waited_out(rt, rel))
-    done = quick.outcome != "wait"
+    quick = decide_early_window(
+        WindowSignals(requests=requests, errors=errors, p95_latency_ms=None),
+        p,
+        waited_out=waited_out(rt, rel),
+        extended=extension_over(rt, rel),
+    )
+    done = quick.outcome not in ("wait", "extend")
     return done, {"requests": requests, "errors": errors, "state": quick.outcome}
 
 
@@ -141,16 +158,21 @@ def _rejected_share(rt: Runtime, rel: Release) -> float | None:
 
 
 def _holdout_predictions(rt: Runtime, rel: Release) -> pd.DataFrame | None:
+    return holdout_predictions(rt, rel.version)
+
+
+def holdout_predictions(rt: Runtime, version: str) -> pd.DataFrame | None:
+    """The version's holdout rows with their labels and its scores (stored at training), or None."""
     import mlflow
     import pandas as pd
 
     from include.mlops.adapters.registry import mlflow_client
 
     try:
-        run_id = mlflow_client(rt.settings.mlflow_tracking_uri).get_model_version(rel.model, rel.version).run_id
+        run_id = mlflow_client(rt.settings.mlflow_tracking_uri).get_model_version(rt.model_name, version).run_id
         return pd.read_parquet(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="reference/holdout_predictions.parquet"))
     except Exception as exc:
-        log.warning("no holdout predictions for v%s: %s", rel.version, exc)
+        log.warning("no holdout predictions for v%s: %s", version, exc)
         return None
 
 
@@ -178,11 +200,8 @@ def judge(rt: Runtime, rel: Release, start_metrics: dict[str, float] | None, rep
 
     frame = _frame(rt, rel, [v for v in (rel.version, rel.champion) if v])
     new = frame[(frame["model_version"] == rel.version) & frame["route"].isin(rel.routes) & frame["status"].isin(OK_STATUSES)]
-    champ = (
-        frame[(frame["model_version"] == rel.champion) & (frame["route"] == CHAMPION) & (frame["status"] == "ok")]
-        if rel.champion
-        else frame.iloc[0:0]
-    )
+    champ_all = frame[(frame["model_version"] == rel.champion) & (frame["route"] == CHAMPION)] if rel.champion else frame.iloc[0:0]
+    champ = champ_all[champ_all["status"] == "ok"]
     scored = new[new["status"] == "ok"].dropna(subset=["score"])
     extra: dict[str, Any] = {}
     psi_holdout = psi_champion = None
@@ -215,9 +234,10 @@ def judge(rt: Runtime, rel: Release, start_metrics: dict[str, float] | None, rep
         score_shift_vs_champion=psi_champion,
         rss_mb=rss,
         cpu_cores=cpu,
+        champion_errors=int((champ_all["status"] == "error").sum()),
     )
-    verdict = decide_early_window(signals, window_policy(rt), waited_out=waited_out(rt, rel))
-    if verdict.outcome == "wait":  # judged before the window filled (e.g. a manual run): do not guess
+    verdict = decide_early_window(signals, window_policy(rt), waited_out=waited_out(rt, rel), extended=extension_over(rt, rel))
+    if verdict.outcome in ("wait", "extend"):  # judged before the window (or its extension) ran out, e.g. by hand: do not guess
         verdict = Verdict("inconclusive", "too_few_requests", verdict.reasons, verdict.details)
     return verdict, {"signals": asdict(signals), **extra}
 
@@ -271,36 +291,6 @@ def roll_back_release(rt: Runtime, rel: Release, reasons: list[str], *, dag_id: 
     return {"version": rel.version, "action": "champion_restored", "restored": previous, "ledger_id": row["id"]}
 
 
-def realized_quality(rt: Runtime, since: datetime, champion: str, challenger: str) -> Realized | None:
-    """Both versions scored offline (registry artifacts) on the same labelled requests of the window."""
-    import mlflow.sklearn
-    import numpy as np
-    import pandas as pd
-
-    from include.mlops.domain.spec import LOWER_IS_BETTER
-    from include.mlops.steps.training import classification_metrics
-
-    metric = rt.spec.promotion.metric
-    rows = rt.store.labelled_inference(rt.model_name, ["entity_id", "features"], routes=[CHAMPION, CHALLENGER], created_from=since)
-    if not rows:
-        return Realized(0, metric, None, None, metric not in LOWER_IS_BETTER)
-    df = pd.DataFrame([{**(json.loads(f) if isinstance(f, str) else f or {}), "_id": e, "_y": y} for e, f, y in rows]).drop_duplicates(
-        "_id"
-    )
-    x = df.reindex(columns=rt.spec.feature_names)
-    y = df["_y"].astype(int).to_numpy()
-    from include.mlops.adapters.registry import quiet_model_imports
-
-    quiet_model_imports()
-    values = {}
-    for v in (champion, challenger):
-        scores = mlflow.sklearn.load_model(f"models:/{rt.model_name}/{v}").predict_proba(x)[:, 1]
-        values[v] = classification_metrics(y, np.asarray(scores)).get(metric)
-    c, n = values[champion], values[challenger]
-    ok = [v for v in (c, n) if v is not None and not np.isnan(v)]
-    return Realized(len(df), metric, c if len(ok) == 2 else None, n if len(ok) == 2 else None, metric not in LOWER_IS_BETTER)
-
-
 def champion_history(rt: Runtime) -> list[LedgerRow]:
     return [LedgerRow(r["alias"], r["action"], r["from_version"], r["to_version"]) for r in rt.store.list_ledger(rt.model_name, CHAMPION)]
 
@@ -309,6 +299,7 @@ def decide_final(rt: Runtime, action: str, version: str | None) -> tuple[Verdict
     """The promote-or-rollback verdict, with the inputs it was made on."""
     from include.mlops.adapters.registry import aliases, reconcile
     from include.mlops.domain.policy import decide_promotion, rollback_target
+    from include.mlops.steps.paired import compare, paired_scores, realized_quality
 
     client = _client(rt)
     reconcile(rt.store, client, rt.model_name)
@@ -319,19 +310,24 @@ def decide_final(rt: Runtime, action: str, version: str | None) -> tuple[Verdict
         return rollback_target(champion_history(rt), champion, version), inputs
     if action != "promote":
         return Verdict("refused", "unknown_action", [f"action must be promote or rollback, not {action!r}"]), inputs
-    realized = None
+    realized = comparison = None
     target = version or challenger
+    p = rt.spec.promotion
     if champion and challenger and target == challenger:
         rel = find_release(rt, challenger)
-        realized = realized_quality(rt, rel.since_dt, champion, challenger)
+        paired = paired_scores(rt, rel.since_dt, (champion, challenger))
+        realized = realized_quality(rt, rel.since_dt, champion, challenger, paired)
+        comparison = compare(rt, paired, champion, challenger, min_gain=p.min_gain)
         inputs["realized"] = asdict(realized) if realized else None
         inputs["window_since"] = rel.since
-    p = rt.spec.promotion
-    return decide_promotion(champion, challenger, version, realized, min_rows=p.min_labelled_rows, tolerance=p.tolerance), inputs
+    verdict = decide_promotion(
+        champion, challenger, version, realized, min_rows=p.min_labelled_rows, tolerance=p.tolerance, test=p.test, comparison=comparison
+    )
+    return verdict, inputs
 
 
 @dataclass(frozen=True)
-class _FinalMove:
+class FinalMove:
     """Who moves the aliases for a promote-or-rollback verdict, and the ledger keys they move under."""
 
     rt: Runtime
@@ -377,13 +373,22 @@ class _FinalMove:
         )
 
 
-def _move_aliases(move: _FinalMove, verdict: Verdict, inputs: dict[str, Any], text: str, result: dict[str, Any]) -> tuple[Severity, str]:
+def _move_aliases(move: FinalMove, verdict: Verdict, inputs: dict[str, Any], text: str, result: dict[str, Any]) -> tuple[Severity, str]:
     """The registry side of a verdict (ledger rows + tags); fills ``result``, returns the alert's (severity, kind)."""
     champion, challenger = inputs.get("champion"), inputs.get("challenger")
     if verdict.outcome == "promote":
         target = inputs.get("requested_version") or challenger
         move.set(CHAMPION, str(target), strategy="promote", op=f"promote:{target}", action="promoted")
-        move.remove(CHALLENGER, reason=f"v{target} promoted to champion", op=f"promote:{target}:clear", action="promoted")
+        bake_days = move.rt.spec.promotion.bake_days
+        if bake_days > 0 and champion:
+            from include.mlops.adapters.registry import set_challenger_mode
+
+            # the previous champion stays as a shadow challenger for the bake period
+            set_challenger_mode(move.client, move.rt.model_name, SHADOW, move.rt.spec.deployment.canary_share)
+            move.set(CHALLENGER, str(champion), strategy=SHADOW, op=f"promote:{target}:bake", action="promoted")
+            result.update(bake={"promoted": str(target), "previous": str(champion), "since": utcnow().isoformat(), "days": bake_days})
+        else:
+            move.remove(CHALLENGER, reason=f"v{target} promoted to champion", op=f"promote:{target}:clear", action="promoted")
         result.update(version=str(target), previous_champion=champion)
         return "info", "model_promoted"
     if verdict.outcome == "rollback":
@@ -391,7 +396,7 @@ def _move_aliases(move: _FinalMove, verdict: Verdict, inputs: dict[str, Any], te
         move.set(CHAMPION, target, strategy="rollback", op=f"rollback:{target}", action="rolled_back")
         result.update(version=target, rolled_back_from=champion)
         return "warning", "model_rolled_back"
-    if verdict.outcome == "refused" and verdict.reason_code == "loses_on_production_labels" and challenger:
+    if verdict.outcome == "refused" and verdict.reason_code in ("loses_on_production_labels", "gain_not_significant") and challenger:
         move.remove(CHALLENGER, reason=f"promotion refused: {text}", op=f"refuse:{challenger}", action="rolled_back")
         result.update(version=challenger, challenger_removed=True)
         return "warning", "promotion_refused"
@@ -410,7 +415,7 @@ def act_final(
     champion, challenger = inputs.get("champion"), inputs.get("challenger")
     text = "; ".join(verdict.reasons)
     result: dict[str, Any] = {"outcome": verdict.outcome, "reason_code": verdict.reason_code, "reasons": verdict.reasons}
-    move = _FinalMove(rt, _client(rt), actor, key, f"{reason}: {text}", dag_id, run_id)
+    move = FinalMove(rt, _client(rt), actor, key, f"{reason}: {text}", dag_id, run_id)
     severity, kind = _move_aliases(move, verdict, inputs, text, result)
     decided_on = result.get("version") or inputs.get("requested_version") or challenger or champion
     rt.store.record_decision(
@@ -461,13 +466,17 @@ def record_window(
         run_id=run_id,
     )
     if verdict.outcome == "rollback":
+        breach = verdict.reason_code == "hard_breach"
+        kind = "early_window_breach" if breach else "early_window_inconclusive"
         raise_alert(
             rt.store,
             rt.model_name,
             severity="critical",
-            kind="early_window_breach",
-            dedupe_key=f"early_window_breach:{rel.version}",
-            message=f"v{rel.version} ({rel.strategy}) breached its early window: " + "; ".join(verdict.reasons),
+            kind=kind,
+            dedupe_key=f"{kind}:{rel.version}",
+            message=f"v{rel.version} ({rel.strategy}) "
+            + ("breached its early window: " if breach else "rolled back on an inconclusive early window: ")
+            + "; ".join(verdict.reasons),
             payload={"release": rel.to_dict(), "report": report},
         )
     elif verdict.outcome == "inconclusive":
