@@ -17,6 +17,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make bench     every benchmark, then one table in benchmarks/README.md"
 	@echo "make demo      the whole loop, live: reset, start, replay 2013 with fire drills (FAST=1: Jan-Apr)"
+	@echo "make backtest  replay a spec's history through the loop's decisions in event time, vs frozen/scheduled/oracle (ARGS='--start 2013-01-01 --end 2013-06-30')"
 	@echo "make up        start Airflow, MLflow and the Evidently UI on 127.0.0.1 (bootstraps .venv; MLOPS_BACKEND=postgres: on PostgreSQL)"
 	@echo "make down      stop everything 'make up' started"
 	@echo "make status    show each service, its pid, URL and health"
@@ -64,6 +65,12 @@ demo-fast: venv
 
 replay: venv
 	@$(PY) -m tooling.replay $(ARGS)
+
+# The loop's decisions replayed in event time, in-process (no Airflow, MLflow or servers), against
+# frozen, scheduled and oracle policies on the same rows: a table, .local/backtest/<spec>/backtest.{json,png,txt}.
+.PHONY: backtest
+backtest: venv
+	@$(PY) -m tooling.backtest $(if $(SPEC),--spec $(SPEC),) $(ARGS)
 
 CONF ?= {}
 trigger: venv

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from include.mlops.serving.routing import bucket, goes_to_challenger
+from include.mlops.domain.routing import bucket, goes_to_challenger
 
 pytestmark = pytest.mark.unit
 
@@ -33,7 +33,7 @@ def test_routing_is_sticky_and_raising_the_share_only_adds_entities():
 
 
 def test_bucket_is_stable_across_processes_not_pythons_randomized_hash():
-    code = "from include.mlops.serving.routing import bucket; print(repr([bucket(e, 'm') for e in ('a', 'flight-1', 'é')]))"
+    code = "from include.mlops.domain.routing import bucket; print(repr([bucket(e, 'm') for e in ('a', 'flight-1', 'é')]))"
     outs = set()
     for seed in ("1", "2"):
         env = {"PYTHONHASHSEED": seed, "PYTHONPATH": "."}
@@ -46,3 +46,12 @@ def test_the_salt_gives_each_model_its_own_canary():
     b = {e for e in IDS if goes_to_challenger(bucket(e, "model_b"), 0.2)}
     overlap = len(a & b) / len(a)
     assert abs(overlap - 0.2) < 0.05  # independent: about share of a is also in b
+
+
+def test_serving_routes_with_the_domain_split_the_backtest_uses():
+    from include.mlops.domain import routing
+    from include.mlops.serving import models
+    from include.mlops.serving import routing as serving_routing
+
+    assert serving_routing.bucket is routing.bucket and serving_routing.goes_to_challenger is routing.goes_to_challenger
+    assert models.bucket is routing.bucket and models.goes_to_challenger is routing.goes_to_challenger

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from include.mlops.domain.roles import CANARY, CHALLENGER, CHAMPION
-from include.mlops.serving.routing import bucket, goes_to_challenger
+from include.mlops.domain.routing import bucket, goes_to_challenger
 
 if TYPE_CHECKING:
     from include.mlops.adapters.registry import ServingConfig

@@ -5,11 +5,11 @@ Each gate is recorded as a decision with its inputs and a reason code:
 * ``loads``: the artifact loads and predicts in a clean Python process;
 * ``signature``: its input signature has exactly the spec's features with compatible types (the
   serving API validates requests against the same spec);
-* ``floors``: its holdout metrics clear the spec's absolute floors;
+* ``floors``: its holdout metrics clear the spec's absolute floors (:func:`floor_failures`);
 * ``beats_champion``: on the candidate's own holdout, it beats the current champion by at least
   ``deployment.min_gain`` on the primary metric (both evaluated with ``mlflow.models.evaluate`` and
-  compared with ``mlflow.validate_evaluation_results``; the candidate's evaluation logs MLflow's
-  plots, the champion's only its metrics);
+  compared by :func:`beats_champion`, MLflow's ``MetricThreshold`` rule as a pure function the
+  backtest shares; the candidate's evaluation logs MLflow's plots, the champion's only its metrics);
 * ``probe``: on the spec's fixed probe set its scores are finite, in [0, 1], not constant,
   deterministic, and equal to the scores recorded at training time (serialization skew).
 
@@ -190,10 +190,6 @@ def _metrics_only_evaluator() -> str:
     return METRICS_ONLY
 
 
-def _threshold_failures(exc: Exception) -> str:
-    return str(exc).strip().replace("\n", " ")[:600]
-
-
 def gates_by_evaluation(rt: Runtime, c: Candidate, dag_run: str | None = None) -> list[GateResult]:
     """``floors`` and ``beats_champion``: evaluate candidate and champion on the candidate's holdout."""
     import mlflow
@@ -212,27 +208,42 @@ def gates_by_evaluation(rt: Runtime, c: Candidate, dag_run: str | None = None) -
         return [_gate_floors(rt.spec, cand), _gate_beats_champion(rt.spec, c, data, cand)]
 
 
+def passes(value: float, bar: float, *, greater_is_better: bool) -> bool:
+    """MLflow's ``MetricThreshold`` rule: at least ``bar`` (at most, when lower is better)."""
+    return value >= bar if greater_is_better else value <= bar
+
+
+def floor_failures(floors: dict[str, float], observed: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The pure floors comparison (the ``floors`` gate and the backtest): the metrics that could not
+    be computed, and a message per metric on the wrong side of its floor."""
+    missing = [k for k, v in observed.items() if v is None or (isinstance(v, float) and math.isnan(v))]
+    failed = [
+        f"{k} {float(observed[k]):.4f} {'>' if k in LOWER_IS_BETTER else '<'} floor {float(v)}"
+        for k, v in floors.items()
+        if k not in missing and not passes(float(observed[k]), float(v), greater_is_better=k not in LOWER_IS_BETTER)
+    ]
+    return missing, failed
+
+
+def beats_champion(metric: str, candidate: float, champion: float, min_gain: float) -> bool:
+    """The pure ``beats_champion`` comparison (the gate and the backtest): the candidate's metric
+    is at least the champion's plus ``min_gain`` (at most minus it when lower is better), as MLflow's
+    ``MetricThreshold(min_absolute_change=...)``; with no gain, not worse than the champion."""
+    greater = metric not in LOWER_IS_BETTER
+    return passes(float(candidate), float(champion) + (min_gain if greater else -min_gain), greater_is_better=greater)
+
+
 def _gate_floors(spec: Spec, cand: Any) -> GateResult:
     """The candidate's evaluation (``cand``) against the spec's absolute metric floors."""
-    import mlflow
-    from mlflow.models import MetricThreshold
-    from mlflow.models.evaluation.validation import ModelValidationFailedException
-
-    floors: dict[str, MetricThreshold] = {
-        name: MetricThreshold(threshold=float(value), greater_is_better=name not in LOWER_IS_BETTER)
-        for name, value in spec.deployment.floors.items()
-    }
     wanted: dict[str, float] = {str(k): float(v) for k, v in spec.deployment.floors.items()}
     observed: dict[str, Any] = {k: cand.metrics.get(k) for k in wanted}
-    missing = [k for k, v in observed.items() if v is None or (isinstance(v, float) and math.isnan(v))]
+    missing, failed = floor_failures(wanted, observed)
     if missing:
         return GateResult("floors", False, "metric_unavailable", f"metrics {missing} could not be computed", {"observed": observed})
     inputs = {"observed": observed, "floors": spec.deployment.floors}
-    try:
-        mlflow.validate_evaluation_results(floors, cand)
-    except ModelValidationFailedException as exc:
-        return GateResult("floors", False, "below_metric_floor", _threshold_failures(exc), inputs)
-    msg = ", ".join(f"{k} {observed[k]:.4f} {'<=' if k in LOWER_IS_BETTER else '>='} {wanted[k]}" for k in floors)
+    if failed:
+        return GateResult("floors", False, "below_metric_floor", "; ".join(failed), inputs)
+    msg = ", ".join(f"{k} {observed[k]:.4f} {'<=' if k in LOWER_IS_BETTER else '>='} {wanted[k]}" for k in wanted)
     return GateResult("floors", True, "floors_cleared", msg, inputs)
 
 
@@ -240,8 +251,6 @@ def _gate_beats_champion(spec: Spec, c: Candidate, data: Any, cand: Any) -> Gate
     """The champion evaluated on the same holdout (a nested run of the gates' run), compared with
     the candidate's evaluation ``cand`` on the primary metric; passes when there is no champion."""
     import mlflow
-    from mlflow.models import MetricThreshold
-    from mlflow.models.evaluation.validation import ModelValidationFailedException
 
     if c.champion is None or c.champion == c.version:
         return GateResult(
@@ -252,17 +261,8 @@ def _gate_beats_champion(spec: Spec, c: Candidate, data: Any, cand: Any) -> Gate
         base = _evaluate(f"models:/{c.model}/{c.champion}", data, spec.target.name, plots=False)
     cv, bv = cand.metrics.get(metric), base.metrics.get(metric)
     inputs = {"metric": metric, "candidate": cv, "champion": bv, "champion_version": c.champion, "min_gain": spec.deployment.min_gain}
-    greater = metric not in LOWER_IS_BETTER
     gain = spec.deployment.min_gain
-    # MLflow's min_absolute_change must be > 0; a zero gain means "not worse": the champion's value is the threshold.
-    threshold = (
-        MetricThreshold(min_absolute_change=gain, greater_is_better=greater)
-        if gain > 0
-        else MetricThreshold(threshold=float(bv), greater_is_better=greater)
-    )
-    try:
-        mlflow.validate_evaluation_results({metric: threshold}, cand, base if gain > 0 else None)
-    except ModelValidationFailedException:
+    if not beats_champion(metric, cv, bv, gain):
         return GateResult(
             "beats_champion",
             False,

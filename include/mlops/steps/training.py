@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from include.mlops.domain.spec import Spec
 from include.mlops.steps.training_datasets import log_datasets
-from include.mlops.steps.training_window import TrainingRefused, Window, load_pool, plan_window, pool_days
+from include.mlops.steps.training_window import TrainingRefused, Window, check_rows, load_pool, plan_window, pool_days
 
 if TYPE_CHECKING:
     import numpy as np
@@ -138,18 +138,10 @@ def train_candidate(
     )
     train_df, train_batches = load_pool(rt.lake, window.train_start, window.train_end)
     holdout_df, holdout_batches = load_pool(rt.lake, window.holdout_start, window.holdout_end)
-    if len(holdout_df) < spec.training.min_holdout_rows:
-        raise TrainingRefused(
-            "holdout_too_small",
-            f"the holdout {window.holdout_start}..{window.holdout_end} has {len(holdout_df)} labelled rows; "
-            f"at least {spec.training.min_holdout_rows} are needed",
-            window.to_dict(),
-        )
+    check_rows(spec, window, len(train_df), len(holdout_df))
     with tempfile.TemporaryDirectory(prefix="train-") as tmp:
         out = Path(tmp)
         (out / "validation").mkdir()
-        if len(train_df) == 0:
-            raise TrainingRefused("window_missing", f"no rows in the training window {window.label}", window.to_dict())
         gx_summary = _gate_training_set(train_df, spec, out / "validation")
         sets = _Sets.of(spec, train_df, train_batches, holdout_df, holdout_batches)
 
@@ -256,15 +248,20 @@ def _log_reference(spec: Spec, pipe: Any, sets: _Sets, scores: np.ndarray, out: 
     statistics, a sample of training inputs, holdout predictions, probe scores; and the holdout."""
     import mlflow
 
-    from include.mlops.domain.drift import reference_stats
     from include.mlops.domain.profiles import build_profile, probe_frame
+    from include.mlops.steps.monitoring.reference import CALIBRATION_FILE
+    from include.mlops.steps.training_reference import reference_statistics
 
     ref = out / "reference"
     ref.mkdir()
     profile = build_profile(spec, sets.x_train, scores, sets.y_hold)
     (ref / "profile.json").write_text(json.dumps(profile, indent=1))
-    # Precomputed once per version: every monitoring run compares against these statistics.
-    (ref / "drift_stats.json").write_text(json.dumps(reference_stats(sets.x_train, spec, score=scores)))
+    # Precomputed once per version: every monitoring run compares against these statistics (and
+    # the calibrated thresholds, when monitoring.drift_calibration is on).
+    stats, calibration = reference_statistics(spec, sets.train, scores)
+    (ref / "drift_stats.json").write_text(json.dumps(stats))
+    if calibration is not None:
+        (ref / CALIBRATION_FILE).write_text(json.dumps(calibration.to_dict()))
     sample = sets.x_train.sample(n=min(spec.training.reference_rows, len(sets.x_train)), random_state=spec.training.random_state)
     sample.to_parquet(ref / "sample.parquet", index=False)
     preds = sets.holdout[[spec.entity_id, spec.time_column, spec.target.name]].copy()

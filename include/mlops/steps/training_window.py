@@ -96,6 +96,19 @@ def plan_window(
     return window
 
 
+def check_rows(spec: Spec, window: Window, train_rows: int, holdout_rows: int) -> None:
+    """Refuse a window whose holdout has too few labelled rows or whose training window has none."""
+    if holdout_rows < spec.training.min_holdout_rows:
+        raise TrainingRefused(
+            "holdout_too_small",
+            f"the holdout {window.holdout_start}..{window.holdout_end} has {holdout_rows} labelled rows; "
+            f"at least {spec.training.min_holdout_rows} are needed",
+            window.to_dict(),
+        )
+    if train_rows == 0:
+        raise TrainingRefused("window_missing", f"no rows in the training window {window.label}", window.to_dict())
+
+
 def load_pool(lake: Lake, start: date, end: date) -> tuple[pd.DataFrame, list[int]]:
     """Pool rows whose day is in [start, end], and the ids of the batches they came from."""
     import pandas as pd

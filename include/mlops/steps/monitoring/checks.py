@@ -75,10 +75,7 @@ def monitor_version(
     mine = mine[mine["route"].isin(routes)]
     s = Summary(rt.model_name, version, role, start.isoformat(), end.isoformat(), rows=len(mine))
     ok = mine[mine["status"] == "ok"]
-    if len(mine) < mon.min_rows:
-        s.outcome = "insufficient_data"
-        s.reason_codes.append("too_few_rows")
-        s.reasons.append(f"{len(mine)} scored rows in the window; at least {mon.min_rows} are needed to judge drift")
+    if too_few_rows(s, mon):
         return s, ok
     ref = load_reference(rt, version)
     check_system(s, mine, mon)
@@ -87,10 +84,25 @@ def monitor_version(
     check_realized_quality(s, rt, end, ref)
     if consistency is not None:
         check_consistency(s, consistency, mon)
+    mark_healthy(s)
+    return s, ok
+
+
+def too_few_rows(s: Summary, mon: Monitoring) -> bool:
+    """A window with fewer than ``min_rows`` scored rows is ``insufficient_data``, never a guess."""
+    if s.rows >= mon.min_rows:
+        return False
+    s.outcome = "insufficient_data"
+    s.reason_codes.append("too_few_rows")
+    s.reasons.append(f"{s.rows} scored rows in the window; at least {mon.min_rows} are needed to judge drift")
+    return True
+
+
+def mark_healthy(s: Summary) -> None:
+    """A window no check objected to is ``healthy``, with that reason code."""
     if not s.reason_codes:
         s.reason_codes.append("healthy")
         s.reasons.append("no drift, quality and system within bounds")
-    return s, ok
 
 
 # -- system stability -------------------------------------------------------------------------
@@ -110,19 +122,41 @@ def check_system(s: Summary, mine: pd.DataFrame, mon: Monitoring) -> None:
 
 # -- data drift (features) and prediction drift (score) ----------------------------------------
 def check_drift(s: Summary, spec: Spec, ok: pd.DataFrame, ref: Reference) -> None:
-    """Feature and score drift against the reference statistics, in one pass over the window."""
+    """Feature and score drift against the reference statistics, in one pass over the window.
+    Pure (no Runtime): monitoring and the backtest (:mod:`include.mlops.steps.backtest`) both call it."""
     from include.mlops.domain import drift
+
+    mon = spec.monitoring
+    results = drift_results(spec, ok, ref)
+    feature_results = [r for r in results if r.column in spec.feature_names and r.column not in mon.drift_exclude]
+    judge_dataset_drift(s, drift.dataset_drift(feature_results, share=mon.dataset_drift_share), feature_results)
+    s.drift["thresholds"] = "calibrated" if ref.calibration is not None else "fixed"
+    judge_prediction_drift(s, {r.column: r for r in results}.get("score"), ok, ref)
+
+
+def drift_results(spec: Spec, ok: pd.DataFrame, ref: Reference) -> list[ColumnDrift]:
+    """Every column's drift verdict: the spec's tests (``drift_overrides``, the score's threshold),
+    and, when the version was calibrated at training time (``ref.calibration``), the calibrated
+    columns tested with their pinned test and judged against their own thresholds
+    (``domain.drift_calibration.judge``); a version without a calibration keeps the fixed rule."""
+    from include.mlops.domain import drift
+    from include.mlops.domain.drift_calibration import judge
     from include.mlops.domain.spec import DriftOverride
 
     mon = spec.monitoring
-    overrides = dict(mon.drift_overrides)  # typed and checked when the spec loaded
+    overrides: dict[str, DriftOverride] = dict(mon.drift_overrides)  # typed and checked when the spec loaded
     overrides.setdefault("score", DriftOverride(threshold=mon.score_drift_threshold))
+    calibrated = ref.calibration.features if ref.calibration is not None else {}
+    for column, threshold in calibrated.items():
+        if column not in mon.drift_overrides:
+            overrides[column] = DriftOverride(method=threshold.method)  # type: ignore[arg-type]
     current = ok[[*spec.feature_names, "score"]].copy()
     current["score"] = current["score"].astype(float)
     results = drift.column_drift(current, ref.stats, spec, overrides)
-    feature_results = [r for r in results if r.column in spec.feature_names and r.column not in mon.drift_exclude]
-    judge_dataset_drift(s, drift.dataset_drift(feature_results, share=mon.dataset_drift_share), feature_results)
-    judge_prediction_drift(s, {r.column: r for r in results}.get("score"), ok, ref)
+    return [
+        judge(r, calibrated[r.column]).as_column_drift() if r.column in calibrated and r.column not in mon.drift_overrides else r
+        for r in results
+    ]
 
 
 def judge_dataset_drift(s: Summary, ds: DatasetDrift, feature_results: list[ColumnDrift]) -> None:
@@ -171,6 +205,7 @@ def column_summary(r: ColumnDrift) -> dict[str, Any]:
         "status": r.status,
         "null_share": r.null_share,
         "unseen": list(r.unseen_categories[:5]),
+        **({"note": r.note} if r.note else {}),
     }
 
 
@@ -213,8 +248,13 @@ def check_input_quality(s: Summary, rt: Runtime, frame: pd.DataFrame, ok: pd.Dat
 def check_realized_quality(s: Summary, rt: Runtime, end: datetime, ref: Reference) -> None:
     """Decay when the realized metric has fallen below the holdout value by more than allowed."""
     s.quality = realized_quality(rt, s.version, end, ref)
+    judge_decay(s, rt.spec.monitoring)
+
+
+def judge_decay(s: Summary, mon: Monitoring) -> None:
+    """The decay rule on ``s.quality`` (pure: monitoring and the backtest call it)."""
     live, base = s.quality.get("live"), s.quality.get("holdout")
-    if live is not None and base is not None and not math.isnan(live) and base - live > rt.spec.monitoring.max_quality_drop:
+    if live is not None and base is not None and not math.isnan(live) and base - live > mon.max_quality_drop:
         s.add(
             "decay",
             "quality_decay",
@@ -224,14 +264,19 @@ def check_realized_quality(s: Summary, rt: Runtime, end: datetime, ref: Referenc
 
 def realized_quality(rt: Runtime, version: str, end: datetime, ref: Reference) -> dict[str, Any]:
     """Realized quality of ``version`` over the trailing ``quality_days`` of labelled predictions."""
+    return quality_of(labelled(rt, version, end), rt.spec, ref.metrics)
+
+
+def quality_of(df: pd.DataFrame, spec: Spec, holdout_metrics: dict[str, float]) -> dict[str, Any]:
+    """Realized quality of labelled predictions (columns ``score``, ``label``) against the holdout
+    metrics (pure: monitoring and the backtest call it)."""
     import numpy as np
 
     from include.mlops.steps.training import classification_metrics
 
-    mon = rt.spec.monitoring
-    df = labelled(rt, version, end)
-    metric = rt.spec.promotion.metric
-    out: dict[str, Any] = {"labelled_rows": len(df), "metric": metric, "days": mon.quality_days, "holdout": ref.metrics.get(metric)}
+    mon = spec.monitoring
+    metric = spec.promotion.metric
+    out: dict[str, Any] = {"labelled_rows": len(df), "metric": metric, "days": mon.quality_days, "holdout": holdout_metrics.get(metric)}
     if len(df) < mon.min_labelled_rows:
         out["status"] = "waiting_for_labels"
         return out

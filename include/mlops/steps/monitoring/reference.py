@@ -15,7 +15,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
+    from include.mlops.domain.drift_calibration import DriftCalibration
     from include.mlops.runtime import Runtime
+
+#: The drift calibration stored beside ``drift_stats.json`` (absent for versions trained without one).
+CALIBRATION_FILE = "drift_calibration.json"
 
 
 @dataclass
@@ -26,6 +30,8 @@ class Reference:
     sample: pd.DataFrame
     holdout: pd.DataFrame
     metrics: dict[str, float]
+    #: Per-feature drift thresholds calibrated at training time; None: the spec's fixed rule.
+    calibration: DriftCalibration | None = None
 
 
 def reference_dir(rt: Runtime, version: str) -> Path:
@@ -56,6 +62,7 @@ def load_reference(rt: Runtime, version: str) -> Reference:
             holdout = pd.read_parquet(cache / "holdout_predictions.parquet")
             stats = drift.reference_stats(pd.read_parquet(cache / "sample.parquet"), rt.spec, score=holdout["score"])
         (cache / "drift_stats.json").write_text(json.dumps(stats))
+        _cache_calibration(run_id, cache)
         run = client.get_run(run_id)
         (cache / "metrics.json").write_text(json.dumps(run.data.metrics))
         (cache / "complete").write_text("ok")
@@ -67,7 +74,29 @@ def load_reference(rt: Runtime, version: str) -> Reference:
         pd.read_parquet(cache / "sample.parquet"),
         pd.read_parquet(cache / "holdout_predictions.parquet"),
         json.loads((cache / "metrics.json").read_text()),
+        read_calibration(cache / CALIBRATION_FILE),
     )
+
+
+def _cache_calibration(run_id: str, cache: Path) -> None:
+    """The version's drift calibration, if training stored one (a version trained before drift
+    calibration existed, or with it off, has none and keeps the fixed thresholds)."""
+    import mlflow
+
+    try:
+        src = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"reference/{CALIBRATION_FILE}")
+    except Exception:
+        return
+    (cache / CALIBRATION_FILE).write_bytes(Path(src).read_bytes())
+
+
+def read_calibration(path: Path) -> DriftCalibration | None:
+    """The calibration stored at ``path``, or None when there is none."""
+    from include.mlops.domain.drift_calibration import DriftCalibration
+
+    if not path.exists():
+        return None
+    return DriftCalibration.from_dict(json.loads(path.read_text()))
 
 
 def artifact_probe_scores(rt: Runtime, version: str, probes: pd.DataFrame) -> Any:

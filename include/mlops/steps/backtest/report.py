@@ -1,0 +1,116 @@
+"""The backtest's comparison: per-month ROC AUC of each policy on the same rows, their means, the
+loop's counts; as a dict (the JSON), a text table and a PNG plot."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+#: The policies in the order the table shows them.
+POLICIES = ("loop", "frozen", "weekly", "monthly", "oracle")
+LABELS = {
+    "loop": "the loop (current policy)",
+    "frozen": "frozen first model",
+    "weekly": "scheduled, every 7 days",
+    "monthly": "scheduled, every 28 days",
+    "oracle": "oracle: best weekly model each month",
+}
+
+
+def monthly_auc(labels: np.ndarray, scores: dict[str, np.ndarray], month_spans: list[tuple[str, int, int]], lo: int) -> dict[str, Any]:
+    """Per policy: ROC AUC per month (rows ``a..b`` of the history, offset ``lo`` in the score
+    arrays) and the mean over months."""
+    from include.mlops.domain.resampling import roc_auc
+
+    out: dict[str, Any] = {}
+    for name, s in scores.items():
+        per = {m: round(float(roc_auc(labels[a:b], s[a - lo : b - lo])), 4) for m, a, b in month_spans}
+        values = [v for v in per.values() if not math.isnan(v)]
+        out[name] = {"months": per, "mean": round(sum(values) / len(values), 4) if values else None}
+    return out
+
+
+def table(result: dict[str, Any]) -> str:
+    """The comparison as a fixed-width text table (one row per policy, one column per month)."""
+    auc = result["auc"]
+    month_names = list(next(iter(auc.values()))["months"])
+    head = f"{'policy':<38} {'mean':>6} " + " ".join(f"{m[-2:]:>5}" for m in month_names) + f" {'fits':>5}"
+    lines = [head, "-" * len(head)]
+    for name in POLICIES:
+        if name not in auc:
+            continue
+        row = auc[name]
+        cells = " ".join(f"{row['months'][m]:>5.3f}"[1:].rjust(5) for m in month_names)
+        fits = result["retrains"].get(name, "")
+        lines.append(f"{LABELS[name]:<38} {row['mean']:>6.4f} {cells} {fits!s:>5}")
+    c = result["loop"]["counts"]
+    lines.append("")
+    lines.append(
+        "loop: {r} retrains, {d} deployments, {p} promotions ({pr} refused), {rb} rollbacks "
+        "({rr} releases removed, {cr} champions restored), {a} alerts, dataset drift in {dd}/{w} windows, "
+        "decay in {dc}/{w}".format(
+            r=c.get("retrains", 0),
+            d=c.get("deployments", 0),
+            p=c.get("promotions", 0),
+            pr=c.get("promotions_refused", 0),
+            rb=c.get("release_rollbacks", 0) + c.get("champion_rollbacks", 0),
+            rr=c.get("release_rollbacks", 0),
+            cr=c.get("champion_rollbacks", 0),
+            a=c.get("alerts", 0),
+            dd=c.get("windows_dataset_drift", 0),
+            w=c.get("windows", 0),
+            dc=c.get("windows_decay", 0),
+        )  # fmt: skip
+    )
+    t = result["timing"]
+    lines.append(
+        f"wall time {t['wall_seconds']:.1f} s ({t['fit_seconds']:.1f} s fitting {t['fits']} windows, {t['score_seconds']:.1f} s scoring)"
+    )
+    return "\n".join(lines)
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    """Per-month ROC AUC of each policy, the loop's promotions marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    auc = result["auc"]
+    month_names = list(next(iter(auc.values()))["months"])
+    fig, ax = plt.subplots(figsize=(10, 4.8), dpi=110)
+    styles = {"loop": "-o", "frozen": ":", "weekly": "--", "monthly": "-.", "oracle": ":"}
+    for name in POLICIES:
+        if name in auc:
+            ax.plot(
+                month_names, [auc[name]["months"][m] for m in month_names], styles[name], label=f"{LABELS[name]} ({auc[name]['mean']:.3f})"
+            )
+    for d in result["loop"]["decisions"]:
+        if d["kind"] == "promotion" and d["outcome"] == "promote":
+            month = d["at"][:7]
+            if month in month_names:
+                ax.axvline(month_names.index(month), color="0.85", zorder=0)
+    ax.set_ylabel("ROC AUC (month)")
+    ax.set_title(f"{result['spec']}: served quality per month (grey: a promotion in that month)")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write(result: dict[str, Any], out: Path) -> dict[str, Path]:
+    """``backtest.json``, ``backtest.png`` and ``backtest.txt`` (the table) under ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "backtest.json", "png": out / "backtest.png", "table": out / "backtest.txt"}
+    paths["json"].write_text(json.dumps(result, indent=1, sort_keys=True, default=str) + "\n")
+    paths["table"].write_text(table(result) + "\n")
+    plot(result, paths["png"])
+    return paths
