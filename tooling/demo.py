@@ -2,7 +2,7 @@
 
     python -m tooling.demo                  # the year (about 15 minutes here)
     python -m tooling.demo --fast           # January to April, every drill (CI's e2e run)
-    python -m tooling.demo --end 2013-06-30 --drills celsius,fragile_canary --seconds-per-day 2
+    python -m tooling.demo --end 2013-06-30 --drills celsius_batch,fragile_canary --seconds-per-day 2
 
 What it does, in event time (the flights' scheduled departures), with Airflow's scheduler running
 every DAG through its asset and cron schedules:

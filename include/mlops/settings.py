@@ -68,7 +68,7 @@ VARIABLES: dict[str, tuple[str, str]] = {
         "on",
         "score validated rows without a DataFrame when that gives exactly the pipeline's probabilities (off: always the DataFrame)",
     ),
-    # -- alert delivery (README, "Alerts"): every channel is off until configured -------------
+    # -- alert delivery (docs/operating.md, "Alerts"): every channel is off until configured -------------
     "MLOPS_ALERT_MIN_SEVERITY": ("warning", "lowest severity sent to the alert channels: info, warning, critical (the store keeps all)"),
     "MLOPS_ALERT_COOLOFF_MINUTES": ("360", "a repeating open alert is sent again (one reminder) only this long after its last delivery"),
     "MLOPS_ALERT_WEBHOOK_URL": ("", "generic webhook: JSON POST of every delivered alert (empty: off)"),

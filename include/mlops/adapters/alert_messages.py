@@ -1,5 +1,5 @@
 """What an alert delivery sends: the generic webhook's JSON document, the Slack message and the email
-(documented in the README, "Alerts"). Pure formatting, no I/O; :mod:`include.mlops.adapters.alerts`
+(documented in docs/operating.md, "Alerts"). Pure formatting, no I/O; :mod:`include.mlops.adapters.alerts`
 decides when to send and :mod:`include.mlops.adapters.alert_channels` carries them."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def _iso(value: Any) -> str | None:
 
 
 def alert_document(row: Mapping[str, Any], event: Event = "opened") -> dict[str, Any]:
-    """The generic webhook's JSON body (documented in the README, "Alerts"), built from an ``alerts`` row."""
+    """The generic webhook's JSON body (documented in docs/operating.md, "Alerts"), built from an ``alerts`` row."""
     payload = dict(row.get("payload") or {})
     links = payload.pop("links", None)
     return {

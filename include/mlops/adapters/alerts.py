@@ -5,7 +5,7 @@ open, a new occurrence bumps its count instead of opening another, so one incide
 ops store keeps every alert, written before any delivery is tried; it is also logged at WARNING (ERROR
 for ``critical``) so it shows in the Airflow task log.
 
-**Delivery** (README, "Alerts"). Channels, each off until configured (env or an Airflow connection):
+**Delivery** (docs/operating.md, "Alerts"). Channels, each off until configured (env or an Airflow connection):
 a generic webhook (JSON POST of :func:`alert_document`), Slack (incoming webhook, :func:`slack_message`)
 and email over SMTP (:func:`email_message`). Rules:
 

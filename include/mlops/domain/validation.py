@@ -7,7 +7,7 @@ on the batch's day), the target's raw outcome range and the spec's column relati
 a reason with a machine-readable code and a sentence a person understands.
 
 GX core is called directly rather than through ``airflow-provider-great-expectations``: that
-provider pins ``structlog<25.5`` and would hold Airflow back at 3.3.0 (see README, "Choices").
+provider pins ``structlog<25.5`` and would hold Airflow back at 3.3.0 (see docs/architecture.md, "Choices").
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ and policy outcome with its inputs and a reason code), alerts, and governance st
 Schema versions: a new database is created at the latest version and stamped with it; an older
 database is brought forward by the ordered functions in ``MIGRATIONS``. To change a table, edit
 its definition here *and* append a migration that makes the same change to an existing
-database (see the README, "Ops store").
+database (see docs/architecture.md, "Ops store").
 """
 
 from __future__ import annotations
