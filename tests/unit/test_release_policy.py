@@ -26,10 +26,16 @@ def spec(**sections):
 
 
 def test_defaults_keep_todays_behaviour():
-    s = spec()
+    """The spec model's defaults (a spec that leaves the sections out) keep the policies off; the
+    flights spec turns some on (see its comments and docs/backtest.md)."""
+    raw = yaml.safe_load(FLIGHTS.read_text())
+    for section in ("promotion", "early_window", "retraining", "monitoring"):
+        raw.pop(section, None)
+    s = parse_spec(raw)
     assert (s.promotion.test, s.promotion.bake_days, s.promotion.min_gain) == ("none", 0.0, 0.0)
     assert (s.early_window.on_inconclusive, s.early_window.max_error_rate_increase) == ("keep", None)
     assert (s.retraining.retrain_on_drift, s.retraining.decay_evidence, s.retraining.max_model_age_days) == (True, "point", None)
+    assert (s.monitoring.trend_windows, s.monitoring.drift_calibration.enabled) == (0, False)
 
 
 @pytest.mark.parametrize(

@@ -82,3 +82,28 @@ def test_report_links_stay_inside_the_reports_folder(runtime, tmp_path):
     assert safe_report_path(rt, str(outside)) is None
     assert safe_report_path(rt, str(inside.parent / ".." / ".." / ".." / "ops.db")) is None
     assert safe_report_path(rt, str(inside.parent / "missing.json")) is None
+
+
+def test_the_page_shows_the_realized_value_per_month_as_stored_by_monitoring(runtime):
+    from include.mlops.steps.value import LoopValue, MonthValue, overall, write_value
+
+    rt = runtime
+    assert "not computed yet" in render(gather(rt))
+    months = [MonthValue("2013-02", 4000, 0.66, 0.65), MonthValue("2013-03", 5000, 0.63, 0.64)]
+    write_value(rt.lake, LoopValue(rt.model_name, "1", 9000, months, overall(months), None, ["1", "3"]))
+    status = gather(rt)
+    assert status.value is not None and status.value["overall"]["served"] == 0.645
+    page = render(status)
+    assert "Realized value" in page and "first champion v1" in page
+    assert "2013-02" in page and "0.6600" in page and "+0.0100" in page and "-0.0100" in page
+    assert "0.6450" in page and "scheduled, every 7 days" not in page  # no scheduled column stored
+    json.dumps(as_json(status))
+
+    # the end of `make demo` adds the scheduled-retraining column
+    months = [MonthValue("2013-02", 4000, 0.66, 0.65, 0.67), MonthValue("2013-03", 5000, 0.63, 0.64, 0.68)]
+    write_value(rt.lake, LoopValue(rt.model_name, "1", 9000, months, overall(months), {"every_days": 7, "retrains": 8}, ["1"]))
+    page = render(gather(rt))
+    assert "scheduled, every 7 days" in page and "0.6750" in page
+
+    write_value(rt.lake, LoopValue(rt.model_name, "1", 12, note="too few labelled served rows to compare (12; at least 200 needed)"))
+    assert "too few labelled served rows to compare" in render(gather(rt))

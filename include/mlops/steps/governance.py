@@ -39,6 +39,9 @@ from include.mlops.domain.policy import (
 from include.mlops.domain.roles import CHALLENGER, CHAMPION, SHADOW
 
 if TYPE_CHECKING:
+    import pandas as pd
+
+    from include.mlops.domain.spec import Spec
     from include.mlops.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -126,8 +129,6 @@ def realized_decay(rt: Runtime, extra: dict[str, Any]) -> dict[str, Any] | None:
     """The bootstrap decay test (``significance.decay_test``) of the window's labelled requests of
     the version (``monitoring.quality_days`` before the window's end, as monitoring's realized
     quality) against its holdout rows, with ``monitoring.max_quality_drop``; None without the data."""
-    from include.mlops.domain.significance import Sample, decay_test
-    from include.mlops.steps.paired import TEST_METRICS
     from include.mlops.steps.release import holdout_predictions
 
     version, end = extra.get("version"), extra.get("window_end")
@@ -139,18 +140,31 @@ def realized_decay(rt: Runtime, extra: dict[str, Any]) -> dict[str, Any] | None:
         event_from=end_dt - timedelta(days=rt.spec.monitoring.quality_days), event_to=end_dt,
     )  # fmt: skip
     seen: dict[Any, tuple[float, int]] = {e: (float(sc), int(y)) for e, sc, y in rows}  # one row per entity
-    holdout = holdout_predictions(rt, str(version))
-    if len(seen) < rt.spec.monitoring.min_labelled_rows or holdout is None or not len(holdout):
+    if len(seen) < rt.spec.monitoring.min_labelled_rows:
         return None
     labels, scores = [y for _, y in seen.values()], [sc for sc, _ in seen.values()]
-    baseline = Sample(holdout[rt.spec.target.name].astype(int).to_numpy(), holdout["score"].to_numpy())
+    return window_decay_test(rt.spec, labels, scores, holdout_predictions(rt, str(version)), f"v{version} on the window ending {end}")
+
+
+def window_decay_test(
+    spec: Spec, labels: Any, scores: Any, holdout: pd.DataFrame | None, what: str = "the window"
+) -> dict[str, Any] | None:
+    """``significance.decay_test`` of a window's labelled scores against the version's holdout rows
+    (``monitoring.max_quality_drop``, ``promotion.metric``); None with too few labelled rows
+    (``monitoring.min_labelled_rows``), no holdout, or one class only. The backtest calls it too."""
+    from include.mlops.domain.significance import Sample, decay_test
+    from include.mlops.steps.paired import TEST_METRICS
+
+    if len(labels) < spec.monitoring.min_labelled_rows or holdout is None or not len(holdout):
+        return None
+    baseline = Sample(holdout[spec.target.name].astype(int).to_numpy(), holdout["score"].to_numpy())
     try:
         verdict = decay_test(
-            labels, scores, baseline, metric=TEST_METRICS.get(rt.spec.promotion.metric, "roc_auc"),  # type: ignore[arg-type]
-            max_drop=rt.spec.monitoring.max_quality_drop, seed=rt.spec.training.random_state,
+            labels, scores, baseline, metric=TEST_METRICS.get(spec.promotion.metric, "roc_auc"),  # type: ignore[arg-type]
+            max_drop=spec.monitoring.max_quality_drop, seed=spec.training.random_state,
         )  # fmt: skip
     except ValueError as exc:  # one class only in the window
-        log.warning("no decay test for v%s on the window ending %s: %s", version, end, exc)
+        log.warning("no decay test for %s: %s", what, exc)
         return None
     return verdict.to_dict()
 

@@ -44,6 +44,8 @@ class Status:
     windows: list[dict[str, Any]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     links: dict[str, str] = field(default_factory=dict)
+    #: The loop's realized value per month (``steps.value``, stored by the monitoring pass), or None.
+    value: dict[str, Any] | None = None
 
 
 def _serving_health(url: str) -> dict[str, Any] | None:
@@ -77,6 +79,7 @@ def _windows(rt: Runtime, decisions: list[dict[str, Any]]) -> list[dict[str, Any
 
 def gather(rt: Runtime) -> Status:
     from include.mlops.adapters.registry import TAG_MODE, TAG_SHARE, mlflow_client
+    from include.mlops.steps.value import read_value
 
     store, model, s = rt.store, rt.model_name, rt.settings
     ledger = store.list_ledger(model)
@@ -94,6 +97,7 @@ def gather(rt: Runtime) -> Status:
     alerts = [a for a in store.list_alerts(model) if a["status"] == "open"]
     quarantine = store.list_quarantine(model)
     batches = store.list_batches(model)
+    value = read_value(rt.lake)
     return Status(
         model=model,
         generated_at=utcnow(),
@@ -118,6 +122,7 @@ def gather(rt: Runtime) -> Status:
             "evidently": s.evidently_url,
             "mlflow_aliases": json.dumps(mode.get("aliases", {})) if "aliases" in mode else mode.get("error", ""),
         },
+        value=value.to_dict() if value else None,
     )
 
 
@@ -234,6 +239,45 @@ def _drift_table(s: Status) -> str:
     )
 
 
+def _value_table(s: Status) -> str:
+    """Served vs the first champion (and scheduled retraining when computed) per month, on the same
+    labelled served rows."""
+    v = s.value
+    if not v:
+        return "<p class=muted>not computed yet: the monitoring pass computes it once labelled traffic exists</p>"
+    if v.get("note"):
+        return f"<p class=muted>{e(v['note'])}</p>"
+    months, total = v.get("months") or [], v.get("overall") or {}
+    scheduled = any(m.get("scheduled") is not None for m in months)
+    cols = ["served", "first_champion"] + (["scheduled"] if scheduled else [])
+    names = {"served": "served", "first_champion": f"first champion v{v.get('first_champion')}", "scheduled": "scheduled, every 7 days"}
+
+    def auc(x: Any) -> str:
+        return "<td class=muted>&ndash;</td>" if x is None else f"<td>{float(x):.4f}</td>"
+
+    def gain(row: dict[str, Any]) -> str:
+        a, b = row.get("served"), row.get("first_champion")
+        if a is None or b is None:
+            return "<td class=muted>&ndash;</td>"
+        return f"<td class='{'cok' if a >= b else 'cbad'}'>{a - b:+.4f}</td>"
+
+    rows = [f"<tr><td>{e(m['month'])}</td><td>{m['rows']}</td>{''.join(auc(m.get(c)) for c in cols)}{gain(m)}</tr>" for m in months]
+    rows.append(
+        f"<tr><td><b>mean of months</b></td><td>{total.get('rows', '')}</td>{''.join(auc(total.get(c)) for c in cols)}{gain(total)}</tr>"
+    )
+    head = "".join(f"<th>{e(h)}</th>" for h in ["month (event time)", "labelled rows", *(names[c] for c in cols), "served - first"])
+    return (
+        f"<table class=grid><tr>{head}</tr>{''.join(rows)}</table><p class=small>ROC AUC per month on the labelled requests as "
+        "served (one per entity): the scores users got, the first champion scoring the same rows offline"
+        + (
+            ", and the spec's pipeline refitted every 7 days on the labels the loop had (computed at the end of <code>make demo</code>)"
+            if scheduled
+            else ""
+        )
+        + f". Versions served: {e(', '.join(map(str, v.get('served_versions') or [])))}.</p>"
+    )
+
+
 CSS = """
 body{font:14px/1.4 system-ui,-apple-system,sans-serif;margin:16px 20px;color:#1d2939;background:#fff}
 h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:22px 0 8px;border-bottom:1px solid #eaecf0;padding-bottom:4px}
@@ -291,6 +335,7 @@ def render(s: Status) -> str:
 {_serving_card(s)}
 <h2>Open alerts</h2>{_table(["severity", "kind", "message", "count", "first seen", "last seen"], alert_rows, "no open alert")}
 <h2>Drift and quality over recent windows (champion)</h2>{_drift_table(s)}
+<h2>Realized value: what users got vs the first champion</h2>{_value_table(s)}
 <h2>Deployment ledger</h2>{_table(["time (UTC)", "alias", "versions", "action", "by", "reason"], ledger_rows, "no alias change yet")}
 <h2>Latest decisions</h2>{_table(DECISION_HEADERS, decision_rows, "no decision yet")}
 <h2>Quarantined batches</h2>{_table(QUARANTINE_HEADERS, quarantine_rows, "no batch quarantined")}

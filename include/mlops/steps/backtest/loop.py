@@ -27,12 +27,12 @@ from datetime import date, datetime, timedelta
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, cast
 
-from include.mlops.domain.policy import LedgerRow, RetrainState, decide_retrain
+from include.mlops.domain.policy import LedgerRow, RetrainState, RetrainTrigger, decide_retrain
 from include.mlops.domain.roles import CHALLENGER, CHAMPION
 from include.mlops.domain.routing import bucket, goes_to_challenger
 from include.mlops.steps.backtest.history import DAY, SCORE, History, day_start
 from include.mlops.steps.backtest.models import Fitted, Trainer
-from include.mlops.steps.backtest.release import judge_release
+from include.mlops.steps.backtest.release import judge_bake, judge_release
 from include.mlops.steps.backtest.state import LoopState, Release
 from include.mlops.steps.training_window import TrainingRefused
 
@@ -93,6 +93,8 @@ class Loop:
         while day <= self.h.last:
             self.serve(day)
             now = day_start(day) + DAY
+            if self.st.bake is not None:
+                judge_bake(self, day, now)
             if self.st.release is not None:
                 judge_release(self, day, now)
             if day in self.windows:
@@ -111,6 +113,8 @@ class Loop:
         st = self.st
         self.st.served[lo:hi] = int(st.champion)
         self.served_scores[lo:hi] = self.scores(st.champion, lo, hi)
+        if st.bake is not None:  # the previous champion scores every row in shadow
+            st.shadow[lo:hi] = int(st.bake.previous)
         rel = st.release
         if rel is None or rel.mode == "direct":
             return
@@ -162,7 +166,16 @@ class Loop:
 
     def judge(self, version: str, role: str, window: tuple[date, date], now: datetime) -> Summary:
         """``monitor_version``'s checks that exist in event time, for one version on one window."""
-        from include.mlops.steps.monitoring.checks import Summary, check_drift, judge_decay, mark_healthy, quality_of, too_few_rows
+        from include.mlops.steps.monitoring.checks import (
+            Summary,
+            check_drift,
+            check_estimated_quality,
+            judge_decay,
+            judge_trend,
+            mark_healthy,
+            quality_of,
+            too_few_rows,
+        )
 
         lo, hi = self.h.span(*window)
         ok = self.version_rows(version, role, lo, hi)
@@ -173,11 +186,23 @@ class Loop:
         check_drift(s, self.spec, ok, ref)
         s.quality = quality_of(self.labelled(version, now), self.spec, ref.metrics)
         judge_decay(s, self.spec.monitoring)
+        judge_trend(s, self.quality_history(version), self.spec.monitoring)
+        check_estimated_quality(s, self.spec, ok, ref)
         mark_healthy(s)
         return s
 
+    def quality_history(self, version: str) -> list[float]:
+        """The version's realized quality in its earlier windows (``checks.quality_history`` from the
+        replay's own ``monitor`` decisions)."""
+        import math
+
+        if self.spec.monitoring.trend_windows == 0:
+            return []
+        found = (d.get("quality") for d in self.st.decisions if d["kind"] == "monitor" and d.get("version") == version)
+        return [float(q) if isinstance(q, (int, float)) else math.nan for q in found]
+
     def close_window(self, window: tuple[date, date], now: datetime) -> None:
-        from include.mlops.steps.monitoring.run import event_extra, serving_roles
+        from include.mlops.steps.monitoring.run import serving_roles
 
         st = self.st
         lo, hi = self.h.span(*window)
@@ -185,13 +210,12 @@ class Loop:
         summaries = [self.judge(v, role, window, now) for v, role in serving_roles(self.window_frame(lo, hi), current)]
         for s in summaries:
             st.record(now, "monitor", s.outcome, s.reason_codes[0] if s.reason_codes else "", version=s.version, role=s.role,
-                      drift_share=s.drift.get("share"), drifted=s.drift.get("drifted"), quality=s.quality.get("live"))  # fmt: skip
+                      drift_share=s.drift.get("share"), drifted=s.drift.get("drifted"), quality=s.quality.get("live"),
+                      estimated=(s.quality.get("estimated") or {}).get("value"))  # fmt: skip
         self.champion_alerts([s for s in summaries if s.role == CHAMPION])
         result = {"current": current, "summaries": [s.to_dict() for s in summaries]}
-        for asset, cause in (("performance_degraded", "performance_degraded"), ("drift_detected", "drift_detected")):
-            extra = event_extra(result, asset)
-            if extra is not None:
-                self.govern(extra, cause, now)
+        for trigger, cause in self.triggers(result, now):
+            self.govern(trigger, cause, now)
 
     def champion_alerts(self, summaries: list[Summary]) -> None:
         """Count the window and raise / resolve the champion's drift and decay alerts as monitoring
@@ -211,18 +235,50 @@ class Loop:
                 st.resolve(f"decay:v{s.version}")
 
     # -- governance, training, gates, deployment ------------------------------------------------
+    def trained_until(self) -> datetime:
+        """End of the data the champion was trained and evaluated on (``governance``'s ``trained_until``)."""
+        return day_start(self.st.versions[self.st.champion].window.holdout_end) + DAY
+
     def new_rows(self, now: datetime) -> int:
         """Labelled rows that arrived since the champion's training data ended (its holdout's end)."""
-        since = self.st.versions[self.st.champion].window.holdout_end + DAY
-        lo, hi = self.h.span(since, (now - DAY).date())
+        lo, hi = self.h.span(self.trained_until().date(), (now - DAY).date())
         return int(self.h.labels_usable(lo, hi, now).sum())
 
-    def govern(self, extra: dict[str, Any], cause: str, now: datetime) -> None:
-        from include.mlops.steps.governance import policy, trigger_from
+    def triggers(self, result: dict[str, Any], now: datetime) -> list[tuple[RetrainTrigger, str]]:
+        """The window's retrain triggers as ``retrain_on_drift`` gets them: decay and drift events
+        (``event_extra``; a decay judged on its significance gets ``window_decay_test`` on the
+        version's labelled rows, as ``governance.event_trigger`` does), then the freshness check of
+        the closed window (``decide_freshness``)."""
+        from include.mlops.domain.policy import DECAY, STALE, decide_freshness
+        from include.mlops.steps.governance import trigger_from, window_decay_test
+        from include.mlops.steps.monitoring.run import event_extra
+
+        out = []
+        for cause in (DECAY, "drift_detected"):
+            extra = event_extra(result, cause)
+            if extra is None:
+                continue
+            if cause == DECAY and self.spec.retraining.decay_evidence == "significant" and "decay_test" not in extra:
+                version = str(extra.get("version"))
+                rows = self.labelled(version, now)
+                holdout = self.st.versions[version].reference.holdout
+                test = window_decay_test(self.spec, rows["label"].to_numpy(), rows["score"].to_numpy(), holdout)
+                extra = {**extra, "decay_test": test} if test else extra
+            out.append((trigger_from(extra, cause), cause))
+        max_age = self.spec.retraining.max_model_age_days
+        if max_age is not None:
+            fresh = decide_freshness(self.trained_until(), now, timedelta(days=max_age))
+            if fresh.outcome == "stale":
+                out.append((RetrainTrigger(cause=STALE, key=f"{STALE}:v{self.st.champion}", event_time=now), STALE))
+        return out
+
+    def govern(self, trigger: RetrainTrigger, cause: str, now: datetime) -> None:
+        from include.mlops.steps.governance import policy
 
         st = self.st
-        trigger = trigger_from(extra, cause)
-        state = RetrainState(requests=list(st.requests), in_flight=False, new_rows=self.new_rows(now), pool_invalid=False)
+        state = RetrainState(
+            requests=list(st.requests), in_flight=False, new_rows=self.new_rows(now), pool_invalid=False, trained_until=self.trained_until()
+        )
         verdict = decide_retrain(trigger, state, policy(self.rt))
         st.record(now, "governance", verdict, key=trigger.key)
         if verdict.outcome != "accepted":
@@ -230,6 +286,7 @@ class Loop:
             return
         st.requests.append((trigger.event_time, trigger.key))
         st.counts["retrains"] += 1
+        st.counts[f"retrains_{cause}"] += 1
         self.train_and_release(now, reason=cause)
 
     def train_and_release(self, now: datetime, *, reason: str) -> None:

@@ -11,9 +11,12 @@ servers here): errors, latency, CPU, memory, rejected requests.
 
 A canary or shadow that passed is then decided (``domain.policy.decide_final_request`` with
 ``promotion.auto_promote``, ``decide_promotion``) on the release's labelled rows, both versions
-scoring the same rows as ``steps.release.realized_quality`` does, once
-``promotion.min_labelled_rows`` of them have arrived (or the window is waited out). A direct
-deployment that breaches is rolled back to the version ``domain.policy.rollback_target`` names.
+scoring the same rows as ``steps.paired`` does, once ``promotion.min_labelled_rows`` of them have
+arrived (or the window is waited out, without ``promotion.test``); with ``promotion.test`` the
+paired test (``steps.paired.compare``) must show a real gain. With ``promotion.bake_days`` the
+previous champion then scores in shadow until the period's labels are in, and ``decide_bake``
+rolls the promotion back when it is significantly worse. A direct deployment that breaches is
+rolled back to the version ``domain.policy.rollback_target`` names.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from include.mlops.domain.policy import (
     rollback_target,
 )
 from include.mlops.domain.roles import CHAMPION
+from include.mlops.steps.backtest.state import Bake
+from include.mlops.steps.paired import PairedScores
 
 if TYPE_CHECKING:
     import numpy as np
@@ -76,24 +81,66 @@ def judge_release(loop: Loop, day: date, now: datetime) -> None:
 
 
 def promote(loop: Loop, rel: Release, now: datetime, *, waited_out: bool) -> None:
+    """``steps.release.decide_final`` in event time: both versions score the release's labelled
+    rows; with ``promotion.test`` the paired test (``steps.paired.compare``) must show the gain;
+    with ``promotion.bake_days`` the previous champion then bakes in shadow (:func:`judge_bake`)."""
+    from include.mlops.steps.paired import compare
+
     st, p = loop.st, loop.spec.promotion
     ask = decide_final_request(FinalRequest("promote", rel.version, "early window passed", triggered=True), auto_promote=p.auto_promote)
     if ask.outcome != "proceed":
         st.record(now, "promotion", ask, version=rel.version)
         rel.kept = True
         return
-    realized = realized_quality(loop, rel, now)
-    if realized.rows < p.min_labelled_rows and not waited_out:
+    paired = paired_scores(loop, rel.first_row, rel.since, now, (st.champion, rel.version))
+    realized = realized_of(loop, paired, st.champion, rel.version)
+    if realized.rows < p.min_labelled_rows and (not waited_out or p.test != "none"):
         return  # the release keeps serving while its labels arrive
-    verdict = decide_promotion(st.champion, rel.version, None, realized, min_rows=p.min_labelled_rows, tolerance=p.tolerance)
+    comparison = compare(loop.rt, paired, st.champion, rel.version, min_gain=p.min_gain)
+    verdict = decide_promotion(
+        st.champion, rel.version, None, realized, min_rows=p.min_labelled_rows, tolerance=p.tolerance, test=p.test, comparison=comparison
+    )
     st.record(now, "promotion", verdict, version=rel.version, details=verdict.details)
     st.release = None
-    if verdict.outcome == "promote":
-        st.ledger.append(LedgerRow(CHAMPION, "promoted", st.champion, rel.version))
-        st.champion = rel.version
-        st.counts["promotions"] += 1
-    else:
+    if verdict.outcome != "promote":
         st.counts["promotions_refused"] += 1
+        return
+    previous = st.champion
+    st.ledger.append(LedgerRow(CHAMPION, "promoted", previous, rel.version))
+    st.champion = rel.version
+    st.counts["promotions"] += 1
+    if p.bake_days > 0:
+        day = now.date()
+        st.bake = Bake(rel.version, previous, day, loop.h.span(day, day)[0])
+
+
+def judge_bake(loop: Loop, day: date, now: datetime) -> None:
+    """``steps.bake.bake_verdict`` / ``act_bake`` in event time: once the labels of the requests served
+    since the promotion cover ``bake_days``, the previous champion (in shadow) against the promoted
+    one on the same rows; ``decide_bake`` rolls back or ends the bake."""
+    from include.mlops.domain.bake_policy import BakeState, decide_bake
+    from include.mlops.steps.paired import compare
+
+    st, p = loop.st, loop.spec.promotion
+    bake = st.bake
+    if bake is None or day < bake.since:
+        return
+    paired = paired_scores(loop, bake.first_row, bake.since, now, (bake.promoted, bake.previous))
+    covered = (paired.last_event - paired.first_event) if paired.first_event and paired.last_event else timedelta(0)
+    state = BakeState(bake.promoted, bake.previous, st.champion, st.challenger, paired.rows, covered)
+    if covered >= timedelta(days=p.bake_days) and paired.rows >= p.min_labelled_rows:
+        comparison = compare(loop.rt, paired, bake.promoted, bake.previous, min_gain=0.0)
+        state = BakeState(bake.promoted, bake.previous, st.champion, st.challenger, paired.rows, covered, comparison)
+    verdict = decide_bake(state, bake=timedelta(days=p.bake_days), min_rows=p.min_labelled_rows)
+    if verdict.outcome == "wait":
+        return
+    st.record(now, "bake", verdict, version=bake.promoted, details=verdict.details)
+    st.bake = None
+    if verdict.outcome == "rollback":
+        st.ledger.append(LedgerRow(CHAMPION, "rolled_back", bake.promoted, bake.previous))
+        st.champion = bake.previous
+        st.counts["bake_rollbacks"] += 1
+        st.alert(f"bake_rollback:{bake.promoted}")
 
 
 def roll_back(loop: Loop, now: datetime, verdict: Verdict) -> None:
@@ -157,19 +204,31 @@ def score_psi(loop: Loop, reference: Any, current: Any) -> float | None:
     return r[0].score
 
 
-def realized_quality(loop: Loop, rel: Release, now: datetime) -> Realized:
-    """Champion and new version scored on the same labelled rows of the release's traffic."""
+def paired_scores(loop: Loop, first_row: int, since: date, now: datetime, versions: tuple[str, ...]) -> PairedScores:
+    """``steps.paired.paired_scores`` in event time: the rows served from ``first_row`` (day ``since``)
+    to the day before ``now`` whose labels have arrived by ``now``, scored by every version."""
+    import numpy as np
+
+    lo, hi = first_row, loop.h.span(since, now.date() - timedelta(days=1))[1]
+    ready = np.flatnonzero(loop.h.labels_usable(lo, hi, now)) if hi > lo else np.zeros(0, dtype=int)
+    if ready.size == 0:
+        return PairedScores(np.zeros(0, dtype=int), {v: np.zeros(0) for v in versions})
+    times = loop.h.frame[loop.spec.time_column].to_numpy()[lo:hi][ready]
+    scores = {v: loop.scores(v, lo, hi)[ready] for v in versions}
+    first, last = (t.astype("datetime64[us]").astype(datetime) for t in (times.min(), times.max()))
+    return PairedScores(loop.h.labels[lo:hi][ready], scores, first, last)
+
+
+def realized_of(loop: Loop, paired: PairedScores, champion: str, challenger: str) -> Realized:
+    """Champion and new version on the same labelled rows (``steps.paired.realized_quality``)."""
     import numpy as np
 
     from include.mlops.domain.spec import LOWER_IS_BETTER
     from include.mlops.steps.training import classification_metrics
 
     metric = loop.spec.promotion.metric
-    lo, hi, _, _ = release_rows(loop, rel, now.date() - timedelta(days=1))
-    ready = np.flatnonzero(loop.h.labels_usable(lo, hi, now))
-    if ready.size == 0:
+    if not paired.rows:
         return Realized(0, metric, None, None, metric not in LOWER_IS_BETTER)
-    y = loop.h.labels[lo:hi][ready]
-    values = [classification_metrics(y, loop.scores(v, lo, hi)[ready]).get(metric) for v in (loop.st.champion, rel.version)]
+    values = [classification_metrics(paired.labels, paired.scores[v]).get(metric) for v in (champion, challenger)]
     ok = all(v is not None and not np.isnan(v) for v in values)
-    return Realized(int(ready.size), metric, values[0] if ok else None, values[1] if ok else None, metric not in LOWER_IS_BETTER)
+    return Realized(paired.rows, metric, values[0] if ok else None, values[1] if ok else None, metric not in LOWER_IS_BETTER)

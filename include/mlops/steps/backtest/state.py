@@ -34,6 +34,17 @@ class Release:
 
 
 @dataclass
+class Bake:
+    """A promotion's bake period (``promotion.bake_days``): the previous champion scores every row in
+    shadow until the labels of the period are in (``steps.bake``)."""
+
+    promoted: str
+    previous: str
+    since: date  # first day served by the promoted version
+    first_row: int
+
+
+@dataclass
 class LoopState:
     champion: str
     versions: dict[str, Fitted]
@@ -41,6 +52,7 @@ class LoopState:
     served: np.ndarray
     shadow: np.ndarray
     release: Release | None = None
+    bake: Bake | None = None
     ledger: list[LedgerRow] = field(default_factory=list)
     requests: list[tuple[datetime, str]] = field(default_factory=list)
     open_alerts: set[str] = field(default_factory=set)
@@ -49,7 +61,10 @@ class LoopState:
 
     @property
     def challenger(self) -> str | None:
-        return self.release.version if self.release is not None and self.release.mode != "direct" else None
+        """Who holds the challenger alias: a canary or shadow release, or the previous champion baking in shadow."""
+        if self.release is not None and self.release.mode != "direct":
+            return self.release.version
+        return self.bake.previous if self.bake is not None else None
 
     def register(self, fitted: Fitted) -> str:
         version = str(len(self.versions) + 1)

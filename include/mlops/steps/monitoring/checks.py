@@ -82,6 +82,7 @@ def monitor_version(
     check_drift(s, rt.spec, ok, ref)
     check_input_quality(s, rt, frame, ok)
     check_realized_quality(s, rt, end, ref)
+    check_estimated_quality(s, rt.spec, ok, ref)
     if consistency is not None:
         check_consistency(s, consistency, mon)
     mark_healthy(s)
@@ -249,6 +250,79 @@ def check_realized_quality(s: Summary, rt: Runtime, end: datetime, ref: Referenc
     """Decay when the realized metric has fallen below the holdout value by more than allowed."""
     s.quality = realized_quality(rt, s.version, end, ref)
     judge_decay(s, rt.spec.monitoring)
+    judge_trend(s, quality_history(rt, s.version, end), rt.spec.monitoring)
+
+
+def check_estimated_quality(s: Summary, spec: Spec, ok: pd.DataFrame, ref: Reference) -> None:
+    """CBPE (``domain.performance_estimation``): the window's ROC AUC estimated from its scores alone,
+    fitted on the version's holdout predictions; reported in ``s.quality["estimated"]`` (and in the
+    champion's drift and decay alerts as the estimated impact), never a verdict of its own: on the
+    flights it reads about 0.045 above the realized AUC (docs/signals.md). Pure: monitoring and the
+    backtest call it."""
+    from include.mlops.domain.performance_estimation import estimate_performance, fit_cbpe
+
+    target = spec.target.name
+    if "score" not in ok.columns or target not in ref.holdout.columns or "score" not in ref.holdout.columns:
+        return
+    try:
+        cbpe = fit_cbpe(ref.holdout["score"].to_numpy(), ref.holdout[target].astype(int).to_numpy(), seed=spec.training.random_state)
+    except ValueError as exc:  # a holdout with one class: nothing to calibrate on
+        s.quality["estimated"] = {"status": "unavailable", "reason": str(exc)}
+        return
+    auc = estimate_performance(cbpe, ok["score"].to_numpy()).metrics["roc_auc"]
+    s.quality["estimated"] = {
+        "method": "cbpe",
+        "metric": "roc_auc",
+        "value": auc.value,
+        "lower": auc.lower,
+        "upper": auc.upper,
+        "reference": auc.reference,
+        "change": auc.change,
+    }
+
+
+def estimated_impact(s: Summary) -> str:
+    """The estimated change of the window's ROC AUC (CBPE) in words, or "" without an estimate."""
+    e = s.quality.get("estimated") or {}
+    if e.get("value") is None or e.get("change") is None:
+        return ""
+    return f"estimated roc_auc without labels (CBPE) {e['value']:.3f} ({e['change']:+.3f} vs holdout)"
+
+
+def quality_history(rt: Runtime, version: str, end: datetime) -> list[float]:
+    """The version's realized quality in its earlier windows (its ``monitor`` decisions), oldest
+    first; NaN where a window had no verdict. Empty when the trend test is off."""
+    if rt.spec.monitoring.trend_windows == 0:
+        return []
+    rows = [d for d in rt.store.list_decisions(rt.model_name, "monitor") if str(d.get("version")) == version and d.get("window_end")]
+    rows = sorted((d for d in rows if d["window_end"] < end.replace(tzinfo=None)), key=lambda d: d["window_end"])
+    return [_live(d.get("inputs")) for d in rows]
+
+
+def _live(inputs: Any) -> float:
+    quality = (inputs or {}).get("quality") if isinstance(inputs, dict) else None
+    live = quality.get("live") if isinstance(quality, dict) else None
+    return float(live) if isinstance(live, (int, float)) else math.nan
+
+
+def judge_trend(s: Summary, earlier: list[float], mon: Monitoring) -> None:
+    """Slow decay (pure: monitoring and the backtest call it): ``significance.trend_test`` on the
+    realized quality of the version's last ``trend_windows`` windows, this one included. Its verdict
+    goes in ``s.quality["trend_test"]`` (and from there into the ``performance_degraded`` event)."""
+    from include.mlops.domain.significance import trend_test
+
+    live = s.quality.get("live")
+    if mon.trend_windows == 0 or live is None or math.isnan(live):
+        return
+    verdict = trend_test([*earlier, float(live)], last=mon.trend_windows, min_slope=mon.trend_min_slope)
+    s.quality["trend_test"] = verdict.to_dict()
+    if verdict.significant:
+        s.add(
+            "decay",
+            "quality_trend",
+            f"{s.quality['metric']} falling over the last {verdict.windows} windows (Sen slope {verdict.sen_slope:+.4f} per window, "
+            f"Mann-Kendall p {verdict.p_value:.3g})",
+        )
 
 
 def judge_decay(s: Summary, mon: Monitoring) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from include.mlops.adapters.lake import atomic_write_text
-from include.mlops.steps.monitoring.checks import Summary, monitor_version, probe_consistency
+from include.mlops.steps.monitoring.checks import Summary, estimated_impact, monitor_version, probe_consistency
 from include.mlops.steps.monitoring.export import export_inference, labelled, latest_event_day, read_window
 from include.mlops.steps.monitoring.reference import load_reference
 from include.mlops.steps.monitoring.reports import evidently_snapshots, publish_evidently
@@ -235,8 +235,11 @@ def _alert(rt: Runtime, s: Summary) -> None:
     payload = {"version": v, "window_start": s.window_start, "window_end": s.window_end, "reason_codes": s.reason_codes, "report": s.report}
     if s.outcome in _ALERTS:
         severity, kind, key = _ALERTS[s.outcome]
+        impact = estimated_impact(s)
+        payload["estimated"] = s.quality.get("estimated")
+        text = "; ".join(s.reasons)[:800] + (f" ({impact})" if impact else "")
         raise_alert(rt.store, rt.model_name, severity=severity, kind=kind, dedupe_key=f"{key}:v{v}",  # type: ignore[arg-type]
-                    message=f"v{v} {s.outcome} on {s.window_start[:10]}: " + "; ".join(s.reasons)[:800], payload=payload)  # fmt: skip
+                    message=f"v{v} {s.outcome} on {s.window_start[:10]}: {text}", payload=payload)  # fmt: skip
     for code, reason in zip(s.reason_codes, s.reasons, strict=False):
         if code.startswith("input_") or code in ("schema_rejected_requests", "probe_mismatch", "error_rate", "latency"):
             raise_alert(rt.store, rt.model_name, severity="warning", kind="monitoring_warning", dedupe_key=f"{code}:v{v}",
@@ -258,6 +261,9 @@ def run_windows(
     ]
     if not results:
         results = [run_monitoring(rt, force=force, dag_id=dag_id, run_id=run_id)]
+    from include.mlops.steps.value import refresh_after_monitoring
+
+    refresh_after_monitoring(rt, [r.get("window") for r in results if r.get("status") == "judged"])
     return {
         "current": results[-1].get("current"),
         "windows": [r.get("window") for r in results],
@@ -269,7 +275,7 @@ def run_windows(
 def event_extra(result: dict[str, Any], asset: str) -> dict[str, Any] | None:
     """The extra of ``drift_detected`` / ``performance_degraded`` for the champion's latest summary
     showing the condition, or None when no window of this pass showed it."""
-    codes = {"drift_detected": {"dataset_drift", "prediction_drift"}, "performance_degraded": {"quality_decay"}}[asset]
+    codes = {"drift_detected": {"dataset_drift", "prediction_drift"}, "performance_degraded": {"quality_decay", "quality_trend"}}[asset]
     champion_now = (result.get("current") or {}).get("champion")
     for s in reversed(result.get("summaries", [])):
         if champion_now is not None and s["version"] != champion_now:
@@ -285,5 +291,6 @@ def event_extra(result: dict[str, Any], asset: str) -> dict[str, Any] | None:
                 "drift_share": s["drift"].get("share"),
                 "quality": s["quality"].get("live"),
                 "report": s["report"],
+                **({"trend_test": s["quality"]["trend_test"]} if isinstance(s["quality"].get("trend_test"), dict) else {}),
             }
     return None
