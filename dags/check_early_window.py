@@ -31,6 +31,7 @@ from airflow.sdk import Param, PokeReturnValue, dag, get_current_context, task
 
 from include.mlops.adapters.assets import EARLY_WINDOW_PASSED, MODEL_DEPLOYED, MODEL_ROLLED_BACK
 from include.mlops.adapters.notifiers import LoopFailureNotifier, LoopRecoveryNotifier
+from include.mlops.adapters.registry import ALIAS_POOL
 
 
 @dag(
@@ -38,7 +39,7 @@ from include.mlops.adapters.notifiers import LoopFailureNotifier, LoopRecoveryNo
     schedule=[MODEL_DEPLOYED],
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
-    max_active_runs=2,
+    max_active_runs=1,
     default_args={
         "retries": 1,
         "retry_delay": timedelta(seconds=15),
@@ -88,7 +89,7 @@ def check_early_window() -> None:
     def route(result: dict[str, Any]) -> str:
         return {"rollback": "roll_back", "passed": "passed"}.get(result["verdict"]["outcome"], "inconclusive")
 
-    @task(outlets=[MODEL_ROLLED_BACK])
+    @task(outlets=[MODEL_ROLLED_BACK], pool=ALIAS_POOL)
     def roll_back(result: dict[str, Any], *, outlet_events: Any = None) -> dict[str, Any]:
         from include.mlops.runtime import load_runtime
         from include.mlops.steps.release import Release, roll_back_release

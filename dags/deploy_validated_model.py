@@ -27,6 +27,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 
 from include.mlops.adapters.assets import CANDIDATE_REFUSED, CANDIDATE_REGISTERED, MODEL_DEPLOYED
 from include.mlops.adapters.notifiers import LoopFailureNotifier, LoopRecoveryNotifier
+from include.mlops.adapters.registry import ALIAS_POOL
 from include.mlops.domain.policy import GATE_TASKS
 
 #: the XCom key of the run's deployment plan (``decide``'s return value is its branch choice)
@@ -101,13 +102,17 @@ def deploy_validated_model() -> None:
 
     approve = ApprovalOperator(task_id="approve", subject=APPROVAL_SUBJECT, body=APPROVAL_BODY, response_timeout=timedelta(days=1))
 
-    @task(outlets=[MODEL_DEPLOYED], trigger_rule="none_failed_min_one_success")
+    @task(outlets=[MODEL_DEPLOYED], trigger_rule="none_failed_min_one_success", pool=ALIAS_POOL)
     def deploy(candidate: dict[str, Any], plan: dict[str, Any], *, outlet_events: Any = None) -> dict[str, Any]:
         from include.mlops.steps.deploy import deploy_planned
 
         context = get_current_context()
         reason = context["params"].get("reason")
         out = deploy_planned(candidate, plan, reason, dag_id=context["dag"].dag_id, run_id=context["run_id"])
+        if out.get("refused"):  # the aliases moved since the gates (decision recorded): nothing deployed, no event
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            raise AirflowSkipException(f"not deployed ({out['reason_code']}): {'; '.join(out['messages'])}")
         outlet_events[MODEL_DEPLOYED].extra = out
         return out
 

@@ -13,6 +13,11 @@ Every labelled outcome batch that lands is validated by the spec's Great Expecta
   (`outcomes_2013-01-05.parquet: quarantined (temperature_not_fahrenheit)`).
 * **Emits** `training_pool` + `ground_truth` when a batch was accepted, `batch_quarantined` when
   one was not; the event extras list the batches (and the reasons).
+* Symbolic links and special files in landing are quarantined unread, as are files over the spec's
+  size and row limits (from a parquet file's metadata); a batch the spec accepts is judged against
+  the profile learned from accepted batches. A file whose validation crashes is `deferred` (it
+  stays in landing, the rest of the chunk goes on) and quarantined as `validation_crashed` after
+  `batch.max_validation_attempts`.
 * Reports: `<lake>/reports/<model>/ingest/batch-<id>.html`; quarantined files:
   `<lake>/quarantine/<model>/`. Re-running is idempotent.
 """

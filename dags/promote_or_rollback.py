@@ -35,6 +35,7 @@ from airflow.sdk import Param, PokeReturnValue, dag, get_current_context, task
 
 from include.mlops.adapters.assets import EARLY_WINDOW_PASSED, MODEL_PROMOTED, MODEL_ROLLED_BACK
 from include.mlops.adapters.notifiers import LoopFailureNotifier, LoopRecoveryNotifier
+from include.mlops.adapters.registry import ALIAS_POOL
 
 
 @dag(
@@ -94,19 +95,19 @@ def promote_or_rollback() -> None:
             load_runtime(), Verdict(**d["verdict"]), d["inputs"], d["reason"], dag_id=context["dag"].dag_id, run_id=context["run_id"]
         )
 
-    @task(outlets=[MODEL_PROMOTED])
+    @task(outlets=[MODEL_PROMOTED], pool=ALIAS_POOL)
     def promote(d: dict[str, Any], *, outlet_events: Any = None) -> dict[str, Any]:
         out = _act(d)
         outlet_events[MODEL_PROMOTED].extra = out
         return out
 
-    @task(outlets=[MODEL_ROLLED_BACK])
+    @task(outlets=[MODEL_ROLLED_BACK], pool=ALIAS_POOL)
     def rollback(d: dict[str, Any], *, outlet_events: Any = None) -> dict[str, Any]:
         out = _act(d)
         outlet_events[MODEL_ROLLED_BACK].extra = out
         return out
 
-    @task
+    @task(pool=ALIAS_POOL)
     def no_change(d: dict[str, Any]) -> dict[str, Any]:
         return _act(d)
 
@@ -135,13 +136,13 @@ def promote_or_rollback() -> None:
         context = get_current_context()
         return act_bake(load_runtime(), Verdict(**b["verdict"]), b["inputs"], dag_id=context["dag"].dag_id, run_id=context["run_id"])
 
-    @task(outlets=[MODEL_ROLLED_BACK])
+    @task(outlets=[MODEL_ROLLED_BACK], pool=ALIAS_POOL)
     def bake_rollback(b: dict[str, Any], *, outlet_events: Any = None) -> dict[str, Any]:
         out = _act_bake(b)
         outlet_events[MODEL_ROLLED_BACK].extra = out
         return out
 
-    @task
+    @task(pool=ALIAS_POOL)
     def bake_end(b: dict[str, Any]) -> dict[str, Any]:
         return _act_bake(b)
 

@@ -7,7 +7,9 @@ Trains a candidate model on a window of the validated training pool and register
   trigger (params below; empty dates = the spec's policy: the newest `holdout_days` of the pool are
   the holdout and the `window_days` before them the training window).
 * **Refuses to train** when the assembled training set fails its Great Expectations gate or the
-  window/holdout has too few labels: the run fails with the reason, a decision and an alert.
+  window/holdout has too few labels, or when the `pipeline` param (or the event's extra) names a
+  factory that is neither the spec's nor in `MLOPS_TRAINING_PIPELINES` (nothing is imported): the
+  run fails with the reason, a decision and an alert.
 * **Logs** params, holdout metrics, the model (signature, input example), the datasets with their
   batch ids, the GX result, the reference profile, the holdout and probe scores; **registers** a
   new version tagged `mlops.status=candidate`; **emits** `candidate_registered` (extra: version).
@@ -43,7 +45,11 @@ from include.mlops.adapters.notifiers import LoopFailureNotifier, LoopRecoveryNo
         "window_days": Param(None, type=["null", "integer"], minimum=1, description="Days in the window (empty: spec)"),
         "holdout_days": Param(None, type=["null", "integer"], minimum=1, description="Holdout days after the window (empty: spec)"),
         "reason": Param("manual", type="string", description="Why this candidate is trained (kept with the version)"),
-        "pipeline": Param(None, type=["null", "string"], description="module:function of another pipeline factory (empty: the spec's)"),
+        "pipeline": Param(
+            None,
+            type=["null", "string"],
+            description="module:function of another pipeline factory, one of MLOPS_TRAINING_PIPELINES (empty: the spec's)",
+        ),
     },
     tags=["mlops-loop", "model"],
     doc_md=__doc__,

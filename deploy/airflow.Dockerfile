@@ -10,12 +10,12 @@
 FROM apache/airflow:slim-3.3.2-python3.11
 
 # Folders that named volumes are mounted on: created here, owned by the image's airflow user, so
-# Docker copies that ownership into each new, empty volume (the shared state folder, MLflow's user
-# store).
+# Docker copies that ownership into each new, empty volume (the shared state folder, the serving
+# replicas' journal, MLflow's user store).
 USER root
-RUN mkdir -p /state /opt/mlflow-auth \
-    && chown airflow:0 /state /opt/mlflow-auth \
-    && chmod 0770 /state /opt/mlflow-auth
+RUN mkdir -p /state/serving-journal /opt/mlflow-auth \
+    && chown airflow:0 /state /state/serving-journal /opt/mlflow-auth \
+    && chmod 0770 /state /state/serving-journal /opt/mlflow-auth
 USER airflow
 
 COPY --chown=airflow:0 requirements.txt /tmp/requirements.txt

@@ -31,7 +31,11 @@ def _fernet_key() -> str:
 #: Every variable docker-compose.yaml requires (`${NAME:?...}`), with how its value is made
 #: (tests/unit/test_compose.py keeps this list and the compose file in step).
 REQUIRED: dict[str, tuple[Callable[[], str], str]] = {
-    "MLOPS_POSTGRES_PASSWORD": (_token(24), "PostgreSQL role mlops (Airflow, MLflow and the ops store)"),
+    "MLOPS_POSTGRES_PASSWORD": (_token(24), "PostgreSQL superuser mlops (the init script only; no service logs in with it)"),
+    "AIRFLOW_DB_PASSWORD": (_token(24), "PostgreSQL role airflow (Airflow's metadata database)"),
+    "MLFLOW_DB_PASSWORD": (_token(24), "PostgreSQL role mlflow (MLflow's backend store)"),
+    "OPS_DB_PASSWORD": (_token(24), "PostgreSQL role ops (the ops store's owner: DAG tasks)"),
+    "SERVING_DB_PASSWORD": (_token(24), "PostgreSQL role ops_serving (the serving replicas: the inference-log tables only)"),
     "MLOPS_SERVING_ADMIN_TOKEN": (_token(24), "bearer token of the serving API's /admin/* endpoints"),
     "AIRFLOW_ADMIN_PASSWORD": (_token(18), "password of the Airflow admin user airflow-init creates"),
     "AIRFLOW_FERNET_KEY": (_fernet_key, "encrypts connection passwords and variables in Airflow's database"),
@@ -40,7 +44,8 @@ REQUIRED: dict[str, tuple[Callable[[], str], str]] = {
     "REDIS_PASSWORD": (_token(24), "Celery's broker (Redis)"),
     "MINIO_ROOT_PASSWORD": (_token(24), "MinIO's root user"),
     "MINIO_MLFLOW_SECRET_KEY": (_token(24), "MinIO user of the MLflow server (its artifact bucket only)"),
-    "MLFLOW_ADMIN_PASSWORD": (_token(18), "MLflow basic-auth admin (also the loop's MLflow login)"),
+    "MLFLOW_ADMIN_PASSWORD": (_token(18), "MLflow basic-auth admin (also the DAG tasks' MLflow login)"),
+    "MLFLOW_SERVING_PASSWORD": (_token(18), "MLflow read-only user of the serving replicas (mlflow-init creates it)"),
     "MLFLOW_FLASK_SECRET_KEY": (_token(32), "CSRF protection of MLflow's basic-auth app"),
 }
 

@@ -11,7 +11,8 @@ deploy/airflow/init.sh (twice: it must be idempotent), MLflow with basic-auth, a
 server, scheduler, DAG processor, triggerer and Celery worker; waits on the compose health checks;
 checks the FAB login, MLflow's basic auth and a DAG run on the Celery worker; then stops everything.
 Needs PostgreSQL's server and redis-server (Debian: apt-get install postgresql redis-server).
-It also starts one serving replica (the compose command) against that MLflow. Not run: MinIO
+It also runs mlflow-init (the serving replicas' read-only MLflow user) and starts one serving
+replica (the compose command, as the ops_serving role) against that MLflow. Not run: MinIO
 (artifacts go to a folder), nginx with two serving replicas, the Evidently UI.
 """
 
@@ -126,9 +127,10 @@ def scenario(compose_raw: dict, pg: TestCluster) -> int:
 
     # the databases, with the compose init SQL (what the postgres image runs on a new volume)
     sql = ROOT / "deploy/postgres/initdb/10-databases.sql"
+    role_env = {k: str(v) for k, v in compose["postgres"]["environment"].items() if k.endswith("_DB_PASSWORD")}
     out = subprocess.run(
         ["psql", "-h", "127.0.0.1", "-p", str(pg.port), "-U", "mlops", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-f", str(sql)],
-        env={**os.environ, "PGPASSWORD": pg.password},
+        env={**os.environ, "PGPASSWORD": pg.password, **role_env},  # the roles' passwords, as the postgres container has them
         capture_output=True,
         text=True,
         check=False,
@@ -184,6 +186,8 @@ def scenario(compose_raw: dict, pg: TestCluster) -> int:
 
     # airflow-init: the compose service's script, with its environment
     init_env = local(compose["airflow-init"]["environment"])
+    init_env["OPS_STORE_INIT"] = str(ROOT / "deploy/postgres/ops_store_init.py")
+    DEVIATIONS.append("airflow-init: the ops store init script from the project, not its compose mount")
     (TMP / "state").mkdir()
     out = subprocess.run(
         ["bash", "deploy/airflow/init.sh"], env=init_env, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False
@@ -272,6 +276,19 @@ def scenario(compose_raw: dict, pg: TestCluster) -> int:
     assert out.returncode == 0, out.stderr[-2000:]
     say(f"MLflow basic-auth: anonymous 401; the loop's env login logged a run and an artifact ({out.stdout.strip().splitlines()[-1]})")
     assert list((TMP / "artifacts").rglob("a.txt")), "artifact not proxied to the destination"
+
+    # mlflow-init: the serving replicas' read-only MLflow user
+    out = subprocess.run(
+        [str(VENV_BIN / "python"), "deploy/mlflow/init_users.py"],
+        env=local(compose["mlflow-init"]["environment"]),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    say(out.stdout.strip().splitlines()[-1])
 
     # one serving replica with the compose command and environment (registry polls log in to MLflow)
     s = compose["serving"]

@@ -3,6 +3,13 @@
 A FastAPI app mounted in Airflow's API server under ``/mlops-loop`` (server-rendered, behind
 Airflow's own authentication: the UI session cookie or a bearer token) and a navigation entry
 that shows it in the Airflow UI. The page itself is built by ``include.mlops.ui.status_page``.
+
+Report files (``/files``) are served on Airflow's origin, so they are isolated from it: an HTML
+report (Evidently's, which needs its inline scripts) comes with a ``Content-Security-Policy``
+``sandbox allow-scripts`` without ``allow-same-origin`` (its scripts run in an opaque origin: no
+Airflow cookies, storage or API), no network access (``connect-src 'none'``) and nothing loaded
+from elsewhere; a JSON summary with ``sandbox`` and ``default-src 'none'``; any other file as a
+download. Every response carries ``X-Content-Type-Options: nosniff``.
 """
 
 from __future__ import annotations
@@ -14,6 +21,15 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
 PREFIX = "/mlops-loop"
+
+#: An HTML report: its own inline scripts and styles run, sandboxed into an opaque origin.
+REPORT_CSP = (
+    "sandbox allow-scripts allow-popups allow-downloads; "
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    "img-src data: blob:; font-src data:; connect-src 'none'; form-action 'none'; base-uri 'none'; frame-ancestors 'self'"
+)
+#: Any other file: nothing runs, nothing loads.
+FILE_CSP = "sandbox; default-src 'none'; frame-ancestors 'self'"
 
 app = FastAPI(title="MLOps loop status", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -90,8 +106,13 @@ async def report_file(path: str, user: User) -> FileResponse:
     found = safe_report_path(_runtime(), path)
     if found is None:
         raise HTTPException(status_code=404, detail="no such report under the lake's reports folder")
-    media = "text/html" if found.suffix == ".html" else "application/json" if found.suffix == ".json" else None
-    return FileResponse(found, media_type=media)
+    headers = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"}
+    if found.suffix == ".html":
+        return FileResponse(found, media_type="text/html", headers={**headers, "Content-Security-Policy": REPORT_CSP})
+    headers["Content-Security-Policy"] = FILE_CSP
+    if found.suffix == ".json":
+        return FileResponse(found, media_type="application/json", headers=headers)
+    return FileResponse(found, media_type="application/octet-stream", headers=headers, filename=found.name)  # a download
 
 
 class MLOpsLoopPlugin(AirflowPlugin):

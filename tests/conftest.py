@@ -13,6 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 (ROOT / ".local").mkdir(exist_ok=True)
+# hypothesis (the serving fuzz test) keeps its caches under the ignored state folder, not ./.hypothesis
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", str(ROOT / ".local" / "hypothesis"))
 _SESSION = Path(tempfile.mkdtemp(prefix="pytest-", dir=ROOT / ".local"))
 
 # The databases under test: SQLite files (default) or, with MLOPS_TEST_BACKEND=postgres, a

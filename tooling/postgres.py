@@ -5,7 +5,9 @@ cluster under ``<home>/postgres`` with ``initdb`` (once), runs the server as one
 on ``127.0.0.1:MLOPS_POSTGRES_PORT`` and puts the three databases on it: ``airflow`` (Airflow's
 metadata), ``mlflow`` (MLflow's backend store) and ``ops`` (the loop's ops store). The role
 ``mlops`` logs in with a generated password kept in ``<home>/run/postgres-password`` (owner-only);
-nothing else is accepted (``scram-sha-256`` on loopback, no socket in a shared folder).
+nothing else is accepted (``scram-sha-256`` on loopback, no socket in a shared folder). The password
+is never on a command line: ``initdb`` reads it from an owner-only file deleted right after, clients
+pass it to the driver, and the services get their URLs through the environment.
 
 PostgreSQL refuses to run as root. When the stack runs as root (containers, CI), the server and
 ``initdb`` run as the ``postgres`` system user (created by Debian's ``postgresql`` package), so
@@ -91,11 +93,24 @@ def ensure_cluster(data_dir: Path, password: str, log_path: Path) -> bool:
     data_dir.mkdir(parents=True, exist_ok=True)
     data_dir.chmod(0o700)
     _hand_to_system_user(data_dir)
-    pwfile = data_dir.parent / f".{data_dir.name}-initdb.pw"  # read by initdb, deleted right after
-    fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(password + "\n")
-    _hand_to_system_user(pwfile)
+    # The password reaches initdb through an owner-only file (never its command line), deleted
+    # right after, whatever happens.
+    pwfile = data_dir.parent / f".{data_dir.name}-initdb.pw"
+    pwfile.unlink(missing_ok=True)
+    fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(password + "\n")
+        _hand_to_system_user(pwfile)
+        rc = _initdb(data_dir, pwfile, log_path)
+    finally:
+        pwfile.unlink(missing_ok=True)
+    if rc != 0:
+        raise PostgresError(f"initdb failed (exit {rc}); log: {log_path}")
+    return True
+
+
+def _initdb(data_dir: Path, pwfile: Path, log_path: Path) -> int:
     cmd = [
         *run_as_prefix(),
         pg_bin("initdb"),
@@ -109,11 +124,7 @@ def ensure_cluster(data_dir: Path, password: str, log_path: Path) -> bool:
     ]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
-        rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=300, check=False).returncode
-    pwfile.unlink(missing_ok=True)
-    if rc != 0:
-        raise PostgresError(f"initdb failed (exit {rc}); log: {log_path}")
-    return True
+        return subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=300, check=False).returncode
 
 
 def server_command(data_dir: Path, host: str, port: int) -> list[str]:

@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -281,8 +282,6 @@ def _loop_services(s: Settings, airflow: str) -> list[Service]:
             [
                 str(venv_bin() / "mlflow"),
                 "server",
-                "--backend-store-uri",
-                s.mlflow_backend_uri,
                 "--artifacts-destination",
                 str(s.mlflow_dir / "artifacts"),
                 "--host",
@@ -295,6 +294,9 @@ def _loop_services(s: Settings, airflow: str) -> list[Service]:
             s.mlflow_port,
             lambda st: _http_ok(f"{st.mlflow_url}/health"),
             url=s.mlflow_url,
+            # `mlflow server` reads --backend-store-uri from here: its password stays out of the
+            # process list, the service log and the pid file (which record the command line)
+            env={"MLFLOW_BACKEND_STORE_URI": s.mlflow_backend_uri},
         ),
         Service(
             "serving",
@@ -446,7 +448,7 @@ def _start(s: Settings, svc: Service, env: dict[str, str]) -> int:
     log_path = _log_file(s, svc.name)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log_fh:
-        log_fh.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(svc.command)}\n".encode())
+        log_fh.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {redact(' '.join(svc.command))}\n".encode())
         log_fh.flush()
         proc = subprocess.Popen(
             svc.command,
@@ -458,9 +460,23 @@ def _start(s: Settings, svc: Service, env: dict[str, str]) -> int:
             start_new_session=True,
         )
     _pid_file(s, svc.name).parent.mkdir(parents=True, exist_ok=True)
-    info = {"pid": proc.pid, "start_ticks": _start_ticks(proc.pid), "command": svc.command}
-    _pid_file(s, svc.name).write_text(json.dumps(info))
+    info = {"pid": proc.pid, "start_ticks": _start_ticks(proc.pid), "command": [redact(a) for a in svc.command]}
+    write_private(_pid_file(s, svc.name), json.dumps(info))
     return proc.pid
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of every URL that carries one (``scheme://user:<password>@host``) replaced by ``***``."""
+    return re.sub(r"(\b[a-zA-Z][\w+.-]*://[^/\s:@]*:)[^@\s/]+@", r"\1***@", text)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, readable and writable by the owner only (whatever it was before)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
 
 
 def _stop_pid(pid: int, grace: float = 20.0, sig: int = signal.SIGTERM) -> None:
@@ -493,8 +509,78 @@ def _say(msg: str) -> None:
     print(msg, flush=True)
 
 
+def airflow_passwords_file(s: Settings) -> Path:
+    """Where the simple auth manager keeps its users' passwords (Airflow's default location)."""
+    default = s.airflow_home / "simple_auth_manager_passwords.json.generated"
+    return Path(os.environ.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE") or default)
+
+
+def ensure_airflow_passwords(s: Settings) -> Path:
+    """The Airflow users' passwords, owner-only: a random one for every configured user that has
+    none yet (Airflow would generate it itself, but print it to its log and store it with the
+    default umask, readable by everyone)."""
+    import secrets
+
+    path = airflow_passwords_file(s)
+    try:
+        known = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        known = {}
+    known = known if isinstance(known, dict) else {}
+    users = os.environ.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS") or "admin:admin"
+    missing = {u.split(":")[0].strip(): secrets.token_urlsafe(12) for u in users.split(",") if u.split(":")[0].strip() not in known}
+    if missing or not path.exists():
+        write_private(path, json.dumps({**known, **missing}) + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def check_exposure(s: Settings) -> None:
+    """Refuse to bind beyond loopback unless the services that can have a login have one.
+
+    On a non-loopback ``MLOPS_HOST`` the stack needs: ``MLOPS_SERVING_API_KEY`` (``/predict``; the
+    ``/admin/*`` token is always set, ``make up`` generates one), Airflow's login (not the simple
+    auth manager's all-admins mode), and ``MLOPS_EXPOSE_UNAUTHENTICATED=on``: MLflow and the
+    Evidently UI have no login in the local stack, so saying so is the operator's choice (behind a
+    firewall or an authenticating proxy; docker-compose.yaml is the shape with MLflow's login)."""
+    import ipaddress
+
+    try:
+        loopback = s.host == "localhost" or ipaddress.ip_address(s.host).is_loopback
+    except ValueError:
+        loopback = False
+    if loopback:
+        return
+    missing = []
+    if not s.serving_api_key:
+        missing.append("MLOPS_SERVING_API_KEY (else anyone who reaches the serving port can call /predict)")
+    if (os.environ.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS") or "").strip().lower() in ("1", "true", "t", "yes", "on"):
+        missing.append("Airflow's login (unset AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS)")
+    if (os.environ.get("MLOPS_EXPOSE_UNAUTHENTICATED") or "").strip().lower() not in ("1", "true", "yes", "on"):
+        missing.append("MLOPS_EXPOSE_UNAUTHENTICATED=on (MLflow and the Evidently UI have no login in the local stack)")
+    if missing:
+        raise StackError(
+            f"MLOPS_HOST={s.host} is not a loopback address, and the stack binds every service to it without "
+            f"authentication configured. Set {'; '.join(missing)}; or keep MLOPS_HOST=127.0.0.1 (the default). "
+            "See docs/operating.md, 'Security as it is today'."
+        )
+
+
+def private_dirs(s: Settings) -> None:
+    """The state folder and what holds secrets, pids, logs and Airflow's files: owner-only (the
+    state folder stays traversable when the PostgreSQL cluster inside it runs as another user)."""
+    as_other_user = s.backend == "postgres" and os.geteuid() == 0 and s.postgres_data_dir.is_relative_to(s.home)
+    s.home.chmod(0o711 if as_other_user else 0o700)
+    for d in (s.run_dir, s.logs_dir, s.airflow_home):
+        d.mkdir(parents=True, exist_ok=True)
+        d.chmod(0o700)
+    for f in s.run_dir.iterdir():  # generated secrets and pid files
+        if f.is_file() and not f.is_symlink():
+            f.chmod(0o600)
+
+
 def airflow_login(s: Settings) -> tuple[str, str] | None:
-    path = s.airflow_home / "simple_auth_manager_passwords.json.generated"
+    path = airflow_passwords_file(s)
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -522,13 +608,34 @@ def _migrate_airflow(s: Settings, env: dict[str, str]) -> None:
         raise StackError(f"`airflow db migrate` failed (exit {rc}); log: {log_path}\n{tail(log_path)}")
 
 
+def _ensure_alias_pool(s: Settings, env: dict[str, str]) -> None:
+    """The one-slot pool every alias-changing task runs in (``registry.ALIAS_POOL``); idempotent."""
+    from include.mlops.adapters.registry import ALIAS_POOL
+
+    log_path = _log_file(s, "airflow-db-migrate")
+    with log_path.open("ab") as fh:
+        rc = subprocess.run(
+            [str(venv_bin() / "airflow"), "pools", "set", ALIAS_POOL, "1", "mlops-loop: tasks that change model aliases, one at a time"],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=str(s.project_root),
+            timeout=300,
+        ).returncode
+    if rc != 0:
+        raise StackError(f"`airflow pools set {ALIAS_POOL}` failed (exit {rc}); log: {log_path}\n{tail(log_path)}")
+
+
 def up(s: Settings) -> int:
+    check_exposure(s)
     s.home.mkdir(parents=True, exist_ok=True)
     (s.home / HOME_MARKER).write_text("state folder of mlops-loop; `make clean` deletes it\n")
     for d in (s.airflow_home, s.mlflow_dir / "artifacts", s.logs_dir, s.run_dir, s.lake / "landing", s.evidently_workspace):
         d.mkdir(parents=True, exist_ok=True)
     if not (venv_bin() / "airflow").exists():
         raise StackError(f"airflow is not installed in {venv_bin()}: run `make up` (it bootstraps .venv) rather than this module directly")
+    private_dirs(s)
+    ensure_airflow_passwords(s)
     if s.backend == "postgres":
         s = ensure_postgres_password(s)
     s = ensure_admin_token(s)
@@ -549,6 +656,7 @@ def up(s: Settings) -> int:
             loop = todo[1:]
         if running_pid(s, "airflow-api-server") is None:
             _migrate_airflow(s, env)
+            _ensure_alias_pool(s, env)
         for svc in loop:
             pid = running_pid(s, svc.name)
             if pid is not None:
@@ -632,7 +740,7 @@ def _print_summary(s: Settings) -> None:
     login = airflow_login(s)
     _say("")
     _say("mlops-loop stack is up:")
-    _say(f"  Airflow UI    {s.airflow_url}" + (f"   login: {login[0]} / {login[1]}" if login else ""))
+    _say(f"  Airflow UI    {s.airflow_url}" + (f"   login: {login[0]}, password in {airflow_passwords_file(s)}" if login else ""))
     _say(f"  MLflow UI     {s.mlflow_url}")
     _say(f"  Serving API   http://{s.host}:{s.serving_port}   (POST /predict, GET /health, GET /metrics)")
     _say(f"  Evidently UI  {s.evidently_url}")
@@ -665,7 +773,7 @@ def status(s: Settings) -> int:
         _say(f"  {svc.name:22} {state:22} {('pid ' + str(pid)) if pid else '':10} {svc.url or ''}")
     login = airflow_login(s)
     if login and all_ok:
-        _say(f"  Airflow login: {login[0]} / {login[1]}")
+        _say(f"  Airflow login: {login[0]}, password in {airflow_passwords_file(s)}")
     return 0 if all_ok else 1
 
 

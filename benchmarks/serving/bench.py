@@ -181,7 +181,7 @@ def jsonable_row(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def train_and_register(mlflow_uri: str, spec: Any, cache: Path) -> tuple[str, Any, Any]:
+def train_and_register(mlflow_uri: str, spec: Any, cache: Path, ops_db: str) -> tuple[str, Any, Any]:
     """Fit the spec's pipeline on January 2013 and register it; returns (version, model, February rows)."""
     import mlflow
     import mlflow.sklearn
@@ -212,7 +212,13 @@ def train_and_register(mlflow_uri: str, spec: Any, cache: Path) -> tuple[str, An
             pyfunc_predict_fn="predict_proba",  # mlflow models serve then does the same work as the API
         )
     version = str(info.registered_model_version)
-    mlflow.MlflowClient(mlflow_uri, mlflow_uri).set_registered_model_alias(MODEL_NAME, "champion", version)
+    from include.mlops.adapters.model_artifacts import record_model_digest
+    from include.mlops.adapters.store import Store
+
+    client = mlflow.MlflowClient(mlflow_uri, mlflow_uri)
+    trusted = list(spec.training.skops_trusted_types)
+    record_model_digest(Store.open(ops_db), client, MODEL_NAME, version, trusted, tracking_uri=mlflow_uri, recorded_by="benchmark")
+    client.set_registered_model_alias(MODEL_NAME, "champion", version)
     return version, model, later
 
 
@@ -363,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         mlflow = start_mlflow(work / "mlflow")
         procs.append(mlflow.process)
-        version, _, later = train_and_register(mlflow.uri, spec, ROOT / ".local" / "cache")
+        version, _, later = train_and_register(mlflow.uri, spec, ROOT / ".local" / "cache", mlflow.ops_db_url())
         floor = raw_floor(f"models:/{MODEL_NAME}/{version}", later[spec.feature_names], spec)
         log.info("raw predict_proba floor: %s", floor)
 

@@ -89,7 +89,7 @@ def pause_for(rate: float, clients: int, answer_ms: float) -> float:
     return max(clients * 1000.0 / rate - answer_ms, 1.0)
 
 
-def register_challenger(mlflow_uri: str, spec: Any, cache: Path) -> str:
+def register_challenger(mlflow_uri: str, spec: Any, cache: Path, ops_db: str) -> str:
     """A second model (fitted on the second half of January) as ``@challenger``."""
     import mlflow
     import mlflow.sklearn
@@ -112,7 +112,13 @@ def register_challenger(mlflow_uri: str, spec: Any, cache: Path) -> str:
             input_example=train[spec.feature_names].head(5),
         )
     version = str(info.registered_model_version)
-    mlflow.MlflowClient(mlflow_uri, mlflow_uri).set_registered_model_alias(MODEL_NAME, "challenger", version)
+    from include.mlops.adapters.model_artifacts import record_model_digest
+    from include.mlops.adapters.store import Store
+
+    client = mlflow.MlflowClient(mlflow_uri, mlflow_uri)
+    trusted = list(spec.training.skops_trusted_types)
+    record_model_digest(Store.open(ops_db), client, MODEL_NAME, version, trusted, tracking_uri=mlflow_uri, recorded_by="benchmark")
+    client.set_registered_model_alias(MODEL_NAME, "challenger", version)
     return version
 
 
@@ -184,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         mlflow = start_mlflow(work / "mlflow")
         procs.append(mlflow.process)
         cache = ROOT / ".local" / "cache"
-        champion, _, later = train_and_register(mlflow.uri, spec, cache)
-        challenger = register_challenger(mlflow.uri, spec, cache)
+        champion, _, later = train_and_register(mlflow.uri, spec, cache, mlflow.ops_db_url())
+        challenger = register_challenger(mlflow.uri, spec, cache, mlflow.ops_db_url())
         rows = [jsonable_row(r) for r in later[[spec.entity_id, spec.time_column, *spec.feature_names]].to_dict("records")]
         bodies = [json.dumps(r) for r in rows[:2000]]
 

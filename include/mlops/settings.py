@@ -10,6 +10,7 @@ The model's own contract (features, thresholds, policies) is not here: it lives 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,6 +68,10 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "MLOPS_SERVING_DIRECT_INPUT": (
         "on",
         "score validated rows without a DataFrame when that gives exactly the pipeline's probabilities (off: always the DataFrame)",
+    ),
+    "MLOPS_TRAINING_PIPELINES": (
+        "tooling.drills:fragile_pipeline",
+        "pipeline factories (module:function, comma-separated; off: none) a train_candidate run may name besides the spec's own",
     ),
     # -- alert delivery (docs/operating.md, "Alerts"): every channel is off until configured -------------
     "MLOPS_ALERT_MIN_SEVERITY": ("warning", "lowest severity sent to the alert channels: info, warning, critical (the store keeps all)"),
@@ -155,6 +160,8 @@ class Settings:
     postgres_dir: Path | None = None
     postgres_password: str | None = field(default=None, repr=False)
     mlflow_backend_uri_override: str | None = field(default=None, repr=False)
+    #: Pipeline factories a training run may name besides the spec's own (MLOPS_TRAINING_PIPELINES).
+    training_pipelines: tuple[str, ...] = ("tooling.drills:fragile_pipeline",)
 
     @property
     def postgres_data_dir(self) -> Path:
@@ -344,6 +351,19 @@ def _alert_settings(env: dict[str, str], host: str) -> AlertSettings:
     )
 
 
+def _pipelines(env: dict[str, str]) -> tuple[str, ...]:
+    raw = env.get("MLOPS_TRAINING_PIPELINES")
+    if raw is None or not raw.strip():
+        return Settings.training_pipelines
+    if raw.strip().lower() == "off":
+        return ()
+    names = tuple(n.strip() for n in raw.split(",") if n.strip())
+    bad = [n for n in names if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", n)]
+    if bad:
+        raise ValueError(f"MLOPS_TRAINING_PIPELINES takes module:function names, comma-separated (or off); got {bad[0]!r}")
+    return names
+
+
 def _read_secret(path: Path) -> str | None:
     try:
         return path.read_text().strip() or None
@@ -401,4 +421,5 @@ def get_settings(environ: dict[str, str] | None = None) -> Settings:
         postgres_dir=_path(env.get("MLOPS_POSTGRES_DIR"), home / "postgres"),
         postgres_password=postgres_password,
         mlflow_backend_uri_override=env.get("MLOPS_MLFLOW_BACKEND_URI") or None,
+        training_pipelines=_pipelines(env),
     )

@@ -24,7 +24,7 @@ def stack(tmp_path_factory):
     up = subprocess.run(["make", "up"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
     try:
         assert up.returncode == 0, up.stdout[-4000:] + up.stderr[-2000:]
-        assert "mlops-loop stack is up" in up.stdout and "login: admin / " in up.stdout
+        assert "mlops-loop stack is up" in up.stdout and "login: admin, password in " in up.stdout
         yield env, home
     finally:
         down = subprocess.run(["make", "down"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
@@ -40,6 +40,24 @@ def test_make_up_is_harmless_twice_and_status_is_healthy(stack):
     status = subprocess.run(["make", "status"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert status.returncode == 0, status.stdout
     assert status.stdout.count("healthy") >= services_expected(env) and "not healthy" not in status.stdout
+
+
+def test_secrets_are_owner_only_and_never_printed_or_on_a_command_line(stack):
+    env, _ = stack
+    from include.mlops.settings import get_settings
+    from tooling.stack import airflow_login, airflow_passwords_file
+
+    settings = get_settings(env)
+    user, password = airflow_login(settings)
+    status = subprocess.run(["make", "status"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert password not in status.stdout and f"login: {user}, password in " in status.stdout
+    assert airflow_passwords_file(settings).stat().st_mode & 0o077 == 0
+    for path in (settings.run_dir, settings.logs_dir, *settings.run_dir.iterdir()):
+        assert path.stat().st_mode & 0o077 == 0, path
+    secrets = [password, settings.postgres_password or "", settings.serving_admin_token or ""]
+    for path in [*settings.logs_dir.glob("*.log"), *settings.run_dir.glob("*.pid")]:
+        text = path.read_text(errors="replace")
+        assert not any(secret and secret in text for secret in secrets), path
 
 
 def test_port_taken_is_reported_and_nothing_is_left_running(stack, tmp_path):

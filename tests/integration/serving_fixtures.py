@@ -128,6 +128,13 @@ class MlflowServer:
     artifacts: Path
     folder: Path | None = None
     backend: str | None = None
+    #: The ops store the loop keeps beside this registry (model digests; serving's default store).
+    ops_db: str | None = None
+
+    def ops_db_url(self) -> str:
+        if self.ops_db is None:
+            self.ops_db = ops_db_url(self.folder or self.artifacts.parent)
+        return self.ops_db
 
     def client(self) -> Any:
         from mlflow import MlflowClient
@@ -137,7 +144,9 @@ class MlflowServer:
     def restart(self) -> MlflowServer:
         """The same server again: same port, backend store and artifacts (after ``process.stop()``)."""
         assert self.folder is not None and not self.process.alive()
-        return start_mlflow(self.folder, port=int(self.uri.rsplit(":", 1)[1]), backend=self.backend)
+        server = start_mlflow(self.folder, port=int(self.uri.rsplit(":", 1)[1]), backend=self.backend)
+        server.ops_db = self.ops_db
+        return server
 
 
 def start_mlflow(folder: Path, port: int | None = None, backend: str | None = None) -> MlflowServer:
@@ -186,23 +195,26 @@ def train_tiny(spec: Any, seed: int = 0, rows: int = 400, max_iter: int = 15) ->
 
 
 def register(server: MlflowServer, spec: Any, name: str, model: Any, X: Any, extra_trusted: tuple[str, ...] = ()) -> str:
-    """Log ``model`` as a new version of registered model ``name``; returns the version."""
+    """Log ``model`` as a new version of registered model ``name`` the way the loop does (skops, its
+    sha256 recorded in the server's ops store: :func:`MlflowServer.ops_db_url`); returns the version."""
     import mlflow
-    import mlflow.sklearn
+
+    from include.mlops.adapters.model_artifacts import register_sklearn_model
+    from include.mlops.adapters.store import Store
 
     mlflow.set_tracking_uri(server.uri)
     mlflow.set_registry_uri(server.uri)
     mlflow.set_experiment(f"serving-tests-{name}")
     with mlflow.start_run():
-        info = mlflow.sklearn.log_model(
+        return register_sklearn_model(
+            Store.open(server.ops_db_url()),
             model,
-            name="model",
-            registered_model_name=name,
-            skops_trusted_types=[*spec.training.skops_trusted_types, *extra_trusted],
+            name,
+            [*spec.training.skops_trusted_types, *extra_trusted],
+            recorded_by="tests",
             pip_requirements=["scikit-learn", "pandas"],
             input_example=X.head(2),
         )
-    return str(info.registered_model_version)
 
 
 def model_file(server: MlflowServer, name: str, version: str) -> Path:
@@ -251,7 +263,7 @@ def start_serving(
 ) -> ServingProcess:
     port = free_port()
     folder.mkdir(parents=True, exist_ok=True)
-    db_url = (extra_env or {}).get("MLOPS_OPS_DB_URL") or ops_db_url(folder)
+    db_url = (extra_env or {}).get("MLOPS_OPS_DB_URL") or mlflow.ops_db_url()
     env = {
         **base_env(),
         "MLOPS_HOME": str(folder),

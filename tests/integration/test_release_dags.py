@@ -56,10 +56,18 @@ def trained(mlflow_server, flights, spec):
 
 
 def register(client, model_name, trained, *names):
-    """New versions of ``model_name`` pointing at the models trained once for the module."""
+    """New versions of ``model_name`` pointing at the models trained once for the module, each with
+    its sha256 recorded in the ops store as the loop's training does (loads check it)."""
     import mlflow
 
-    return [str(mlflow.register_model(trained[n]["source"], model_name).version) for n in names]
+    from include.mlops.adapters.model_artifacts import record_model_digest
+    from include.mlops.runtime import load_runtime
+
+    rt = load_runtime()
+    versions = [str(mlflow.register_model(trained[n]["source"], model_name).version) for n in names]
+    for v in versions:
+        record_model_digest(rt.store, client, model_name, v, list(rt.spec.training.skops_trusted_types), recorded_by="tests")
+    return versions
 
 
 def deploy_canary(rt, client, model_name, champion, challenger):

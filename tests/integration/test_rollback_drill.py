@@ -32,7 +32,8 @@ def test_bad_canary_is_rolled_back_with_no_failed_request(
     spec = rt.spec
     df = pd.concat([make_batch(spec, date(2013, 3, d), n=150, seed=d) for d in range(1, 5)], ignore_index=True)
     x, y = df[spec.feature_names], spec.target.derive(df[spec.target.source_column]).astype(int)
-    server = MlflowServer(Process("mlflow", None, tmp_path / "unused.log"), mlflow_env["url"], Path(mlflow_env["artifacts"]))  # type: ignore[arg-type]
+    unused = Process("mlflow", None, tmp_path / "unused.log")  # type: ignore[arg-type]
+    server = MlflowServer(unused, mlflow_env["url"], Path(mlflow_env["artifacts"]), ops_db=rt.settings.ops_db_url)
     v1 = register(server, spec, model_name, default_pipeline(spec, {"max_iter": 15}).fit(x, y), x)
     v2 = register(
         server,

@@ -7,6 +7,7 @@ aliases. Aliases are moved with ``MlflowClient`` directly, as an operator or a D
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -182,6 +183,24 @@ def test_requests_valid_and_malformed_limits_and_no_champion(spec, mlflow_server
     assert status == 413 and "limit is 50" in body["detail"]
     status, body = http("POST", f"{serving.url}/predict", raw=b'{"pad": "' + b"x" * 40000 + b'"}')
     assert status == 413 and "MLOPS_SERVING_MAX_BODY_BYTES" in body["detail"]
+    # Hostile bodies (issue 17): what killed the log writer (NUL, lone surrogates as raw JSON escapes),
+    # numbers no dtype holds, calendar edges, deep nesting: a 4xx each, never a 500.
+    text = json.dumps(row_payload(spec, X, 1, "hostile-1"))
+    hostile = [
+        text.replace('"hostile-1"', '"a\\u0000b"'),
+        text.replace('"hostile-1"', '"a\\ud800b"'),
+        text[:-1] + ', "request_id": "\\udfff"}',
+        json.dumps({**row_payload(spec, X, 1, "big-1"), "month": 0}).replace('"month": 0', '"month": 1' + "0" * 299),
+        json.dumps({**row_payload(spec, X, 1, "big-2"), "sched_hour": 0}).replace('"sched_hour": 0', '"sched_hour": 9223372036854775808'),
+        json.dumps({**row_payload(spec, X, 1, "tz-1"), spec.time_column: "0001-01-01T00:00:00+14:00"}),
+        "[" * 20000,
+    ]
+    for raw in hostile:
+        status, body = http("POST", f"{serving.url}/predict", raw=raw.encode())
+        assert 400 <= status < 500 and body["request_id"], (raw[:80], status, body)
+    # /admin/* fails closed without a token
+    status, body = http("POST", f"{serving.url}/admin/reload")
+    assert status == 403 and "MLOPS_SERVING_ADMIN_TOKEN" in body["detail"]
 
     # Still serving after all that.
     status, body = serving.predict(row_payload(spec, X, 2, "after-1"))
@@ -195,6 +214,10 @@ def test_requests_valid_and_malformed_limits_and_no_champion(spec, mlflow_server
     records = wait_until(logged, what="inference-log records")
     ok = [r for r in records if r["status"] == "ok"]
     assert len(ok) == 22
+    health = serving.health()["inference_log"]
+    assert health["writer_alive"] is True and health["dead_letter"] == 0 and health["dropped"] == 0, health
+    assert sum(r["status"] == "rejected" and r["request_id"].startswith("rejected-") for r in records) >= 2  # no ids: never routed
+    assert all(r["model_version"] is None for r in records if r["status"] == "rejected" and r["entity_id"] is None)
     by_entity = {r["entity_id"]: r for r in ok}
     rec = by_entity["many-3"]
     assert rec["request_id"] == "req-many" and rec["model_version"] == version and rec["route"] == "champion"
@@ -297,7 +320,7 @@ def test_hot_swap_under_load_and_failed_load_keeps_the_last_good_model(spec, mlf
     v3 = register(mlflow_server, spec, name, fitted[2], X)
     client = mlflow_server.client()
     client.set_registered_model_alias(name, "champion", v1)
-    serving = serving_factory(mlflow_server, name)
+    serving = serving_factory(mlflow_server, name, MLOPS_SERVING_ADMIN_TOKEN="swap-admin")
     serving.wait_serving(v1)
 
     bodies = rows(spec, X, 200, "swap")
@@ -341,7 +364,7 @@ def test_hot_swap_under_load_and_failed_load_keeps_the_last_good_model(spec, mlf
     assert f'mlops_serving_model_info{{alias="champion",version="{v2}"}} 1.0' in metrics
 
     # /admin/reload retries the failed version now and reports what serves.
-    status, body = http("POST", f"{serving.url}/admin/reload")
+    status, body = http("POST", f"{serving.url}/admin/reload", headers={"Authorization": "Bearer swap-admin"})
     assert status == 200 and body["serving"]["champion"] == v2 and body["load_errors"][0]["version"] == v3
 
 

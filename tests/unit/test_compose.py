@@ -7,7 +7,11 @@
   paths may differ), and Airflow gets the same configuration, except where a reason is written below;
 * published ports are on 127.0.0.1; every long-running service has a health check and a restart
   policy; no secret is written in the file (only `${VAR}` references, documented in .env.example);
-* the nginx proxy's upstream is the serving service; the images match the lock.
+* the nginx proxy's upstream is the serving service; the images match the lock;
+* least privilege: each store has its own PostgreSQL role (none uses the superuser), the serving
+  replicas hold a role limited to the inference-log tables, a read-only MLflow user and no alert
+  secret, sit on internal networks that reach PostgreSQL and MLflow only, and keep their journal on
+  a volume (tests/integration/test_compose_roles.py runs the roles' SQL on a real PostgreSQL).
 
 Each checker is a plain function, and the ``test_*_catches_*`` tests feed it a broken copy, so a
 check that stopped looking would fail too.
@@ -58,18 +62,18 @@ COMPOSE_ONLY = {
     "airflow-init": "`airflow db migrate` (the local stack runs it in `up`) and the FAB admin user",
     "minio": "S3-compatible artifact store; the local MLflow keeps artifacts in a folder",
     "minio-init": "creates MLflow's bucket and its MinIO user",
+    "mlflow-init": "MLflow's read-only user of the serving replicas (the local MLflow has no login)",
     "serving-proxy": "one port in front of the serving replicas; locally one serving process owns the port",
 }
 
 #: One-shot jobs: they run to completion, everything else runs until stopped.
-ONE_SHOT = {"airflow-init", "minio-init"}
+ONE_SHOT = {"airflow-init", "minio-init", "mlflow-init"}
 
 #: Flags that name where a service listens or keeps its data: their values differ by design.
 DEPLOYMENT_SPECIFIC_FLAGS = {"--host", "--port", "--artifacts-destination", "--workspace", "-D", "-h", "-p", "-k"}
 
 #: Flags of the local command that the compose service does not pass, and why.
 FLAG_MISSING = {
-    "mlflow": {"--backend-store-uri": "given as MLFLOW_BACKEND_STORE_URI (mlflow server reads it): the password stays out of `ps`"},
     "postgres": {
         "-D": "the image's PGDATA, on the postgres-data volume",
         "-h": "the image listens on the compose network (listen_addresses='*'), published nowhere",
@@ -86,7 +90,8 @@ FLAG_EXTRA = {
     },
 }
 
-#: Flags whose value is read from the environment in compose (checked to be set there).
+#: Flags whose value is read from the environment, locally and in compose (checked to be set in both,
+#: and absent from both command lines): the password stays out of `ps`, the logs and the pid files.
 FLAG_FROM_ENV = {("mlflow", "--backend-store-uri"): "MLFLOW_BACKEND_STORE_URI"}
 
 #: Keys of the local stack's environment (stack.base_env, which includes airflow_env) that the
@@ -123,6 +128,13 @@ LOCATION_KEYS = {
     "MLOPS_SERVING_URL",
     "MLOPS_SERVING_ADMIN_TOKEN",  # a secret: a reference to .env, checked in the secret tests
 }
+
+
+#: Each database's own role and the .env variable of its password (deploy/postgres/initdb/).
+DB_ROLES = {"airflow": "airflow", "mlflow": "mlflow", "ops": "ops"}
+DB_PASSWORDS = {"airflow": "AIRFLOW_DB_PASSWORD", "mlflow": "MLFLOW_DB_PASSWORD", "ops": "OPS_DB_PASSWORD"}
+#: The serving replicas' ops-store role (deploy/postgres/ops_store_init.py grants it its tables).
+SERVING_DB_ROLE = "ops_serving"
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -362,6 +374,8 @@ def test_every_local_service_runs_the_same_program_in_compose(monkeypatch, tmp_p
     assert problems == []
     for (service, flag), var in FLAG_FROM_ENV.items():
         assert compose[service]["environment"].get(var), f"{service} should get {flag} from {var}"
+        assert local[service].env.get(var), f"the local {service} should get {flag} from {var}"
+        assert flag not in compose[service]["command"] and flag not in local[service].command
 
 
 def test_command_comparison_catches_a_changed_command(monkeypatch, tmp_path):
@@ -481,10 +495,11 @@ def test_every_store_is_on_the_compose_postgres():
     }
     for database, url in urls.items():
         parts = urlsplit(url)
-        assert (parts.hostname, parts.path, parts.username) == ("postgres", f"/{database}", postgres.ROLE), url
-        assert parts.password == TEST_ENV["MLOPS_POSTGRES_PASSWORD"]
+        assert (parts.hostname, parts.path, parts.username) == ("postgres", f"/{database}", DB_ROLES[database]), url
+        assert parts.password == TEST_ENV[DB_PASSWORDS[database]]
     sql = (ROOT / "deploy" / "postgres" / "initdb" / "10-databases.sql").read_text()
-    assert tuple(re.findall(r"CREATE DATABASE (\w+);", sql)) == postgres.DATABASES
+    created = re.search(r"CREATE DATABASE %I OWNER %I.*?FROM \(VALUES (.*?)\) AS d\(name\)", sql, flags=re.S)
+    assert created and tuple(re.findall(r"'(\w+)'", created.group(1))) == postgres.DATABASES
     assert compose["postgres"]["environment"]["POSTGRES_USER"] == postgres.ROLE
     assert "./deploy/postgres/initdb:/docker-entrypoint-initdb.d:ro" in compose["postgres"]["volumes"]
 
@@ -496,8 +511,9 @@ def test_serving_gets_the_local_stacks_settings(monkeypatch, tmp_path):
         assert env[key] == value, key
     for key in ("PYTHONPATH", "MLOPS_HOME", "MLFLOW_TRACKING_URI", "MLOPS_SERVING_ADMIN_TOKEN", "GX_ANALYTICS_ENABLED", "DO_NOT_TRACK"):
         assert key in env and key in local, key
-    assert env["MLOPS_OPS_DB_URL"] == compose_env("airflow-worker")["MLOPS_OPS_DB_URL"]  # one inference log
-    assert env["MLFLOW_TRACKING_USERNAME"] and env["MLFLOW_TRACKING_PASSWORD"] == TEST_ENV["MLFLOW_ADMIN_PASSWORD"]
+    serving_db, tasks_db = urlsplit(env["MLOPS_OPS_DB_URL"]), urlsplit(compose_env("airflow-worker")["MLOPS_OPS_DB_URL"])
+    assert (serving_db.hostname, serving_db.port, serving_db.path) == (tasks_db.hostname, tasks_db.port, tasks_db.path)  # one inference log
+    assert env["MLFLOW_TRACKING_USERNAME"] and env["MLFLOW_TRACKING_PASSWORD"] == TEST_ENV["MLFLOW_SERVING_PASSWORD"]
 
 
 def test_every_loop_setting_compose_passes_is_a_setting():
@@ -676,3 +692,208 @@ def test_mlflow_basic_auth_takes_its_secrets_from_the_environment():
     assert mounts[env["MLFLOW_AUTH_CONFIG_PATH"]] == "./deploy/mlflow/basic_auth.ini"
     assert env["MLFLOW_AUTH_ADMIN_PASSWORD"] == TEST_ENV["MLFLOW_ADMIN_PASSWORD"]
     assert parse_command(load_compose()["services"]["mlflow"]["command"])[2]["--app-name"] == ["basic-auth"]
+
+
+# -- (e) least privilege: database roles, the serving replicas' credentials, networks ------------------
+POSTGRES_URL = re.compile(r"postgresql\+psycopg2://([^:/@]+):([^@]*)@postgres:5432/(\w+)")
+
+
+def database_logins(compose: dict) -> list[tuple[str, str, str]]:
+    """(service, role, database) of every PostgreSQL URL in a service's environment."""
+    return [
+        (name, m.group(1), m.group(3))
+        for name, svc in compose["services"].items()
+        for value in (svc.get("environment") or {}).values()
+        for m in POSTGRES_URL.finditer(str(value))
+    ]
+
+
+def superuser_logins(compose: dict) -> list[str]:
+    return [f"{svc} logs in to {db} as the superuser" for svc, role, db in database_logins(compose) if role == postgres.ROLE]
+
+
+def secrets_held(compose: dict, service: str) -> set[str]:
+    """The .env secrets a service's environment is given."""
+    env = compose["services"][service].get("environment") or {}
+    return {var for var, _, _ in variable_references(strings_of(env)) if SECRET_NAME.search(var)}
+
+
+def test_every_store_has_its_own_role_and_nobody_uses_the_superuser():
+    compose = load_compose()
+    assert superuser_logins(compose) == []
+    logins = {(role, db) for _, role, db in database_logins(compose)}
+    assert logins == {("airflow", "airflow"), ("mlflow", "mlflow"), ("ops", "ops"), (SERVING_DB_ROLE, "ops")}
+    holders = {name for name in compose["services"] if "MLOPS_POSTGRES_PASSWORD" in secrets_held(compose, name)}
+    assert holders == {"postgres"}  # the superuser's password: the init script only
+
+
+def test_superuser_check_catches_a_service_logging_in_as_mlops():
+    compose = copy.deepcopy(load_compose())
+    compose["services"]["serving"]["environment"]["MLOPS_OPS_DB_URL"] = (
+        "postgresql+psycopg2://mlops:${MLOPS_POSTGRES_PASSWORD:?x}@postgres:5432/ops"
+    )
+    assert superuser_logins(compose) == ["serving logs in to ops as the superuser"]
+
+
+def test_the_init_sql_creates_the_roles_with_passwords_from_the_environment():
+    sql = (ROOT / "deploy" / "postgres" / "initdb" / "10-databases.sql").read_text()
+    roles = re.search(r"CREATE ROLE %I LOGIN PASSWORD %L.*?FROM \(VALUES (.*?)\) AS r\(name, password\)", sql, flags=re.S)
+    assert roles, "the roles are created from a VALUES list"
+    pairs = dict(re.findall(r"\('(\w+)', :'(\w+)'\)", roles.group(1)))
+    assert set(pairs) == {*DB_ROLES.values(), SERVING_DB_ROLE}
+    getenv = dict(re.findall(r"^\\getenv (\w+) (\w+)$", sql, flags=re.M))
+    postgres_env = compose_env("postgres")
+    for role, variable in pairs.items():
+        env_var = getenv[variable]  # psql reads the password from the container's environment
+        assert postgres_env[env_var] == TEST_ENV[env_var], role
+    assert set(DB_PASSWORDS.values()) | {"SERVING_DB_PASSWORD"} == set(getenv.values())
+    assert "REVOKE ALL ON DATABASE airflow, mlflow, ops FROM PUBLIC;" in sql
+    assert f"GRANT CONNECT ON DATABASE ops TO {SERVING_DB_ROLE};" in sql
+    assert not re.search(r"SUPERUSER|CREATEROLE|CREATEDB|BYPASSRLS", sql.split("\\gexec")[0].split("SELECT format")[1])
+
+
+def _ops_store_init():
+    spec = importlib.util.spec_from_file_location("ops_store_init", ROOT / "deploy" / "postgres" / "ops_store_init.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_serving_role_gets_the_inference_tables_only():
+    from include.mlops.adapters.store.schema import metadata
+
+    init = _ops_store_init()
+    assert init.SERVING_ROLE == SERVING_DB_ROLE
+    assert set(init.SERVING_GRANTS) <= set(metadata.tables) and set(init.SERVING_COLUMN_GRANTS) <= set(init.SERVING_GRANTS)
+    assert set(init.SERVING_GRANTS) == {"schema_version", "inference_log", "log_journal", "model_digests"}
+    for table in ("schema_version", "model_digests"):
+        assert init.SERVING_GRANTS[table] == ("SELECT",), table  # read only
+    statements = init.grant_statements()
+    assert statements[0].startswith("REVOKE ALL ON ALL TABLES")  # nothing left over from an earlier list
+    assert not any("ground_truth" in s or "decisions" in s or "deployment_ledger" in s for s in statements)
+    # airflow-init runs it, as the ops store's owner
+    script = (ROOT / "deploy" / "airflow" / "init.sh").read_text()
+    assert 'python "${OPS_STORE_INIT:-/opt/mlops-deploy/ops-store-init.py}"' in script
+    mounts = [v.split(":") for v in load_compose()["services"]["airflow-init"]["volumes"]]
+    assert ["./deploy/postgres/ops_store_init.py", "/opt/mlops-deploy/ops-store-init.py", "ro"] in mounts
+    assert urlsplit(compose_env("airflow-init")["MLOPS_OPS_DB_URL"]).username == DB_ROLES["ops"]
+
+
+def test_serving_holds_no_alert_secret_no_superuser_and_a_read_only_mlflow_user():
+    compose = load_compose()
+    assert secrets_held(compose, "serving") == {
+        "SERVING_DB_PASSWORD",
+        "MLFLOW_SERVING_PASSWORD",
+        "MLOPS_SERVING_ADMIN_TOKEN",
+        "MLOPS_SERVING_API_KEY",
+    }
+    env = compose_env("serving")
+    assert not [k for k in env if k.startswith("MLOPS_ALERT_")]
+    assert urlsplit(env["MLOPS_OPS_DB_URL"]).username == SERVING_DB_ROLE
+    assert env["MLFLOW_TRACKING_USERNAME"] != compose_env("mlflow")["MLFLOW_AUTH_ADMIN_USERNAME"]
+    # mlflow-init creates that user as the admin; MLflow's default permission makes it read-only
+    init = compose_env("mlflow-init")
+    assert (init["MLFLOW_SERVING_USERNAME"], init["MLFLOW_SERVING_PASSWORD"]) == (
+        env["MLFLOW_TRACKING_USERNAME"],
+        env["MLFLOW_TRACKING_PASSWORD"],
+    )
+    assert init["MLFLOW_TRACKING_PASSWORD"] == TEST_ENV["MLFLOW_ADMIN_PASSWORD"]
+    assert re.search(r"^default_permission = READ$", (ROOT / "deploy" / "mlflow" / "basic_auth.ini").read_text(), flags=re.M)
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in compose["services"]["mlflow-init"]["volumes"]}
+    assert mounts[compose["services"]["mlflow-init"]["command"][-1]] == "./deploy/mlflow/init_users.py"
+    deps = compose["services"]["serving"]["depends_on"]
+    assert deps["mlflow-init"] == deps["airflow-init"] == {"condition": "service_completed_successfully"}
+
+
+def test_secrets_held_catches_an_alert_secret_given_to_serving():
+    compose = copy.deepcopy(load_compose())
+    compose["services"]["serving"]["environment"]["MLOPS_ALERT_SMTP_PASSWORD"] = "${MLOPS_ALERT_SMTP_PASSWORD:-}"
+    assert "MLOPS_ALERT_SMTP_PASSWORD" in secrets_held(compose, "serving")
+
+
+def networks_of(compose: dict, service: str) -> set[str]:
+    nets = compose["services"][service].get("networks") or ["default"]
+    return set(nets)
+
+
+def reachable(compose: dict, a: str, b: str) -> bool:
+    return bool(networks_of(compose, a) & networks_of(compose, b))
+
+
+#: Who must reach whom (each by its service name in an URL or a command).
+MUST_REACH = {
+    "airflow-worker": ["postgres", "redis", "mlflow", "serving-proxy", "evidently-ui", "airflow-api-server"],
+    "airflow-scheduler": ["postgres", "redis"],
+    "airflow-dag-processor": ["postgres", "airflow-api-server"],
+    "airflow-triggerer": ["postgres", "airflow-api-server"],
+    "airflow-init": ["postgres"],
+    "mlflow": ["postgres", "minio"],
+    "mlflow-init": ["mlflow"],
+    "minio-init": ["minio"],
+    "serving": ["postgres", "mlflow"],
+    "serving-proxy": ["serving"],
+}
+#: What the serving replicas (the one service anyone may send requests to) must not reach.
+SERVING_MUST_NOT_REACH = ["redis", "minio", "airflow-api-server", "airflow-worker", "airflow-scheduler", "evidently-ui"]
+
+
+def network_problems(compose: dict) -> list[str]:
+    problems = []
+    nets = compose.get("networks") or {}
+    for name, svc in compose["services"].items():
+        if not svc.get("networks"):
+            problems.append(f"{name}: on the default network (name its networks)")
+        elif not set(svc["networks"]) <= set(nets):
+            problems.append(f"{name}: unknown network {sorted(set(svc['networks']) - set(nets))}")
+        if svc.get("ports") and all((nets.get(n) or {}).get("internal") for n in svc.get("networks") or []):
+            problems.append(f"{name}: publishes a port but is on internal networks only")
+    open_nets = {n for n, cfg in nets.items() if not (cfg or {}).get("internal")}
+    if open_nets != {"edge"}:
+        problems.append(f"networks other than edge are not internal: {sorted(open_nets - {'edge'})}")
+    problems += [f"{a} cannot reach {b}" for a, peers in MUST_REACH.items() for b in peers if not reachable(compose, a, b)]
+    problems += [f"serving can reach {b}" for b in SERVING_MUST_NOT_REACH if reachable(compose, "serving", b)]
+    if networks_of(compose, "serving") & open_nets:
+        problems.append("serving is on a network with a way out")
+    if networks_of(compose, "postgres") & open_nets:
+        problems.append("postgres is on a network with a way out")
+    return problems
+
+
+def test_networks_separate_the_serving_replicas_and_the_database():
+    assert network_problems(load_compose()) == []
+
+
+def test_network_check_catches_serving_on_the_broker_network():
+    compose = copy.deepcopy(load_compose())
+    compose["services"]["serving"]["networks"].append("broker")
+    compose["services"]["postgres"]["networks"].append("edge")
+    compose["networks"]["storage"] = {}
+    problems = network_problems(compose)
+    assert "serving can reach redis" in problems and "postgres is on a network with a way out" in problems
+    assert "networks other than edge are not internal: ['storage']" in problems
+
+
+def test_the_serving_journal_is_on_a_volume_the_replicas_share():
+    compose = load_compose()
+    env = compose_env("serving")
+    journal = get_settings(
+        {"MLOPS_HOME": env["MLOPS_HOME"], "MLOPS_SERVING_JOURNAL": env.get("MLOPS_SERVING_JOURNAL", "")}
+    ).serving_journal_dir
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in compose["services"]["serving"]["volumes"]}
+    assert mounts.get(str(journal)) in compose["volumes"], f"{journal} is not on a named volume"
+
+
+def test_the_image_owns_every_folder_a_named_volume_is_mounted_on():
+    """A new named volume takes the ownership of the image's folder it is mounted on: without the
+    folder in the image, the volume is root's and the image's airflow user cannot write to it."""
+    compose = load_compose()
+    dockerfile = (ROOT / "deploy" / "airflow.Dockerfile").read_text()
+    (chown,) = re.findall(r"chown airflow:0 ([^\n\\&]+)", dockerfile)
+    owned = set(chown.split())
+    for name, svc in compose["services"].items():
+        if "build" not in svc:
+            continue
+        for mount in svc.get("volumes", []):
+            source, target = mount.split(":")[:2]
+            if source in compose["volumes"] and not target.startswith("/opt/airflow/"):
+                assert target in owned, f"{name}: {source} on {target}, which the image does not create for airflow"

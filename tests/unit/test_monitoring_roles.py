@@ -80,9 +80,9 @@ def test_a_day_exported_in_parts_reads_even_when_a_column_is_all_null_in_one_par
 def test_the_registry_artifacts_probe_scores_are_computed_once_per_version_and_probe_set(runtime, monkeypatch):
     """The consistency check compares the live API with the artifact's scores: the artifact is
     loaded the first time only, and again when the probe rows change."""
-    import mlflow.sklearn
     import numpy as np
 
+    from include.mlops.adapters import model_artifacts
     from include.mlops.domain.profiles import probe_frame
     from include.mlops.steps.monitoring import artifact_probe_scores
 
@@ -93,11 +93,11 @@ def test_the_registry_artifacts_probe_scores_are_computed_once_per_version_and_p
             p = np.linspace(0.1, 0.9, len(x))
             return np.column_stack([1 - p, p])
 
-    def load_model(uri):
-        loads.append(uri)
+    def load_model_version(store, spec, model, version, *, tracking_uri=None):  # the loop's one model loader
+        loads.append(f"models:/{model}/{version}")
         return Model()
 
-    monkeypatch.setattr(mlflow.sklearn, "load_model", load_model)
+    monkeypatch.setattr(model_artifacts, "load_model_version", load_model_version)
     probes = probe_frame(runtime.spec)
     first = artifact_probe_scores(runtime, "7", probes)
     again = artifact_probe_scores(runtime, "7", probes)

@@ -92,6 +92,10 @@ def test_v1_database_is_migrated_to_the_latest(url):
     migrate(engine)
     with engine.begin() as conn:  # make it look like a v1 database with one batch
         conn.execute(text("ALTER TABLE batches DROP COLUMN arrived_at"))
+        for column in ("attempts", "last_error", "profile"):  # v6
+            conn.execute(text(f"ALTER TABLE batches DROP COLUMN {column}"))
+        for table in ("model_digests", "alias_locks"):  # v5
+            conn.execute(text(f"DROP TABLE {table}"))
         conn.execute(text("DROP TABLE log_journal"))
         conn.execute(text("DROP INDEX ix_decisions_version"))
         for column in ("version", "window_start", "window_end"):
@@ -104,10 +108,11 @@ def test_v1_database_is_migrated_to_the_latest(url):
                 "VALUES ('m', 'a.parquet', 'x', 'accepted', '[]', '2026-01-02 03:04:05')"
             )
         )
-    assert migrate(engine) == LATEST_VERSION == 4
+    assert migrate(engine) == LATEST_VERSION == 6
     with engine.connect() as conn:
         assert conn.execute(text("select arrived_at from batches")).scalar_one() is not None
-        assert [r[0] for r in conn.execute(text("select version from schema_version order by version"))] == [1, 2, 3, 4]
+        assert conn.execute(text("select attempts from batches")).scalar_one() == 0
+        assert [r[0] for r in conn.execute(text("select version from schema_version order by version"))] == [1, 2, 3, 4, 5, 6]
         assert conn.execute(text("select count(*) from log_journal")).scalar_one() == 0
 
 

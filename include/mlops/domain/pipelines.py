@@ -1,11 +1,18 @@
 """Model pipelines. A spec names its pipeline factory as ``module:function`` (``training.pipeline``);
 the factory gets the spec and the spec's ``training.params`` and returns an unfitted scikit-learn
 estimator whose ``predict_proba`` takes a DataFrame with the spec's feature columns.
+
+A training run may name another factory than the spec's (the ``train_candidate`` DAG's ``pipeline``
+param, or a ``retrain_requested`` event's extra): whoever can trigger a DAG could then make a task
+import and call any ``module:function``. So such a choice must be the spec's own pipeline or on the
+deployment's allow-list (``MLOPS_TRAINING_PIPELINES``); :func:`with_pipeline` refuses anything else.
 """
 
 from __future__ import annotations
 
 import importlib
+import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -35,6 +42,36 @@ def default_pipeline(spec: Spec, params: dict[str, Any]) -> Any:
         **params,
     )
     return Pipeline([("pre", pre), ("clf", clf)])
+
+
+#: What a pipeline name looks like: ``package.module:function`` (the spec's own pattern).
+PIPELINE_NAME = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+
+
+class PipelineNotAllowed(ValueError):
+    """A run named a pipeline factory that is neither the spec's nor on the allow-list."""
+
+    def __init__(self, name: str, allowed: Sequence[str]) -> None:
+        self.name, self.allowed = name, list(allowed)
+        super().__init__(
+            f"pipeline {name[:200]!r} is not allowed: a run may name only {', '.join(self.allowed)} "
+            "(the spec's training.pipeline, and MLOPS_TRAINING_PIPELINES)"
+        )
+
+
+def allowed_pipelines(spec: Spec, allow_list: Sequence[str]) -> list[str]:
+    """The factories a run may name: the spec's own pipeline, then the deployment's allow-list."""
+    return list(dict.fromkeys([spec.training.pipeline, *allow_list]))
+
+
+def with_pipeline(spec: Spec, name: str, allow_list: Sequence[str]) -> Spec:
+    """``spec`` training with the factory ``name`` instead of its own, which must be allowed (an
+    exact ``module:function`` of :func:`allowed_pipelines`): else :class:`PipelineNotAllowed`,
+    before anything is imported."""
+    allowed = allowed_pipelines(spec, allow_list)
+    if name not in allowed or not PIPELINE_NAME.fullmatch(name):
+        raise PipelineNotAllowed(name, allowed)
+    return spec.model_copy(update={"training": spec.training.model_copy(update={"pipeline": name})})
 
 
 def _factory(spec: Spec) -> Any:

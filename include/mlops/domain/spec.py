@@ -95,6 +95,26 @@ class Source(_Model):
         return self
 
 
+class BatchProfileSettings(_Model):
+    """The learned batch profile (``domain.profiles``): what a normal accepted batch of this model
+    looks like, learned from the accepted history; a well-formed batch far from it is quarantined."""
+
+    enabled: bool = True
+    #: Accepted batches needed before the profile judges (before that: "profile not yet learned").
+    min_batches: int = Field(default=14, ge=3)
+    #: The most recent accepted batches the profile is learned from.
+    history_batches: int = Field(default=56, ge=3)
+    #: A statistic is abnormal beyond median +- k robust standard deviations (1.4826 * MAD) of the
+    #: history (never closer than the statistic's floor, see README).
+    k: float = Field(default=6.0, gt=0.0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _window(self) -> BatchProfileSettings:
+        if self.min_batches > self.history_batches:
+            raise ValueError(f"min_batches ({self.min_batches}) is greater than history_batches ({self.history_batches})")
+        return self
+
+
 class BatchPolicy(_Model):
     """Rules every labelled outcome batch must satisfy before it may enter the training pool."""
 
@@ -103,6 +123,13 @@ class BatchPolicy(_Model):
     max_rows: int = Field(default=1_000_000, ge=1)
     #: A batch whose day is this many days older than the newest accepted day is stale.
     max_age_days: int | None = Field(default=None, ge=0)
+    #: A delivered file larger than this on disk is quarantined without being read.
+    max_file_bytes: int = Field(default=268_435_456, ge=1)
+    #: A parquet file whose metadata declares more uncompressed bytes is quarantined unread.
+    max_uncompressed_bytes: int = Field(default=1_073_741_824, ge=1)
+    #: Validation attempts that crash (or die) before the file is quarantined as validation_crashed.
+    max_validation_attempts: int = Field(default=3, ge=1)
+    profile: BatchProfileSettings = BatchProfileSettings()
 
     @model_validator(mode="after")
     def _bounds(self) -> BatchPolicy:
@@ -287,11 +314,22 @@ class Monitoring(_Model):
     min_labelled_rows: int = Field(default=300, ge=1)
     #: Decay when the realized metric falls below the holdout value by more than this.
     max_quality_drop: float = Field(default=0.05, ge=0.0)
+    #: Slow decay: a one-sided Mann-Kendall trend test (alpha 0.05) over the version's realized
+    #: quality in its last this-many windows (this one included); 0 turns it off, else at least 5.
+    trend_windows: int = Field(default=0, ge=0)
+    #: The trend must also fall faster than this per window (Sen's slope, in metric units).
+    trend_min_slope: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
     max_error_rate: float = Field(default=0.01, ge=0.0, le=1.0)
     max_p95_latency_ms: float = Field(default=250.0, gt=0)
     max_rejected_share: float = Field(default=0.05, ge=0.0, le=1.0)
     #: Largest difference between live and registry scores on the probe set.
     probe_tolerance: float = Field(default=1e-6, ge=0.0)
+
+    @model_validator(mode="after")
+    def _trend_needs_windows(self) -> Monitoring:
+        if 0 < self.trend_windows < 5:
+            raise ValueError(f"monitoring.trend_windows must be 0 (off) or at least 5 (the trend test's fewest), got {self.trend_windows}")
+        return self
 
 
 class Retraining(_Model):

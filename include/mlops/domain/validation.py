@@ -78,16 +78,54 @@ class BatchReadError(Exception):
         self.message = message
 
 
-def read_batch(path: Path, spec: Spec) -> pd.DataFrame:
-    """Read a parquet or CSV batch; :class:`BatchReadError` when it is not a readable table."""
+def check_parquet_metadata(source: Any, spec: Spec, name: str) -> None:
+    """Refuse a parquet file from its footer alone, before any data page is read: more rows than
+    the spec's ``batch.max_rows``, more uncompressed bytes than ``batch.max_uncompressed_bytes``
+    (a compressed bomb), or row groups that do not add up. :class:`BatchReadError` says which."""
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(source).metadata
+    except Exception as exc:  # not a parquet footer: the same verdict as a failed read
+        raise BatchReadError("unreadable_file", f"{name} could not be read as parquet: {type(exc).__name__}: {exc}"[:500]) from None
+    limit = spec.batch.max_rows
+    if meta.num_rows > limit:
+        raise BatchReadError(
+            "row_count_out_of_bounds",
+            f"{name} declares {meta.num_rows} rows in its parquet metadata; at most {limit} are accepted (not read)",
+        )
+    groups = [meta.row_group(i) for i in range(meta.num_row_groups)]
+    if sum(g.num_rows for g in groups) != meta.num_rows:
+        raise BatchReadError("unreadable_file", f"{name}: the row groups of its parquet metadata do not add up to its row count")
+    uncompressed = sum(g.total_byte_size for g in groups)
+    if uncompressed > spec.batch.max_uncompressed_bytes:
+        raise BatchReadError(
+            "file_too_large",
+            f"{name} declares {uncompressed} bytes of uncompressed data in its parquet metadata; "
+            f"at most {spec.batch.max_uncompressed_bytes} are accepted (not read)",
+        )
+
+
+def read_batch(path: Path, spec: Spec, data: bytes | None = None) -> pd.DataFrame:
+    """Read a parquet or CSV batch (from ``data``, the file's bytes, when given); a parquet file's
+    metadata is checked first (:func:`check_parquet_metadata`), a CSV file is read up to one row
+    past ``batch.max_rows``. :class:`BatchReadError` when it is not a readable table."""
+    import io
+
     import pandas as pd
+
+    def source() -> Any:
+        return io.BytesIO(data) if data is not None else path
 
     suffix = path.suffix.lower()
     try:
         if suffix == ".parquet":
-            df = pd.read_parquet(path)
+            check_parquet_metadata(source(), spec, path.name)
+            df = pd.read_parquet(source())
         elif suffix == ".csv":
-            df = pd.read_csv(path)
+            df = pd.read_csv(source(), nrows=spec.batch.max_rows + 1)
+            if len(df) > spec.batch.max_rows:
+                raise BatchReadError("row_count_out_of_bounds", f"{path.name} has more than {spec.batch.max_rows} rows (not read further)")
             if spec.time_column in df.columns and df[spec.time_column].dtype == object:
                 parsed = pd.to_datetime(df[spec.time_column], errors="coerce", format="mixed")
                 if parsed.notna().sum() == df[spec.time_column].notna().sum():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,7 @@ from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from include.mlops.domain.spec import Spec, load_spec
-from include.mlops.serving.service import JSON, ServingService, configure_logging, dumps
+from include.mlops.serving.service import JSON, RETRY_AFTER_S, ServingService, configure_logging, dumps, internal_error
 from include.mlops.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -35,6 +36,12 @@ log = logging.getLogger(__name__)
 
 def _json(payload: dict[str, Any], status: int = 200) -> Response:
     return Response(dumps(payload), status_code=status, media_type=JSON)
+
+
+def _answer(status: int, body: bytes) -> Response:
+    """A /predict answer; a 503 asks the client to come back (``Retry-After``)."""
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+    return Response(body, status_code=status, media_type=JSON, headers=headers)
 
 
 def create_app(settings: Settings | None = None, spec: Spec | None = None) -> PredictFastPath:
@@ -64,20 +71,34 @@ def create_app(settings: Settings | None = None, spec: Spec | None = None) -> Pr
     )
     app.state.service = service
 
-    if settings.serving_admin_token is None:
-        log.warning("MLOPS_SERVING_ADMIN_TOKEN is not set: /admin/* endpoints are open to anyone who can reach this port")
+    if not settings.serving_admin_token:
+        log.warning("MLOPS_SERVING_ADMIN_TOKEN is not set: /admin/* endpoints are disabled (403) until it is")
 
-    @app.post("/predict", summary="Score one row (a JSON object) or many ({'rows': [...]})")
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> Response:
+        """Any unexpected error of the FastAPI routes: a generic 500 with an id; the details go to the log."""
+        import uuid
+
+        error_id = uuid.uuid4().hex
+        log.error("unhandled error on %s %s (error id %s)", request.method, request.url.path, error_id, exc_info=exc)
+        return _json({"detail": f"internal error; the serving log has the details under error id {error_id}", "request_id": error_id}, 500)
+
+    @app.post(
+        "/predict",
+        summary="Score one row (a JSON object) or many ({'rows': [...]})",
+        openapi_extra={"requestBody": service.schema.openapi_body()},
+    )
     async def predict(request: Request) -> Response:
         denied = api_key_denied(settings, request.headers.get("x-api-key"))
         if denied:
             return Response(denied, status_code=401, media_type=JSON)
         status, body = await service.predict(lambda: service.read_body(request))
-        return Response(body, status_code=status, media_type=JSON)
+        return _answer(status, body)
 
-    @app.get("/health", summary="Process health and which versions serve (200 while the process runs)")
+    @app.get("/health", summary="Process health, which versions serve, the inference-log writer (503 when it is not running)")
     async def health() -> Response:
-        return _json(service.health())
+        report = service.health()
+        return _json(report, 200 if report["status"] == "ok" else 503)
 
     @app.get("/metrics", summary="Prometheus metrics")
     async def metrics() -> Response:
@@ -85,6 +106,8 @@ def create_app(settings: Settings | None = None, spec: Spec | None = None) -> Pr
 
     @app.post("/admin/reload", summary="Re-read the registry now (retrying failed loads) and report what serves")
     async def reload(request: Request) -> Response:
+        if not settings.serving_admin_token:
+            return _json({"detail": ADMIN_DISABLED}, 403)
         if not admin_allowed(settings, request.headers.get("authorization")):
             return Response(
                 dumps({"detail": "admin endpoints need 'Authorization: Bearer <MLOPS_SERVING_ADMIN_TOKEN>'"}), 401, media_type=JSON
@@ -96,6 +119,10 @@ def create_app(settings: Settings | None = None, spec: Spec | None = None) -> Pr
 
 
 _JSON_HEADERS = [(b"content-type", JSON.encode())]
+ADMIN_DISABLED = (
+    "admin endpoints are disabled: this serving process has no MLOPS_SERVING_ADMIN_TOKEN "
+    "(`make up` generates one; set it and send 'Authorization: Bearer <token>')"
+)
 
 
 def api_key_denied(settings: Settings, given: str | None) -> bytes | None:
@@ -115,7 +142,7 @@ def admin_allowed(settings: Settings, authorization: str | None) -> bool:
 
     token = settings.serving_admin_token
     if not token:
-        return True  # not configured (warned at start); `make up` always configures one
+        return False  # fail closed: no token, no admin (warned at start); `make up` always configures one
     scheme, _, given = (authorization or "").partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
@@ -149,9 +176,12 @@ class PredictFastPath:
             status, body = await self.service.predict(lambda: self.service.read_asgi_body(scope, receive))
         except ConnectionAbortedError:
             return
-        except Exception as exc:  # never an unanswered request
-            log.exception("unexpected error in /predict")
-            status, body = 500, dumps({"detail": f"internal error: {type(exc).__name__}: {exc}"})
+        except Exception:  # never an unanswered request, never internals in it
+            error_id = f"failed-{time.time_ns():x}"
+            log.exception("unexpected error in /predict (request %s)", error_id)
+            status, body = 500, dumps({"detail": internal_error(error_id), "request_id": error_id})
         headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+        if status == 503:
+            headers.append((b"retry-after", str(RETRY_AFTER_S).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -20,6 +20,10 @@ Batches run on one dedicated thread (``executor``) so the event loop keeps readi
 batch is scored. A request that is alone (nothing queued, nothing expected) is scored on the event
 loop itself when ``inline_when_alone`` is set: at low traffic that spares two thread hand-offs per
 request, and there is nothing to overlap with anyway. ``executor=None`` scores everything inline.
+
+The queue is bounded: when more than ``max_queued_rows`` rows already wait, a new request is
+refused at once with :class:`QueueFull` (the API answers 503 with ``Retry-After``) instead of
+growing the backlog and every request's latency without limit.
 """
 
 from __future__ import annotations
@@ -35,6 +39,10 @@ log = logging.getLogger(__name__)
 
 #: A gap of this many ``max_wait`` since the last batch means the traffic paused: expect 1 request again.
 IDLE_RESET = 10
+
+
+class QueueFull(Exception):
+    """More rows wait to be scored than the batcher holds: the request is refused (503)."""
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
@@ -69,9 +77,12 @@ class MicroBatcher:
         executor: ThreadPoolExecutor | None = None,
         max_wait: float = 0.0,
         inline_when_alone: bool = False,
+        max_queued_rows: int = 50_000,
     ):
         self._process = process
         self.max_batch_rows = max_batch_rows
+        self.max_queued_rows = max_queued_rows
+        self.refused = 0
         self._executor = executor
         self.max_wait = max_wait
         self.inline_when_alone = inline_when_alone
@@ -95,6 +106,9 @@ class MicroBatcher:
         """Score ``rows`` with the next batch; returns what ``process`` set as the job's result."""
         if self._closed:
             raise RuntimeError("the batcher is closed")
+        if self._pending and self._pending_rows + len(rows) > self.max_queued_rows:
+            self.refused += 1
+            raise QueueFull(f"{self._pending_rows} rows are waiting to be scored (the limit is {self.max_queued_rows}); retry shortly")
         loop = asyncio.get_running_loop()
         job = Job(rows, loop.create_future())
         self._pending.append(job)

@@ -10,7 +10,9 @@ start (a restarted worker, another replica on the same folder) takes every journ
 process holds (each owner keeps an exclusive ``flock`` on its file), inserts the records after the
 committed count, in one transaction with the new count, and deletes the file: every answered
 record reaches the log exactly once. A torn last line (the process died inside the write, so that
-response was never sent) is ignored.
+response was never sent) is ignored. A record the store refuses as data during a replay goes to
+the dead-letter file (:mod:`.deadletter`) with its error, so one bad record cannot stop the
+replay at every start.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from include.mlops.adapters.store import Store
+from include.mlops.serving.deadletter import DeadLetter, describe, transient
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -123,7 +126,7 @@ class Journal:
             self.closed.clear()
 
 
-def recover(folder: Path, engine: Engine) -> int:
+def recover(folder: Path, engine: Engine, dead_letter: DeadLetter | None = None) -> int:
     """Insert what dead processes' journals hold beyond their checkpoints; returns the count."""
     if not folder.is_dir():
         return 0
@@ -140,25 +143,79 @@ def recover(folder: Path, engine: Engine) -> int:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 continue  # a live process owns it
-            total += _replay(path, store)
+            total += _replay(path, store, dead_letter)
         finally:
             os.close(fd)
     return total
 
 
 def _decode_or_none(line: bytes) -> Record | None:
-    with contextlib.suppress(ValueError):
-        return _decode(line)
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        record = _decode(line)
+        return record if isinstance(record, dict) else None
     return None
 
 
-def _replay(path: Path, store: Store) -> int:
+class _Prefix:
+    """The first ``n`` records of a journal file, as the store's replay reads them (len and slices)."""
+
+    def __init__(self, records: list[Record | None], n: int):
+        self.records = records
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: slice) -> list[Record | None]:
+        start, stop, _ = index.indices(self.n)
+        return self.records[start:stop]
+
+
+#: Records per transaction when a replay goes piece by piece (after the whole file was refused).
+REPLAY_CHUNK = 500
+
+
+def _replay_piecewise(name: str, records: list[Record | None], store: Store, dead_letter: DeadLetter | None, first: Exception) -> int:
+    """Replay in chunks, a refused chunk record by record; a record refused alone is dead-lettered
+    (or, with no dead-letter file, skipped with an error) and the checkpoint moves past it."""
+    log.warning("inference log: replay of %s refused (%s); replaying it piece by piece", name, describe(first)[:300])
+    added = 0
+    start = 0
+    while start < len(records):
+        end = min(start + REPLAY_CHUNK, len(records))
+        try:
+            added += store.replay_journal_segment(name, _Prefix(records, end))  # type: ignore[arg-type]
+        except Exception as exc:
+            if transient(exc):
+                raise
+            for i in range(start, end):
+                try:
+                    added += store.replay_journal_segment(name, _Prefix(records, i + 1))  # type: ignore[arg-type]
+                except Exception as one:
+                    if transient(one):
+                        raise
+                    record = records[i]
+                    if record is not None and (dead_letter is None or not dead_letter.put(record, describe(one))):
+                        log.error("inference log: journal record %d of %s refused and skipped: %s", i, name, describe(one)[:300])
+                    records[i] = None
+                    store.replay_journal_segment(name, _Prefix(records, i + 1))  # type: ignore[arg-type]  # past it
+        start = end
+    return added
+
+
+def _replay(path: Path, store: Store, dead_letter: DeadLetter | None = None) -> int:
     data = path.read_bytes()
     lines = data.split(b"\n")
     complete = lines[:-1]  # the text after the last newline is a torn write (or empty)
+    records = [_decode_or_none(line) for line in complete]
     # the records past the checkpoint, and the checkpoint moved to the end, in one transaction:
     # a crash before the unlink below replays nothing twice
-    added = store.replay_journal_segment(path.name, [_decode_or_none(line) for line in complete])
+    try:
+        added = store.replay_journal_segment(path.name, records)
+    except Exception as exc:
+        if transient(exc):
+            raise
+        added = _replay_piecewise(path.name, records, store, dead_letter, exc)
     path.unlink(missing_ok=True)
     store.forget_journal_segments([path.name])
     if added or lines[-1]:

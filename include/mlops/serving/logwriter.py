@@ -6,7 +6,11 @@ SQLAlchemy Core. When the database is unavailable (locked, restarting, network),
 retried with a capped exponential back-off rather than dropped; :meth:`close` (called from the app's
 shutdown, i.e. on SIGTERM) stops taking records and drains the queue, giving up only after
 ``drain_timeout`` seconds of failures, and says how many records it could not write. A record the
-database refuses as data (not a connection problem) is written alone so it cannot block the others.
+database refuses as data (not a connection problem: a constraint, a value the driver cannot encode)
+is written alone so it cannot block the others, and when it is refused alone it goes to the
+dead-letter file (:mod:`.deadletter`) with its error. The thread never dies on a record: any
+unexpected failure is logged and the records it held are dead-lettered; ``/health`` reports
+whether the thread is alive, the queue depth and the dead-letter count.
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from include.mlops.adapters.store import Store
+from include.mlops.serving.deadletter import DeadLetter, describe, transient
 from include.mlops.serving.journal import Journal
 
 if TYPE_CHECKING:
@@ -30,13 +35,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Record = dict[str, Any]
-
-
-def _transient(exc: SQLAlchemyError) -> bool:
-    """A failure worth retrying as is: the database is unreachable, locked or restarting."""
-    if isinstance(exc, (OperationalError, DisconnectionError)):
-        return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
 class InferenceLogWriter:
@@ -52,9 +50,11 @@ class InferenceLogWriter:
         max_pending: int = 200_000,
         drain_timeout: float = 30.0,
         journal: Journal | None = None,
+        dead_letter: DeadLetter | None = None,
     ):
         self._store = Store(engine)
         self.journal = journal
+        self.dead_letter = dead_letter
         self._order = threading.Lock()  # journal order == queue order, so a checkpoint covers a prefix
         self._metrics = metrics
         self.batch_size = batch_size
@@ -66,6 +66,7 @@ class InferenceLogWriter:
         self._pending = 0
         self.written = 0
         self.dropped = 0
+        self.dead_lettered = 0
         self._closing = threading.Event()
         self._deadline = float("inf")
         self._thread: threading.Thread | None = None
@@ -75,6 +76,11 @@ class InferenceLogWriter:
     def depth(self) -> int:
         """Records accepted but not yet written."""
         return self._pending
+
+    @property
+    def alive(self) -> bool:
+        """The writer thread runs (False before :meth:`start` and after :meth:`close`)."""
+        return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> None:
         if self._thread is None:
@@ -148,11 +154,22 @@ class InferenceLogWriter:
                     marks[segment] = end
             closing = self._closing.is_set()
             if buf and (len(buf) >= self.batch_size or (closing and self._queue.empty()) or (not closing and time.monotonic() >= due)):
-                self._write(buf, marks)
-                self._forget_finished(marks)
+                self._flush(buf, marks)
                 buf, marks = [], {}
             if closing and not buf and self._queue.empty():
                 return
+
+    def _flush(self, buf: list[Record], marks: dict[str, int]) -> None:
+        """Write one batch; whatever goes wrong, the thread goes on (the records are dead-lettered)."""
+        try:
+            self._write(buf, marks)
+            self._forget_finished(marks)
+        except Exception as exc:  # a bug here must not stop inference logging
+            log.exception("inference log: unexpected failure writing %d records; dead-lettering them", len(buf))
+            for record in buf:
+                self._refused(record, exc)
+            if marks:
+                self._checkpoint_alone(marks)
 
     def _forget_finished(self, marks: dict[str, int]) -> None:
         """Rotated-out journal files whose every record is in the database are deleted."""
@@ -171,10 +188,10 @@ class InferenceLogWriter:
             try:
                 # the checkpoints in the same transaction: a replay never adds these records again
                 self._store.append_inference(records, journal_marks=marks)
-            except SQLAlchemyError as exc:
+            except Exception as exc:  # not only SQLAlchemy's: a driver's encoding error is about the data too
                 if self._metrics:
                     self._metrics.log_write_errors.inc()
-                if not _transient(exc):
+                if not transient(exc):
                     self._write_one_by_one(records, exc)
                     if marks:
                         self._checkpoint_alone(marks)
@@ -190,27 +207,36 @@ class InferenceLogWriter:
                 self._done(len(records), 0)
                 return
 
-    def _write_one_by_one(self, records: list[Record], first: SQLAlchemyError) -> None:
-        log.warning("inference log: bulk insert refused (%s); writing %d records one by one", first, len(records))
+    def _write_one_by_one(self, records: list[Record], first: Exception) -> None:
+        log.warning("inference log: bulk insert refused (%s); writing %d records one by one", describe(first)[:300], len(records))
         for record in records:
             try:
                 self._store.append_inference([record])
-            except SQLAlchemyError as exc:
-                if _transient(exc):
+            except Exception as exc:
+                if transient(exc):
                     self._write([record])  # back to retrying
                     continue
-                self._done(0, 1)
-                log.error(
-                    "inference log: record refused and dropped (%s): %r", exc, {k: record.get(k) for k in ("request_id", "entity_id")}
-                )
+                self._refused(record, exc)
             else:
                 self._done(1, 0)
+
+    def _refused(self, record: Record, exc: BaseException) -> None:
+        """A record the store refused alone: to the dead-letter file (dropped only when there is none)."""
+        if self.dead_letter is not None and self.dead_letter.put(record, describe(exc)):
+            with self._lock:
+                self._pending -= 1
+                self.dead_lettered += 1
+            if self._metrics:
+                self._metrics.log_dead_lettered.inc()
+            return
+        self._done(0, 1)
+        log.error("inference log: record refused and dropped (%s)", describe(exc)[:300])
 
     def _checkpoint_alone(self, marks: dict[str, int]) -> None:
         """After records were written one by one (some refused as data): the journal moves past them."""
         try:
             self._store.checkpoint_journal(marks)
-        except SQLAlchemyError as exc:
+        except Exception as exc:
             log.warning("inference log journal: checkpoint not written (%s); a replay may repeat these records", exc)
 
     def _done(self, written: int, dropped: int) -> None:

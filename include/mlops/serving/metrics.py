@@ -71,6 +71,11 @@ class ServingMetrics:
         self.log_dropped = Counter(
             "mlops_serving_inference_log_dropped", "Inference-log records given up on (queue full, or unwritable at shutdown).", registry=r
         )
+        self.log_dead_lettered = Counter(
+            "mlops_serving_inference_log_dead_lettered",
+            "Inference-log records the ops store refused as data, kept in the dead-letter file with their error.",
+            registry=r,
+        )
         self.log_queue = Gauge("mlops_serving_inference_log_queue_depth", "Inference-log records waiting to be written.", registry=r)
 
     def track_queue(self, depth: Callable[[], float]) -> None:

@@ -2,15 +2,16 @@
 
 A poller thread reads :func:`include.mlops.adapters.registry.serving_config` every ``poll_seconds`` (and
 ``POST /admin/reload`` forces a poll now). A version not loaded yet is loaded with
-``mlflow.sklearn.load_model("models:/<name>/<version>")`` (the version the alias points at, resolved
-once, so a load cannot race an alias move), checked on a probe row, and only then swapped in by
+:func:`load_sklearn` (the version the alias points at, resolved once, so a load cannot race an
+alias move), checked on a probe row, and only then swapped in by
 replacing one immutable :class:`ServingState`: a request (a micro-batch) reads the state once, so
 it sees the old models or the new ones, never a mix; nothing restarts and no request fails.
 
-Skops needs no trusted-types list at load time here: ``log_model(..., skops_trusted_types=...)``
-records the list in the model's ``MLmodel`` flavor configuration and ``load_model`` reads it back.
+Models load as data only: skops with the loop's trust list, never the artifact's, never pickle or a
+model's ``code/``, and only when the model file's sha256 is the one recorded at registration
+(:mod:`include.mlops.adapters.model_artifacts`).
 
-When a version cannot be loaded (missing or corrupt artifact, unpicklable type, failing probe),
+When a version cannot be loaded (missing or corrupt artifact, refused as untrusted, failing probe),
 the alias keeps its last good model, the failure is reported in ``/health`` and counted in the
 ``mlops_serving_model_loads`` metric, and the version is retried after ``retry_failed_seconds``
 (or at once on ``/admin/reload``). With no champion loaded at all, ``/predict`` answers 503.
@@ -93,10 +94,18 @@ class LoadFailure:
 
 
 def load_sklearn(model_name: str, version: str) -> Any:
-    """The registered scikit-learn model ``model_name`` version ``version``."""
-    import mlflow.sklearn
+    """The registered scikit-learn model ``model_name`` version ``version``, loaded as data only
+    (:func:`include.mlops.adapters.model_artifacts.load_model_version`: skops with the loop's trust
+    list, the sha256 recorded at registration); a refused version raises ``UntrustedModelError``
+    and, like a corrupt one, the alias keeps its last good model and ``/health`` says why."""
+    from include.mlops.adapters.model_artifacts import load_model_version
+    from include.mlops.adapters.store import Store
+    from include.mlops.domain.spec import load_spec
+    from include.mlops.settings import get_settings
 
-    return mlflow.sklearn.load_model(f"models:/{model_name}/{version}")
+    settings = get_settings()
+    store = Store.open(settings.ops_db_url)
+    return load_model_version(store, load_spec(settings.spec_path), model_name, version, tracking_uri=settings.mlflow_tracking_uri)
 
 
 def _now() -> datetime:

@@ -3,9 +3,12 @@
 A body is one row (a JSON object) or ``{"rows": [...], "request_id": "..."}``. A row carries the
 spec's entity id (a string), every feature, and optionally the spec's time column (an ISO 8601
 date-time). Checked here: required fields are present, numbers are numbers (finite, integral for
-``integer`` features), categoricals are strings, nulls only where the feature is ``nullable``, no
-unknown fields. Deliberately *not* checked: unknown categories and out-of-range values; the model
-may legitimately see them in production and monitoring tracks them.
+``integer`` features) that the model's dtype holds (int64 for ``integer`` features, float64 for
+``numeric`` ones), categoricals are strings, nulls only where the feature is ``nullable``, no
+unknown fields. Every string (ids, categories, the time) is at most a fixed length and holds no
+control character (NUL included) and no lone surrogate: the inference log must be able to store it.
+Deliberately *not* checked: unknown categories and out-of-range values; the model may legitimately
+see them in production and monitoring tracks them.
 
 Every problem becomes a :class:`FieldError` naming the row index, the field and the reason, and the
 request is rejected with a 4xx (:class:`RequestRejected`), never a 500.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,6 +31,16 @@ if TYPE_CHECKING:
 #: Longest entity id / request id the inference log stores (its column sizes).
 MAX_ENTITY_ID_CHARS = 200
 MAX_REQUEST_ID_CHARS = 64
+#: Longest categorical value and time string accepted.
+MAX_CATEGORY_CHARS = 200
+MAX_TIME_CHARS = 64
+#: Event times the inference log's readers can hold (pandas' nanosecond timestamps: 1677-09-21 .. 2262-04-11).
+MIN_EVENT_YEAR, MAX_EVENT_YEAR = 1678, 2261
+#: What the model's input columns hold: int64 for integer features, float64 for numeric ones.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+FLOAT64_MAX = 1.7976931348623157e308
+#: Control characters (C0, DEL, C1; NUL included) and UTF-16 surrogates (lone ones come from "\ud800" escapes).
+_BAD_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 #: At most this many errors are listed in one response (the count is always complete).
 MAX_LISTED_ERRORS = 50
 
@@ -98,6 +112,30 @@ class ParsedRequest:
     rows: list[Row] = field(default_factory=list)
 
 
+def bad_string(value: str, limit: int) -> str | None:
+    """Why ``value`` cannot be stored as an id or category (None: it can)."""
+    if not value or len(value) > limit:
+        return f"must be a non-empty string of at most {limit} characters"
+    bad = _BAD_CHARS.search(value)
+    if bad is not None:
+        return f"must not contain control characters or lone surrogates (found U+{ord(bad.group()):04X} at {bad.start()})"
+    return None
+
+
+def may_hold_bad_chars(body: bytes) -> bool:
+    """False when no string of this JSON body can hold a control character or a surrogate: JSON
+    forbids raw C0 controls in strings, so they come from a ``\\u`` escape; DEL and the C1 controls
+    may come raw (``0x7f``, UTF-8 ``0xc2 0x80-0x9f``), and ``json.loads`` decodes a raw UTF-8
+    surrogate (``0xed 0xa0-0xbf ..``) with ``surrogatepass``; a UTF-16/32 body has NUL bytes. A few
+    byte scans of the body spare a regex per string on the hot path."""
+    return b"\\u" in body or b"\x7f" in body or b"\xc2" in body or b"\xed" in body or b"\x00" in body
+
+
+def clean(value: str, limit: int) -> str:
+    """``value`` cut to ``limit`` characters with every control character and surrogate replaced by U+FFFD."""
+    return _BAD_CHARS.sub("\ufffd", value[:limit])
+
+
 def _type_name(value: Any) -> str:
     if value is None:
         return "null"
@@ -112,6 +150,12 @@ def _type_name(value: Any) -> str:
     if isinstance(value, dict):
         return "object"
     return type(value).__name__
+
+
+def _digits(value: int) -> str:
+    """A huge integer for a message: its first digits and its length (never thousands of digits)."""
+    text = str(value) if abs(value) < 10**40 else f"{str(value)[:12]}... ({len(str(abs(value)))} digits)"
+    return text
 
 
 class RequestSchema:
@@ -135,7 +179,9 @@ class RequestSchema:
         try:
             doc = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise RequestRejected(400, [FieldError(None, None, f"body is not valid JSON: {exc}")]) from None
+            raise RequestRejected(400, [FieldError(None, None, f"body is not valid JSON: {str(exc)[:200]}")]) from None
+        except RecursionError:
+            raise RequestRejected(400, [FieldError(None, None, "body is not valid JSON: nested too deeply")]) from None
         if not isinstance(doc, dict):
             raise RequestRejected(
                 422, [FieldError(None, None, f'body must be a JSON object (one row, or {{"rows": [...]}}), got {_type_name(doc)}')]
@@ -147,7 +193,7 @@ class RequestSchema:
             if extra:
                 raise RequestRejected(
                     422,
-                    [FieldError(None, k, "unknown top-level field (expected only 'rows' and 'request_id')") for k in extra],
+                    [FieldError(None, clean(k, 100), "unknown top-level field (expected only 'rows' and 'request_id')") for k in extra],
                     request_id=request_id,
                 )
             if not isinstance(raw_rows, list):
@@ -170,36 +216,36 @@ class RequestSchema:
             if self._request_id_key in doc:
                 doc = {k: v for k, v in doc.items() if k != self._request_id_key}
             raw_rows = [doc]
-        return ParsedRequest(request_id, self.rows(raw_rows, request_id))
+        return ParsedRequest(request_id, self.rows(raw_rows, request_id, check_chars=may_hold_bad_chars(body)))
 
     def _request_id(self, doc: dict[str, Any]) -> str:
         value = doc.get(self._request_id_key) if self._request_id_key else None
         if value is None:
             return uuid.uuid4().hex
-        if not isinstance(value, str) or not value or len(value) > MAX_REQUEST_ID_CHARS:
-            raise RequestRejected(
-                422, [FieldError(None, "request_id", f"must be a non-empty string of at most {MAX_REQUEST_ID_CHARS} characters")]
-            )
+        why = bad_string(value, MAX_REQUEST_ID_CHARS) if isinstance(value, str) else "must be a string"
+        if why is not None:
+            limit = f"a non-empty string of at most {MAX_REQUEST_ID_CHARS} characters"
+            raise RequestRejected(422, [FieldError(None, "request_id", f"{why} ({limit}, no control characters)")])
         return value
 
     # -- rows ---------------------------------------------------------------------------------
-    def rows(self, raw_rows: list[Any], request_id: str | None = None) -> list[Row]:
+    def rows(self, raw_rows: list[Any], request_id: str | None = None, *, check_chars: bool = True) -> list[Row]:
         """Validate a list of row objects; every error of every row is collected before rejecting."""
         errors: list[FieldError] = []
         out: list[Row] = []
         for i, raw in enumerate(raw_rows):
-            row = self._row(i, raw, errors)
+            row = self._row(i, raw, errors, check_chars)
             if row is not None:
                 out.append(row)
         if errors:
             ids: list[str | None] = []
             for raw in raw_rows:
                 eid = raw.get(self.entity_id) if isinstance(raw, dict) else None
-                ids.append(eid[:MAX_ENTITY_ID_CHARS] if isinstance(eid, str) else None)
+                ids.append(clean(eid, MAX_ENTITY_ID_CHARS) if isinstance(eid, str) and eid else None)
             raise RequestRejected(422, errors, ids, request_id)
         return out
 
-    def _row(self, i: int, raw: Any, errors: list[FieldError]) -> Row | None:
+    def _row(self, i: int, raw: Any, errors: list[FieldError], check_chars: bool = True) -> Row | None:
         if not isinstance(raw, dict):
             errors.append(FieldError(i, None, f"row must be a JSON object, got {_type_name(raw)}"))
             return None
@@ -207,7 +253,9 @@ class RequestSchema:
         if len(raw) > self._row_fields + 1 or not self._allowed.issuperset(raw):
             for key in raw:
                 if key not in self._allowed:
-                    errors.append(FieldError(i, str(key), "unknown field (not the entity id, the time column or a feature of the spec)"))
+                    errors.append(
+                        FieldError(i, clean(key, 100), "unknown field (not the entity id, the time column or a feature of the spec)")
+                    )
         entity = raw.get(self.entity_id)
         if entity is None:
             errors.append(
@@ -217,8 +265,10 @@ class RequestSchema:
             )
         elif not isinstance(entity, str):
             errors.append(FieldError(i, self.entity_id, f"must be a string (the entity id), got {_type_name(entity)}"))
-        elif not entity or len(entity) > MAX_ENTITY_ID_CHARS:
-            errors.append(FieldError(i, self.entity_id, f"must be a non-empty string of at most {MAX_ENTITY_ID_CHARS} characters"))
+        else:
+            why = bad_string(entity, MAX_ENTITY_ID_CHARS) if check_chars or not entity or len(entity) > MAX_ENTITY_ID_CHARS else None
+            if why is not None:
+                errors.append(FieldError(i, self.entity_id, why))
         event_time = self._event_time(i, raw.get(self.time_column), errors)
         values: list[Any] = []
         for name, kind, nullable in self._features:
@@ -233,15 +283,25 @@ class RequestSchema:
             elif kind == _CATEGORICAL:
                 if not isinstance(v, str):
                     errors.append(FieldError(i, name, f"must be a string (categorical feature), got {_type_name(v)}"))
+                elif len(v) > MAX_CATEGORY_CHARS or (check_chars and _BAD_CHARS.search(v) is not None):
+                    errors.append(FieldError(i, name, bad_string(v, MAX_CATEGORY_CHARS) or "invalid string"))
             elif isinstance(v, bool) or not isinstance(v, (int, float)):
                 errors.append(FieldError(i, name, f"must be a number, got {_type_name(v)}"))
-            elif isinstance(v, float) and not math.isfinite(v):
-                errors.append(FieldError(i, name, f"must be a finite number, got {v}"))
-            elif kind == _INTEGER and isinstance(v, float):
-                if not v.is_integer():
-                    errors.append(FieldError(i, name, f"must be a whole number (integer feature), got {v}"))
-                else:
-                    v = int(v)
+            elif isinstance(v, float):
+                if not math.isfinite(v):
+                    errors.append(FieldError(i, name, f"must be a finite number, got {v}"))
+                elif kind == _INTEGER:
+                    if not v.is_integer():
+                        errors.append(FieldError(i, name, f"must be a whole number (integer feature), got {v}"))
+                    elif not INT64_MIN <= v < 2.0**63:
+                        errors.append(FieldError(i, name, f"must fit a 64-bit integer (integer feature), got {v:.6g}"))
+                    else:
+                        v = int(v)
+            elif kind == _INTEGER:
+                if not INT64_MIN <= v <= INT64_MAX:
+                    errors.append(FieldError(i, name, f"must fit a 64-bit integer (integer feature), got {_digits(v)}"))
+            elif not -FLOAT64_MAX <= v <= FLOAT64_MAX:
+                errors.append(FieldError(i, name, f"must fit a 64-bit float (numeric feature), got {_digits(v)}"))
             values.append(v)
         if len(errors) > n_errors or not isinstance(entity, str):
             return None
@@ -254,13 +314,47 @@ class RequestSchema:
             errors.append(FieldError(i, self.time_column, f"must be an ISO 8601 date-time string, got {_type_name(value)}"))
             return None
         try:
+            if len(value) > MAX_TIME_CHARS:
+                raise ValueError("too long")
             ts = datetime.fromisoformat(value)
         except ValueError:
             errors.append(FieldError(i, self.time_column, f"must be an ISO 8601 date-time string, got {value[:40]!r}"))
             return None
         if ts.tzinfo is not None:  # the spec's time column is naive local time in the spec's time zone
-            ts = ts.astimezone(self._tz).replace(tzinfo=None)
+            try:
+                ts = ts.astimezone(self._tz).replace(tzinfo=None)
+            except (OverflowError, ValueError):  # e.g. 0001-01-01T00:00+14:00: before year 1 in the spec's zone
+                errors.append(FieldError(i, self.time_column, f"is outside the dates the spec's time zone can represent: {value[:40]!r}"))
+                return None
+        if not MIN_EVENT_YEAR <= ts.year <= MAX_EVENT_YEAR:  # monitoring reads the log with pandas (nanosecond timestamps)
+            errors.append(FieldError(i, self.time_column, f"must be a date between the years {MIN_EVENT_YEAR} and {MAX_EVENT_YEAR}"))
+            return None
         return ts
+
+    def openapi_body(self) -> dict[str, Any]:
+        """The ``/predict`` request body as OpenAPI 3.1 (JSON Schema): what ``/openapi.json`` shows and
+        the fuzz suite generates from. What JSON Schema cannot say (no lone surrogates, event times
+        the log can hold) is still checked by :meth:`parse`."""
+        text = {"type": "string", "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]*$"}
+        json_type = {_NUMERIC: "number", _INTEGER: "integer", _CATEGORICAL: "string"}
+        props: dict[str, Any] = {self.entity_id: {**text, "minLength": 1, "maxLength": MAX_ENTITY_ID_CHARS}}
+        props[self.time_column] = {"type": ["string", "null"], "format": "date-time", "maxLength": MAX_TIME_CHARS}
+        for name, kind, nullable in self._features:
+            one: dict[str, Any] = {"type": [json_type[kind], "null"] if nullable else json_type[kind]}
+            if kind == _CATEGORICAL:
+                one.update(pattern=text["pattern"], maxLength=MAX_CATEGORY_CHARS)
+            elif kind == _INTEGER:
+                one.update(minimum=INT64_MIN, maximum=INT64_MAX)
+            props[name] = one
+        row = {"type": "object", "properties": props, "required": [self.entity_id, *self.feature_names], "additionalProperties": False}
+        request_id = {**text, "minLength": 1, "maxLength": MAX_REQUEST_ID_CHARS}
+        variants = [{**row, "properties": {**props, self._request_id_key: request_id}} if self._request_id_key else row]
+        if "rows" not in self._allowed:
+            many_props: dict[str, Any] = {"rows": {"type": "array", "items": row, "minItems": 1, "maxItems": self.max_rows}}
+            if self._request_id_key:
+                many_props[self._request_id_key] = request_id
+            variants.append({"type": "object", "properties": many_props, "required": ["rows"], "additionalProperties": False})
+        return {"required": True, "content": {"application/json": {"schema": {"anyOf": variants}}}}
 
     def features_dict(self, row: Row) -> dict[str, Any]:
         """The row's features by name (what the inference log stores)."""

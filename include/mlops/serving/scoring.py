@@ -12,6 +12,11 @@ scored it, even while a hot swap happens.
   result is logged as a second record with route ``shadow`` (its failure never reaches the client).
 
 Score = ``predict_proba(X)[:, 1]``, prediction = ``int(score >= 0.5)``.
+
+When a model call fails on a batch of several requests, each request is scored again alone, so a
+request whose values the model cannot score fails by itself and the others get their answers. A
+request the champion cannot score while it does score the probe row (a plausible row built from
+the spec) is the request's fault: it is answered 422 (:class:`Unscorable`), not 500.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ if TYPE_CHECKING:
     from include.mlops.domain.spec import Spec
     from include.mlops.serving.batching import Job
     from include.mlops.serving.metrics import ServingMetrics
-    from include.mlops.serving.models import LoadedModel, ModelManager
+    from include.mlops.serving.models import LoadedModel, ModelManager, ServingState
     from include.mlops.serving.schema import Row
 
 log = logging.getLogger(__name__)
@@ -41,10 +46,14 @@ class NoChampion(Exception):
     """Nothing to answer with: no champion alias, or its model could not be loaded."""
 
 
+class Unscorable(Exception):
+    """The champion cannot score this request's values, though it scores the probe row: a 422."""
+
+
 class Outcome:
     """What happened to one row with one model."""
 
-    __slots__ = ("error", "extra", "prediction", "route", "score", "status", "version")
+    __slots__ = ("error", "error_type", "extra", "prediction", "route", "score", "status", "version")
 
     def __init__(
         self,
@@ -54,6 +63,7 @@ class Outcome:
         prediction: int | None = None,
         status: str = "ok",
         error: str | None = None,
+        error_type: str | None = None,
     ):
         self.version = version
         self.route = route
@@ -61,6 +71,8 @@ class Outcome:
         self.prediction = prediction
         self.status = status
         self.error = error
+        #: The exception's class name alone (what a client may be told; the message goes to the log).
+        self.error_type = error_type
         #: A second inference-log record for this row (the shadow's score, or a failed canary).
         self.extra: Outcome | None = None
 
@@ -104,11 +116,21 @@ class FrameBuilder:
 class Scorer:
     """The micro-batch ``process`` function: scores a batch of jobs with the current serving state."""
 
-    def __init__(self, manager: ModelManager, frames: FrameBuilder, metrics: ServingMetrics | None = None, salt: str = ""):
+    def __init__(
+        self,
+        manager: ModelManager,
+        frames: FrameBuilder,
+        metrics: ServingMetrics | None = None,
+        salt: str = "",
+        probe: Sequence[Row] = (),
+    ):
         self.manager = manager
         self.frames = frames
         self.metrics = metrics
         self.salt = salt
+        #: Rows any good model scores; a request failing where these pass is the request's fault.
+        self.probe = list(probe)
+        self.rescored = 0
 
     def _predict(self, model: LoadedModel, rows: Sequence[Row]) -> list[float]:
         started = time.perf_counter()
@@ -133,6 +155,50 @@ class Scorer:
         rows: list[Row] = [r for job in jobs for r in job.rows]
         if self.metrics:
             self.metrics.batch_rows.observe(len(rows))
+        outcomes, failed = self._score(state, rows)
+        if len(jobs) == 1 and failed:
+            self._settle(state, jobs[0], outcomes)
+            return
+        # A model failed on a batch of several requests: unless it fails on the probe row too (a broken
+        # model: nothing to gain), one request's values may be the cause, so each is scored alone.
+        if failed and any(self._scores_probe(model) is not False for model in failed):
+            self.rescored += 1
+            log.warning("a model failed on a batch of %d requests; scoring each alone", len(jobs))
+            for job in jobs:
+                alone, _ = self._score(state, list(job.rows))
+                self._settle(state, job, alone)
+            return
+        start = 0
+        for job in jobs:
+            end = start + len(job.rows)
+            job.result = outcomes[start:end]
+            start = end
+
+    def _scores_probe(self, model: LoadedModel) -> bool | None:
+        """Whether ``model`` scores the probe rows (None: there are none to tell)."""
+        if not self.probe:
+            return None
+        try:
+            self._predict(model, self.probe)
+        except Exception:
+            log.warning("model version %s fails on the probe row too: a model failure, not a request's", model.version)
+            return False
+        return True
+
+    def _settle(self, state: ServingState, job: Job, outcomes: list[Outcome]) -> None:
+        """The answer of a request scored alone: a champion failure on its rows while the champion
+        scores the probe row is the request's fault (:class:`Unscorable`, a 422)."""
+        failed = next((o for o in outcomes if o.status != "ok"), None)
+        if failed is not None and state.champion is not None and self._scores_probe(state.champion):
+            job.error = Unscorable(f"the model cannot score this request's values ({failed.error_type or 'error'})")
+            return
+        job.result = outcomes
+
+    def _score(self, state: ServingState, rows: list[Row]) -> tuple[list[Outcome], list[LoadedModel]]:
+        """Every row's outcome (with its shadow / failed-canary record) and the models that failed on them."""
+        champion = state.champion
+        assert champion is not None
+        failures: list[LoadedModel] = []
         outcomes: list[Outcome | None] = [None] * len(rows)
         challenger = state.challenger
         to_champion: list[int] = list(range(len(rows)))
@@ -144,6 +210,7 @@ class Scorer:
                 try:
                     scores = self._predict(challenger, [rows[i] for i in picked])
                 except Exception as exc:
+                    failures.append(challenger)
                     log.warning(
                         "challenger %s failed on %d canary rows, answering with the champion: %s", challenger.version, len(picked), exc
                     )
@@ -160,10 +227,11 @@ class Scorer:
             try:
                 scores = self._predict(champion, subset)
             except Exception as exc:
+                failures.append(champion)
                 log.exception("champion %s failed to score %d rows", champion.version, len(subset))
                 msg = f"model failed to score: {type(exc).__name__}: {exc}"[:2000]
                 for i in to_champion:
-                    outcomes[i] = Outcome(champion.version, CHAMPION, status="error", error=msg)
+                    outcomes[i] = Outcome(champion.version, CHAMPION, status="error", error=msg, error_type=type(exc).__name__)
             else:
                 for i, s in zip(to_champion, scores, strict=True):
                     outcomes[i] = Outcome(champion.version, CHAMPION, s, int(s >= THRESHOLD))
@@ -176,6 +244,7 @@ class Scorer:
             try:
                 scores = self._predict(challenger, rows)
             except Exception as exc:
+                failures.append(challenger)
                 log.warning("shadow %s failed on %d rows: %s", challenger.version, len(rows), exc)
                 msg = f"shadow model failed: {type(exc).__name__}: {exc}"[:2000]
                 shadows = [Outcome(challenger.version, SHADOW, status="error", error=msg) for _ in rows]
@@ -184,9 +253,4 @@ class Scorer:
             for out, shadow in zip(outcomes, shadows, strict=True):
                 if out is not None:
                     out.extra = shadow
-
-        start = 0
-        for job in jobs:
-            end = start + len(job.rows)
-            job.result = outcomes[start:end]
-            start = end
+        return [o for o in outcomes if o is not None], failures

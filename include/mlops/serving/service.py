@@ -18,14 +18,15 @@ from fastapi import Request
 
 from include.mlops.domain.clock import utcnow
 from include.mlops.domain.spec import Spec
-from include.mlops.serving.batching import MicroBatcher
+from include.mlops.serving.batching import MicroBatcher, QueueFull
+from include.mlops.serving.deadletter import DeadLetter
 from include.mlops.serving.journal import Journal, recover
 from include.mlops.serving.logwriter import InferenceLogWriter, Record
 from include.mlops.serving.metrics import ServingMetrics
 from include.mlops.serving.models import ModelManager
 from include.mlops.serving.routing import CHALLENGER, CHAMPION
 from include.mlops.serving.schema import FieldError, ParsedRequest, RequestRejected, RequestSchema, Row
-from include.mlops.serving.scoring import FrameBuilder, NoChampion, Outcome, Scorer
+from include.mlops.serving.scoring import FrameBuilder, NoChampion, Outcome, Scorer, Unscorable
 from include.mlops.settings import Settings
 
 if TYPE_CHECKING:
@@ -39,6 +40,10 @@ log = logging.getLogger(__name__)
 
 #: Rows of several requests scored in one predict_proba call at most (a bigger request goes alone).
 MAX_BATCH_ROWS = 1024
+#: Rows waiting to be scored at most (beyond: 503 with Retry-After), in batches of MAX_BATCH_ROWS.
+MAX_QUEUED_BATCHES = 10
+#: Seconds a client is asked to wait before retrying a 503.
+RETRY_AFTER_S = 1
 #: Longest wait at start-up for the first registry read and model load before taking requests.
 FIRST_LOAD_WAIT_S = 30.0
 JSON = "application/json"
@@ -46,6 +51,11 @@ JSON = "application/json"
 
 def dumps(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def internal_error(request_id: str) -> str:
+    """What a 500 says: no exception text (that goes to the serving log under the request id)."""
+    return f"internal error while scoring; the serving log has the details under request id {request_id}"
 
 
 Answer = tuple[int, bytes]
@@ -98,12 +108,12 @@ def _open_engine(url: str) -> Engine:
         return get_engine(url)
 
 
-def _open_journal(folder: Path | None, engine: Engine) -> Journal | None:
+def _open_journal(folder: Path | None, engine: Engine, dead_letter: DeadLetter | None = None) -> Journal | None:
     """Replay what killed processes left in the journal folder, then open this process's file."""
     if folder is None:
         return None
     try:
-        recover(folder, engine)  # logs what it recovered
+        recover(folder, engine, dead_letter)  # logs what it recovered
     except Exception as exc:  # the ops store may be down: the files stay for the next start
         log.warning("inference log journal in %s not replayed now (%s); the next start tries again", folder, exc)
     journal = Journal(folder)
@@ -133,14 +143,17 @@ class ServingService:
         self._engine = engine
         self.writer: InferenceLogWriter | None = None
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict", initializer=_single_threaded_math)
-        self.scorer = Scorer(self.manager, self.frames, self.metrics, salt=self.model_name)
+        self.scorer = Scorer(self.manager, self.frames, self.metrics, salt=self.model_name, probe=[self._probe_row()])
+        batch_rows = max(MAX_BATCH_ROWS, settings.serving_max_rows)
         self.batcher = MicroBatcher(
             self.scorer,
-            max_batch_rows=max(MAX_BATCH_ROWS, settings.serving_max_rows),
+            max_batch_rows=batch_rows,
             executor=self.executor,
             max_wait=settings.serving_batch_wait_ms / 1000,
             inline_when_alone=True,
+            max_queued_rows=MAX_QUEUED_BATCHES * batch_rows,
         )
+        self.dead_letter = DeadLetter(settings.home / "serving-dead-letter")
         self.tz = ZoneInfo(spec.timezone)
         self.started_at = utcnow()
 
@@ -187,9 +200,9 @@ class ServingService:
         _single_threaded_math()  # the event loop thread scores a lone request itself
         _freeze_heap()
         engine = self._engine if self._engine is not None else await asyncio.to_thread(_open_engine, self.settings.ops_db_url)
-        journal = await asyncio.to_thread(_open_journal, self.settings.serving_journal_dir, engine)
+        journal = await asyncio.to_thread(_open_journal, self.settings.serving_journal_dir, engine, self.dead_letter)
         # Drain within the stack's stop grace (uvicorn gets 10 s for in-flight requests, then this).
-        self.writer = InferenceLogWriter(engine, metrics=self.metrics, drain_timeout=8.0, journal=journal)
+        self.writer = InferenceLogWriter(engine, metrics=self.metrics, drain_timeout=8.0, journal=journal, dead_letter=self.dead_letter)
         self.metrics.track_queue(lambda: float(self.writer.depth) if self.writer else 0.0)
         self.writer.start()
         # Take traffic only once the first registry read has loaded what serves: a worker that
@@ -265,11 +278,8 @@ class ServingService:
             return self._rejected(rejected, started, created)
         except ConnectionAbortedError:
             raise  # nobody to answer
-        except NoChampion as exc:
-            return self._failed(parsed, started, created, 503, str(exc))
-        except Exception as exc:  # a bug or a broken model: say so, log it, keep serving
-            log.exception("predict failed")
-            return self._failed(parsed, started, created, 500, f"internal error while scoring: {type(exc).__name__}: {exc}")
+        except Exception as exc:
+            return self._not_scored(exc, parsed, started, created)
 
         latency = time.perf_counter() - started
         latency_ms = latency * 1000
@@ -323,9 +333,24 @@ class ServingService:
         code = 200 if failed is None else 500
         self.metrics.requests.labels(status=str(code)).inc()
         self.metrics.latency.labels(status=str(code)).observe(latency)
-        if failed is not None:
-            return code, dumps({"detail": failed, "request_id": request_id, "predictions": predictions})
+        if failed is not None:  # the exception text is in the inference log and the serving log, not in the answer
+            return code, dumps({"detail": internal_error(request_id), "request_id": request_id, "predictions": predictions})
         return 200, dumps({"request_id": request_id, "predictions": predictions})
+
+    def _not_scored(self, exc: Exception, parsed: ParsedRequest | None, started: float, created: datetime) -> Answer:
+        """The answer when scoring did not happen: the request's own values (422), a full queue or
+        no champion (503), or a bug or a broken model (500, no internals in the body)."""
+        if isinstance(exc, Unscorable) and parsed is not None:  # this request alone: the others of its batch were answered
+            ids: list[str | None] = [r.entity_id for r in parsed.rows]
+            return self._rejected(RequestRejected(422, [FieldError(None, None, str(exc))], ids, parsed.request_id), started, created)
+        if isinstance(exc, QueueFull):
+            return self._busy(started, str(exc))
+        if isinstance(exc, NoChampion):
+            return self._failed(parsed, started, created, 503, str(exc))
+        request_id = parsed.request_id if parsed else f"failed-{time.time_ns():x}"
+        log.error("predict failed (request %s)", request_id, exc_info=exc)
+        detail = f"{type(exc).__name__}: {exc}"
+        return self._failed(parsed, started, created, 500, internal_error(request_id), detail=detail, request_id=request_id)
 
     def _log(self, records: list[Record]) -> None:
         if self.writer is not None:
@@ -372,12 +397,14 @@ class ServingService:
         return (state.champion.version if state.champion else None), CHAMPION
 
     def _rejected(self, rejected: RequestRejected, started: float, created: datetime) -> Answer:
+        """A 4xx. Its records name the version that would have served each row; a row with no
+        entity id (a body that was not even read as rows) was never routed: no version."""
         latency = time.perf_counter() - started
         request_id = rejected.request_id or f"rejected-{time.time_ns():x}"
         records: list[Record] = []
         per_row = any(e.row is not None for e in rejected.errors)
         for i, entity_id in enumerate(rejected.entity_ids):
-            version, route = self._route_of(entity_id)
+            version, route = self._route_of(entity_id) if entity_id is not None else (None, CHAMPION)
             error = rejected.error_for_row(i) if per_row else rejected.summary()[:2000]
             records.append(
                 self._record(request_id, entity_id, version, route, "rejected", created=created, latency_ms=latency * 1000, error=error)
@@ -390,10 +417,27 @@ class ServingService:
         body["request_id"] = request_id
         return rejected.status, dumps(body)
 
-    def _failed(self, parsed: ParsedRequest | None, started: float, created: datetime, code: int, message: str) -> Answer:
-        """Valid rows that could not be scored (no champion, or an internal error): logged as errors."""
+    def _busy(self, started: float, message: str) -> Answer:
+        """Refused before scoring (the batcher's queue is full): a 503 the client retries; not logged per row."""
+        self.metrics.requests.labels(status="503").inc()
+        self.metrics.latency.labels(status="503").observe(time.perf_counter() - started)
+        return 503, dumps({"detail": f"the serving API is overloaded: {message}", "retry_after_seconds": RETRY_AFTER_S})
+
+    def _failed(
+        self,
+        parsed: ParsedRequest | None,
+        started: float,
+        created: datetime,
+        code: int,
+        message: str,
+        *,
+        detail: str | None = None,
+        request_id: str | None = None,
+    ) -> Answer:
+        """Valid rows that could not be scored (no champion, or an internal error): logged as errors.
+        ``message`` is the answer's; ``detail`` (the exception) goes to the inference log only."""
         latency = time.perf_counter() - started
-        request_id = parsed.request_id if parsed else f"failed-{time.time_ns():x}"
+        request_id = request_id or (parsed.request_id if parsed else f"failed-{time.time_ns():x}")
         records: list[Record] = []
         for row in parsed.rows if parsed else []:
             version, route = self._route_of(row.entity_id)
@@ -408,7 +452,7 @@ class ServingService:
                     latency_ms=latency * 1000,
                     event_time=row.event_time,
                     features=self.schema.features_dict(row),
-                    error=message[:2000],
+                    error=(detail or message)[:2000],
                 )
             )
             self.metrics.rows.labels(status="error", model_version=version or "none", route=route).inc()
@@ -418,15 +462,22 @@ class ServingService:
         return code, dumps({"detail": message, "request_id": request_id})
 
     def health(self) -> dict[str, Any]:
+        """``status`` is ``degraded`` when the inference-log writer thread is not running (after start)."""
         writer = self.writer
+        alive = writer.alive if writer else None
         return {
-            "status": "ok",
+            "status": "degraded" if alive is False else "ok",
             **self.manager.health(),
             "inference_log": {
+                "writer_alive": alive,
                 "queue_depth": writer.depth if writer else 0,
                 "written": writer.written if writer else 0,
                 "dropped": writer.dropped if writer else 0,
+                "dead_letter": self.dead_letter.total,
+                "dead_letter_file": str(self.dead_letter.path),
             },
             "batches": self.batcher.batches,
+            "queued_requests": self.batcher.queued,
+            "refused_busy": self.batcher.refused,
             "started_at": self.started_at.isoformat(timespec="seconds") + "Z",
         }

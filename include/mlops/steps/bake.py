@@ -56,9 +56,9 @@ def act_bake(rt: Runtime, verdict: Verdict, inputs: dict[str, Any], *, dag_id: s
     """The end of a bake period: roll back to the previous champion, or remove its shadow; a decision
     (kind ``bake``) and, on a rollback, a critical alert."""
     from include.mlops.adapters.alerts import raise_alert
-    from include.mlops.adapters.registry import mlflow_client
+    from include.mlops.adapters.registry import AliasConflict, alias_lock, mlflow_client
+    from include.mlops.steps.alias_moves import FinalMove
     from include.mlops.steps.deploy import notify_serving
-    from include.mlops.steps.release import FinalMove
 
     bake = inputs["bake"]
     promoted, previous = str(bake["promoted"]), str(bake["previous"])
@@ -67,13 +67,25 @@ def act_bake(rt: Runtime, verdict: Verdict, inputs: dict[str, Any], *, dag_id: s
     text = "; ".join(verdict.reasons)
     move = FinalMove(rt, mlflow_client(rt.settings.mlflow_tracking_uri), actor, key, f"bake period of v{promoted}: {text}", dag_id, run_id)
     result: dict[str, Any] = {"outcome": verdict.outcome, "reason_code": verdict.reason_code, "reasons": verdict.reasons}
-    if verdict.outcome == "rollback":
-        move.set(CHAMPION, previous, strategy="rollback", op=f"bake:{promoted}:rollback", action="rolled_back")
-        move.remove(CHALLENGER, reason=f"v{previous} is champion again", op=f"bake:{promoted}:clear", action="rolled_back")
-        result.update(version=previous, rolled_back_from=promoted)
-    elif verdict.outcome == "end":
-        move.remove(CHALLENGER, reason=f"bake period of v{promoted} over: {text}", op=f"bake:{promoted}:end", action="removed")
-        result.update(version=promoted, shadow_removed=previous)
+    try:
+        with alias_lock(rt.store, rt.model_name):  # each change compares-and-sets on the bake's versions
+            if verdict.outcome == "rollback":
+                move.set(CHAMPION, previous, strategy="rollback", op=f"bake:{promoted}:rollback", action="rolled_back", expected=promoted)
+                move.remove(
+                    CHALLENGER,
+                    reason=f"v{previous} is champion again",
+                    op=f"bake:{promoted}:clear",
+                    action="rolled_back",
+                    expected=previous,
+                )
+                result.update(version=previous, rolled_back_from=promoted)
+            elif verdict.outcome == "end":
+                why = f"bake period of v{promoted} over: {text}"
+                move.remove(CHALLENGER, reason=why, op=f"bake:{promoted}:end", action="removed", expected=previous)
+                result.update(version=promoted, shadow_removed=previous)
+    except AliasConflict as exc:
+        verdict = Verdict("refused", exc.reason_code, [f"not carried out ({verdict.outcome}): {exc}"], verdict.details)
+        result = {"outcome": verdict.outcome, "reason_code": verdict.reason_code, "reasons": verdict.reasons}
     rt.store.record_decision(
         rt.model_name,
         "bake",

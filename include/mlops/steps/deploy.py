@@ -84,60 +84,27 @@ def plan(spec: Spec, c: Candidate, results: list[dict[str, Any]], strategy: str 
 
 
 def deploy(rt: Runtime, c: Candidate, strategy: str, reason: str, dag_id: str | None, run_id: str | None) -> dict[str, Any]:
-    """Point the right alias at the candidate (ledger + tags), then ask serving to reload."""
-    from include.mlops.adapters.registry import mlflow_client, reconcile, remove_alias, set_alias, set_challenger_mode
+    """Point the right alias at the candidate (ledger + tags), then ask serving to reload.
+
+    Under the model's alias lock, and only while the aliases are still those the candidate was
+    resolved and gated against (``c.champion``, ``c.challenger``): otherwise nothing changes and a
+    ``state_changed`` refusal is recorded (the result has ``refused``)."""
+    from include.mlops.adapters.registry import AliasConflict, alias_lock, changed_since, mlflow_client, reconcile
 
     client = mlflow_client(rt.settings.mlflow_tracking_uri)
-    reconcile(rt.store, client, c.model)
-    actor = f"{dag_id}/{run_id}" if dag_id else "deploy"
-    key = f"{run_id or 'manual'}:deploy:{c.version}"
-    if strategy == "direct":
-        row = set_alias(
-            rt.store,
-            client,
-            c.model,
-            CHAMPION,
-            c.version,
-            strategy="direct",
-            reason=reason,
-            actor=actor,
-            op_key=f"{key}:champion",
-            dag_id=dag_id,
-            run_id=run_id,
-        )
-        from include.mlops.adapters.registry import aliases
-
-        if aliases(client, c.model).get(CHALLENGER) == c.version:
-            remove_alias(
-                rt.store,
-                client,
-                c.model,
-                CHALLENGER,
-                reason="became champion directly",
-                actor=actor,
-                op_key=f"{key}:clear-challenger",
-                dag_id=dag_id,
-                run_id=run_id,
-            )
-        alias = CHAMPION
-    elif strategy in (CANARY, SHADOW):
-        set_challenger_mode(client, c.model, strategy, rt.spec.deployment.canary_share)
-        row = set_alias(
-            rt.store,
-            client,
-            c.model,
-            CHALLENGER,
-            c.version,
-            strategy=strategy,
-            reason=reason,
-            actor=actor,
-            op_key=f"{key}:challenger",
-            dag_id=dag_id,
-            run_id=run_id,
-        )
-        alias = CHALLENGER
-    else:
+    if strategy not in ("direct", CANARY, SHADOW):
         raise ValueError(f"unknown strategy {strategy!r}; use canary, shadow or direct")
+    key = f"{run_id or 'manual'}:deploy:{c.version}"
+    try:
+        with alias_lock(rt.store, c.model):
+            reconcile(rt.store, client, c.model)
+            retry = any(rt.store.ledger_entry(f"{key}:{op}") for op in ("champion", "challenger"))
+            changed = [] if retry else changed_since(client, c.model, {CHAMPION: c.champion, CHALLENGER: c.challenger})
+            if changed:
+                raise AliasConflict("state_changed", "; ".join(changed))
+            row, alias = _point_aliases(rt, client, c, strategy, reason, key, dag_id, run_id)
+    except AliasConflict as exc:
+        return _not_deployed(rt, c, strategy, exc, dag_id, run_id)
     rt.store.record_decision(
         rt.model_name,
         "deployment",
@@ -157,6 +124,78 @@ def deploy(rt: Runtime, c: Candidate, strategy: str, reason: str, dag_id: str | 
     )
     notify_serving(rt)
     return {"version": c.version, "strategy": strategy, "alias": alias, "previous": row["from_version"], "ledger_id": row["id"]}
+
+
+def _not_deployed(rt: Runtime, c: Candidate, strategy: str, exc: Any, dag_id: str | None, run_id: str | None) -> dict[str, Any]:
+    """The registry moved between the decision and the act (or the lock never came): nothing changed."""
+    log.warning("v%s not deployed (%s): %s", c.version, exc.reason_code, exc)
+    rt.store.record_decision(
+        rt.model_name,
+        "deployment",
+        "refused",
+        exc.reason_code,
+        subject=f"version {c.version}",
+        version=c.version,
+        reasons=[f"not deployed: {exc}"],
+        inputs={"strategy": strategy, "decided_on": {CHAMPION: c.champion, CHALLENGER: c.challenger}},
+        dag_id=dag_id,
+        run_id=run_id,
+    )
+    return {"version": c.version, "refused": True, "reason_code": exc.reason_code, "messages": [str(exc)]}
+
+
+def _point_aliases(
+    rt: Runtime, client: Any, c: Candidate, strategy: str, reason: str, key: str, dag_id: str | None, run_id: str | None
+) -> tuple[dict[str, Any], str]:
+    """The alias changes of a deployment (caller holds the alias lock): the ledger row and the alias."""
+    from include.mlops.adapters.registry import aliases, remove_alias, set_alias, set_challenger_mode
+
+    actor = f"{dag_id}/{run_id}" if dag_id else "deploy"
+    if strategy == "direct":
+        row = set_alias(
+            rt.store,
+            client,
+            c.model,
+            CHAMPION,
+            c.version,
+            strategy="direct",
+            reason=reason,
+            actor=actor,
+            op_key=f"{key}:champion",
+            dag_id=dag_id,
+            run_id=run_id,
+            expected=c.champion,
+        )
+        if aliases(client, c.model).get(CHALLENGER) == c.version:
+            remove_alias(
+                rt.store,
+                client,
+                c.model,
+                CHALLENGER,
+                reason="became champion directly",
+                actor=actor,
+                op_key=f"{key}:clear-challenger",
+                dag_id=dag_id,
+                run_id=run_id,
+                expected=c.version,
+            )
+        return row, CHAMPION
+    set_challenger_mode(client, c.model, strategy, rt.spec.deployment.canary_share)
+    row = set_alias(
+        rt.store,
+        client,
+        c.model,
+        CHALLENGER,
+        c.version,
+        strategy=strategy,
+        reason=reason,
+        actor=actor,
+        op_key=f"{key}:challenger",
+        dag_id=dag_id,
+        run_id=run_id,
+        expected=c.challenger,
+    )
+    return row, CHALLENGER
 
 
 def refuse(

@@ -2,7 +2,9 @@
 
 Each gate is recorded as a decision with its inputs and a reason code:
 
-* ``loads``: the artifact loads and predicts in a clean Python process;
+* ``loads``: the artifact loads and predicts in a clean Python process, as data only (skops with the
+  loop's trust list, the sha256 recorded at registration: :mod:`include.mlops.adapters.model_artifacts`);
+  a version that is not skops, ships code or does not match its digest fails with that reason code;
 * ``signature``: its input signature has exactly the spec's features with compatible types (the
   serving API validates requests against the same spec);
 * ``floors``: its holdout metrics clear the spec's absolute floors (:func:`floor_failures`);
@@ -65,13 +67,22 @@ def gates_label(results: list[GateResult], limit: int = MAP_LABEL_LIMIT) -> str:
 
 
 # -- loads ----------------------------------------------------------------------------------------
+#: Exit status of the load check when the loader refuses the version (its last stdout line says why).
+REFUSED_EXIT = 3
+
+
 def gate_loads(rt: Runtime, c: Candidate, timeout: float = 300.0) -> GateResult:
     """Load and score the probe set in a fresh interpreter (no state from this process)."""
     uri = f"models:/{c.model}/{c.version}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": rt.settings.mlflow_tracking_uri}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": rt.settings.mlflow_tracking_uri,
+        "MLOPS_OPS_DB_URL": rt.settings.ops_db_url,
+        "MLOPS_SPEC": str(rt.settings.spec_path),
+    }
     try:
         out = subprocess.run(
-            [sys.executable, "-m", "include.mlops.steps.gates", "load-check", uri],
+            [sys.executable, "-m", "include.mlops.steps.gates", "load-check", c.model, c.version],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -81,6 +92,9 @@ def gate_loads(rt: Runtime, c: Candidate, timeout: float = 300.0) -> GateResult:
         )
     except subprocess.TimeoutExpired:
         return GateResult("loads", False, "artifact_load_timeout", f"loading {uri} took longer than {timeout:.0f}s", {"uri": uri})
+    if out.returncode == REFUSED_EXIT:
+        refusal = json.loads(out.stdout.strip().splitlines()[-1])
+        return GateResult("loads", False, refusal["reason_code"], refusal["message"][:900], {"uri": uri, "refused": True})
     if out.returncode != 0:
         tail = (out.stderr or out.stdout).strip().splitlines()[-3:]
         return GateResult("loads", False, "artifact_unloadable", f"{uri} does not load: {' | '.join(tail)}"[:900], {"uri": uri})
@@ -88,19 +102,24 @@ def gate_loads(rt: Runtime, c: Candidate, timeout: float = 300.0) -> GateResult:
     return GateResult("loads", True, "loads", f"loaded and scored {info['rows']} rows in a clean process", {"uri": uri, **info})
 
 
-def _load_check(uri: str) -> int:
+def _load_check(name: str, version: str) -> int:
     """Entry point of the clean-process load check."""
     import time
 
-    import mlflow.sklearn
-
+    from include.mlops.adapters.model_artifacts import UntrustedModelError, load_model_version
+    from include.mlops.adapters.store import Store
     from include.mlops.domain.profiles import probe_frame
     from include.mlops.domain.spec import load_spec
     from include.mlops.settings import get_settings
 
-    spec = load_spec(get_settings().spec_path)
+    settings = get_settings()
+    spec = load_spec(settings.spec_path)
     started = time.perf_counter()
-    model = mlflow.sklearn.load_model(uri)
+    try:
+        model = load_model_version(Store.open(settings.ops_db_url), spec, name, version, tracking_uri=settings.mlflow_tracking_uri)
+    except UntrustedModelError as exc:
+        print(json.dumps({"reason_code": exc.reason_code, "message": str(exc)}))
+        return REFUSED_EXIT
     scores = model.predict_proba(probe_frame(spec)[spec.feature_names])[:, 1]
     print(json.dumps({"rows": len(scores), "seconds": round(time.perf_counter() - started, 3)}))
     return 0
@@ -145,11 +164,13 @@ def _eval_frame(rt: Runtime, c: Candidate) -> Any:
     return df[[*rt.spec.feature_names, rt.spec.target.name]].reset_index(drop=True)
 
 
-def _evaluate(model_uri: str, data: Any, target: str, *, plots: bool = True) -> Any:
+def _evaluate(model: Any, data: Any, target: str, *, plots: bool = True) -> Any:
+    """``mlflow.models.evaluate`` of a model the loop loaded itself (a ``PyFuncModel`` from
+    :func:`_verified_pyfunc`: MLflow is never handed a URI to deserialize)."""
     import mlflow
 
     return mlflow.models.evaluate(
-        model=model_uri,
+        model=model,
         data=data,
         targets=target,
         model_type="classifier",
@@ -190,6 +211,12 @@ def _metrics_only_evaluator() -> str:
     return METRICS_ONLY
 
 
+def _verified_pyfunc(rt: Runtime, model: str, version: str) -> Any:
+    from include.mlops.adapters.model_artifacts import load_model_version_pyfunc
+
+    return load_model_version_pyfunc(rt.store, rt.spec, model, version, tracking_uri=rt.settings.mlflow_tracking_uri)
+
+
 def gates_by_evaluation(rt: Runtime, c: Candidate, dag_run: str | None = None) -> list[GateResult]:
     """``floors`` and ``beats_champion``: evaluate candidate and champion on the candidate's holdout."""
     import mlflow
@@ -197,6 +224,9 @@ def gates_by_evaluation(rt: Runtime, c: Candidate, dag_run: str | None = None) -
     from include.mlops.adapters.registry import quiet_model_imports
 
     quiet_model_imports()
+    # both models first, through the loader: a refused one fails the gate with its reason code
+    model = _verified_pyfunc(rt, c.model, c.version)
+    champion = _verified_pyfunc(rt, c.model, c.champion) if c.champion is not None and c.champion != c.version else None
     data = _eval_frame(rt, c)
     mlflow.set_tracking_uri(rt.settings.mlflow_tracking_uri)
     mlflow.set_experiment(c.model)
@@ -204,8 +234,8 @@ def gates_by_evaluation(rt: Runtime, c: Candidate, dag_run: str | None = None) -
         run_name=f"gates v{c.version}", tags={"mlops.kind": "gates", "mlops.candidate": c.version, "mlops.dag_run_id": dag_run or ""}
     ):
         with mlflow.start_run(run_name=f"evaluate v{c.version}", nested=True):
-            cand = _evaluate(f"models:/{c.model}/{c.version}", data, rt.spec.target.name)
-        return [_gate_floors(rt.spec, cand), _gate_beats_champion(rt.spec, c, data, cand)]
+            cand = _evaluate(model, data, rt.spec.target.name)
+        return [_gate_floors(rt.spec, cand), _gate_beats_champion(rt.spec, c, data, cand, champion)]
 
 
 def passes(value: float, bar: float, *, greater_is_better: bool) -> bool:
@@ -247,8 +277,8 @@ def _gate_floors(spec: Spec, cand: Any) -> GateResult:
     return GateResult("floors", True, "floors_cleared", msg, inputs)
 
 
-def _gate_beats_champion(spec: Spec, c: Candidate, data: Any, cand: Any) -> GateResult:
-    """The champion evaluated on the same holdout (a nested run of the gates' run), compared with
+def _gate_beats_champion(spec: Spec, c: Candidate, data: Any, cand: Any, champion: Any) -> GateResult:
+    """The champion (``champion``: its verified model) evaluated on the same holdout (a nested run of the gates' run), compared with
     the candidate's evaluation ``cand`` on the primary metric; passes when there is no champion."""
     import mlflow
 
@@ -258,7 +288,7 @@ def _gate_beats_champion(spec: Spec, c: Candidate, data: Any, cand: Any) -> Gate
         )
     metric = spec.deployment.primary_metric
     with mlflow.start_run(run_name=f"evaluate champion v{c.champion} on v{c.version}'s holdout", nested=True):
-        base = _evaluate(f"models:/{c.model}/{c.champion}", data, spec.target.name, plots=False)
+        base = _evaluate(champion, data, spec.target.name, plots=False)
     cv, bv = cand.metrics.get(metric), base.metrics.get(metric)
     inputs = {"metric": metric, "candidate": cv, "champion": bv, "champion_version": c.champion, "min_gain": spec.deployment.min_gain}
     gain = spec.deployment.min_gain
@@ -278,16 +308,14 @@ def _gate_beats_champion(spec: Spec, c: Candidate, data: Any, cand: Any) -> Gate
 # -- probe ----------------------------------------------------------------------------------------
 def gate_probe(rt: Runtime, c: Candidate) -> GateResult:
     import mlflow
-    import mlflow.sklearn
     import numpy as np
     import pandas as pd
 
-    from include.mlops.adapters.registry import quiet_model_imports
+    from include.mlops.adapters.model_artifacts import load_model_version
     from include.mlops.domain.profiles import probe_frame
 
-    quiet_model_imports()
     probes = probe_frame(rt.spec)
-    model = mlflow.sklearn.load_model(f"models:/{c.model}/{c.version}")
+    model = load_model_version(rt.store, rt.spec, c.model, c.version, tracking_uri=rt.settings.mlflow_tracking_uri)
     first = model.predict_proba(probes[rt.spec.feature_names])[:, 1]
     second = model.predict_proba(probes[rt.spec.feature_names])[:, 1]
     inputs: dict[str, Any] = {
@@ -326,6 +354,8 @@ def gate_probe(rt: Runtime, c: Candidate) -> GateResult:
 def run_gate(rt: Runtime, c: Candidate, gate: str, dag_run: str | None = None) -> list[GateResult]:
     """Run one gate task (one of ``domain.policy.GATE_TASKS``: ``evaluation`` judges ``floors`` and
     ``beats_champion`` together)."""
+    from include.mlops.adapters.model_artifacts import UntrustedModelError
+
     try:
         if gate == "loads":
             return [gate_loads(rt, c)]
@@ -335,6 +365,9 @@ def run_gate(rt: Runtime, c: Candidate, gate: str, dag_run: str | None = None) -
             return gates_by_evaluation(rt, c, dag_run)
         if gate == "probe":
             return [gate_probe(rt, c)]
+    except UntrustedModelError as exc:  # refused by the loader: its reason code is the gate's
+        log.warning("gate %s: %s", gate, exc)
+        return [GateResult(n, False, exc.reason_code, str(exc)[:600]) for n in gates_of_task(gate)]
     except Exception as exc:  # a gate that cannot run is a gate that does not pass
         log.exception("gate %s errored", gate)
         return [GateResult(n, False, "gate_error", f"{type(exc).__name__}: {exc}"[:600]) for n in gates_of_task(gate)]
@@ -372,9 +405,9 @@ def check_gate(name: str, candidate: dict[str, Any], *, dag_id: str | None, run_
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) == 2 and args[0] == "load-check":
-        return _load_check(args[1])
-    print("usage: python -m include.mlops.steps.gates load-check <model-uri>", file=sys.stderr)
+    if len(args) == 3 and args[0] == "load-check":
+        return _load_check(args[1], args[2])
+    print("usage: python -m include.mlops.steps.gates load-check <model> <version>", file=sys.stderr)
     return 2
 
 

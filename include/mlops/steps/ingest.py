@@ -9,6 +9,12 @@ accepted, a second batch for an accepted day, a stale day, ids that already have
 * quarantined: the file moved aside untouched, a readable report and the GX result kept, a
   quarantine record with machine-readable reasons, an alert.
 
+A delivery must be a regular file: symbolic links and special files are quarantined unread, as
+are files over the spec's size limits (a parquet file's row count and uncompressed size are read
+from its metadata first). A batch the spec accepts is then judged against the profile learned from
+the accepted history (``ingest_guard.profile_verdict``). A file whose validation crashes stays in
+landing (``deferred``) and is quarantined as ``validation_crashed`` after the spec's attempts.
+
 Every step is safe to re-run: a retry after a crash finds the delivery's record by name and
 content hash and finishes it, without duplicate rows, a second quarantine record, or a second
 decision. A later delivery with the content of an accepted batch is quarantined as a duplicate.
@@ -20,6 +26,7 @@ import errno
 import io
 import json
 import logging
+import os
 import re
 import shutil
 from collections import defaultdict
@@ -28,11 +35,16 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from include.mlops.adapters.alerts import raise_alert
-from include.mlops.adapters.lake import READY_MARKER, Lake, atomic_write_bytes, atomic_write_text, sha256_file
+from include.mlops.adapters.lake import READY_MARKER, Lake, atomic_write_bytes, atomic_write_text
 from include.mlops.adapters.store import Decision, Store
 from include.mlops.domain.spec import Spec
 from include.mlops.domain.validation import BatchReadError, CheckResult, Reason, read_batch, render_report, validate_frame
+from include.mlops.steps.ingest_guard import ValidationCrashed, crash_reason, open_delivery, profile_fact, profile_verdict
+from include.mlops.steps.ingest_summary import summarize as summarize  # re-exported: the DAG imports them from here
+from include.mlops.steps.ingest_summary import task_label as task_label
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +59,7 @@ class BatchResult:
 
     file_name: str
     batch_id: int
-    status: str  # accepted | quarantined
+    status: str  # accepted | quarantined | deferred (validation crashed: tried again on the next run)
     day: str | None
     rows: int
     reason_codes: list[str] = field(default_factory=list)
@@ -64,6 +76,8 @@ class BatchResult:
         """One line per delivery for the Airflow UI."""
         if self.status == "accepted":
             return f"{self.file_name}: accepted ({self.rows} rows)"
+        if self.status == "deferred":
+            return f"{self.file_name}: deferred (validation crashed, tried again on the next run)"
         return f"{self.file_name}: quarantined ({', '.join(self.reason_codes)})"
 
 
@@ -74,16 +88,17 @@ def is_batch_candidate(name: str) -> bool:
 
 def _arrival(p: Path) -> tuple[int, str]:
     try:
-        return (p.stat().st_mtime_ns, p.name)
+        return (p.lstat().st_mtime_ns, p.name)
     except FileNotFoundError:
         return (0, p.name)
 
 
 def discover(lake: Lake) -> list[Path]:
-    """Every delivered file in the landing folder, in order of arrival."""
+    """Every delivery in the landing folder, in order of arrival: regular files and anything else
+    (links, pipes, folders), which the ingest quarantines unread."""
     if not lake.landing.is_dir():
         return []
-    return sorted((p for p in lake.landing.iterdir() if p.is_file() and is_batch_candidate(p.name)), key=_arrival)
+    return sorted((p for p in lake.landing.iterdir() if is_batch_candidate(p.name)), key=_arrival)
 
 
 def group_by_day(paths: list[Path]) -> list[list[str]]:
@@ -200,8 +215,8 @@ def _write_report(
 def _move(src: Path, dest_dir: Path, batch_id: int) -> Path:
     dest_dir.mkdir(parents=True, exist_ok=True)
     dest = dest_dir / f"{batch_id:06d}-{src.name}"
-    if src.exists():
-        if dest.exists():  # a retry after the copy landed: the source is the same delivery
+    if os.path.lexists(src):  # a link is moved as a link, never followed
+        if os.path.lexists(dest) and not src.is_dir():  # a retry after the copy landed: the source is the same delivery
             src.unlink()
         else:
             shutil.move(str(src), dest)
@@ -238,20 +253,50 @@ def ingest_file(
 def _ingest_file(
     path: Path, spec: Spec, store: Store, lake: Lake, *, model: str, dag_id: str | None = None, run_id: str | None = None
 ) -> BatchResult:
-    sha = sha256_file(path)
-    record = store.open_batch_for(model, path.name, sha)
+    opened = open_delivery(path, spec)
+    record = store.open_batch_for(model, path.name, opened.sha)
     if record and record["status"] in ("accepted", "quarantined"):
         return _finish_interrupted(record, path, store, lake, model)
-    arrived_at = datetime.fromtimestamp(path.stat().st_mtime, UTC).replace(tzinfo=None)
-    batch_id = record["id"] if record else store.create_batch(model, path.name, sha, dag_id, run_id, arrived_at)
-    d = _Delivery(path, batch_id, sha, model, dag_id, run_id)
-    _validate(d, spec, store, arrived_at)
+    arrived_at = datetime.fromtimestamp(path.lstat().st_mtime, UTC).replace(tzinfo=None)
+    batch_id = record["id"] if record else store.create_batch(model, path.name, opened.sha, dag_id, run_id, arrived_at)
+    d = _Delivery(path, batch_id, opened.sha, model, dag_id, run_id)
+    if opened.refusal is not None:
+        d.reasons = [opened.refusal]
+    else:
+        _validate_attempt(d, spec, store, arrived_at, opened.data)
     store.set_batch_day(batch_id, d.day, d.rows)
-    facts = {"batch id": batch_id, "file": d.name, "sha256": sha, "day": d.day, "rows": d.rows, "model": model, "dag run": run_id}
+    facts = {"batch id": batch_id, "file": d.name, "sha256": d.sha, "day": d.day, "rows": d.rows, "model": model, "dag run": run_id}
+    facts["batch profile"] = profile_fact(d.profile)
     report = _write_report(lake, batch_id, d.name, d.reasons, d.checks, facts, d.gx_result)
     if d.reasons:
         return _quarantine(d, store, lake, report)
     return _accept(d, spec, store, lake, report)
+
+
+def _validate_attempt(d: _Delivery, spec: Spec, store: Store, arrived_at: datetime, data: bytes | None) -> None:
+    """One counted validation attempt: a crash leaves the file in landing (:class:`ValidationCrashed`)
+    until the spec's last attempt, which quarantines it as ``validation_crashed``. The attempt is
+    counted before validating, so a worker killed mid-validation counts too, and uncounted once
+    validation finishes (a later failure, e.g. a full disk, is not the batch's)."""
+    limit = spec.batch.max_validation_attempts
+    attempts = store.start_attempt(d.batch_id)
+    if attempts > limit:  # every allowed attempt died without a verdict
+        d.reasons = [crash_reason(attempts - 1, limit, store.get_batch(d.batch_id).get("last_error"))]
+        return
+    try:
+        _validate(d, spec, store, arrived_at, data)
+    except Exception as exc:
+        if isinstance(exc, SQLAlchemyError) or (isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS):
+            raise  # the ops store or the disk failed, not the batch: not counted against it
+        error = f"{type(exc).__name__}: {exc}"[:1000]
+        log.exception("batch #%s %s: validation crashed (attempt %s of %s)", d.batch_id, d.name, attempts, limit)
+        store.record_attempt_error(d.batch_id, error)
+        if attempts < limit:
+            raise ValidationCrashed(d.name, d.batch_id, attempts, limit, error) from exc
+        d.df, d.checks, d.gx_result = None, [], None
+        d.reasons = [crash_reason(attempts, limit, error)]
+    else:
+        store.finish_attempt(d.batch_id)
 
 
 def _finish_interrupted(record: dict[str, Any], path: Path, store: Store, lake: Lake, model: str) -> BatchResult:
@@ -290,6 +335,8 @@ class _Delivery:
     reasons: list[Reason] = field(default_factory=list)
     checks: list[CheckResult] = field(default_factory=list)
     gx_result: dict[str, Any] | None = None
+    summary: dict[str, Any] | None = None  # the batch's statistics for the learned profile
+    profile: dict[str, Any] = field(default_factory=dict)  # the profile's verdict details
 
     @property
     def name(self) -> str:
@@ -308,10 +355,11 @@ class _Delivery:
         return Decision(self.model, "ingest", outcome, code, subject, reasons, inputs, str(report), self.dag_id, self.run_id)
 
 
-def _validate(d: _Delivery, spec: Spec, store: Store, arrived_at: datetime) -> None:
-    """Read the file, run the spec's suite, then (unless its structure is broken) the store's checks."""
+def _validate(d: _Delivery, spec: Spec, store: Store, arrived_at: datetime, data: bytes | None = None) -> None:
+    """Read the file, run the spec's suite, then (unless its structure is broken) the store's checks;
+    a batch that passes them all is judged against the learned profile."""
     try:
-        d.df = read_batch(d.path, spec)
+        d.df = read_batch(d.path, spec, data)
     except BatchReadError as exc:
         d.reasons = [Reason(exc.code, exc.message)]
     d.day = day_of(d.name, d.df, spec)
@@ -320,6 +368,8 @@ def _validate(d: _Delivery, spec: Spec, store: Store, arrived_at: datetime) -> N
         d.reasons, d.checks, d.gx_result = outcome.reasons, outcome.checks, outcome.gx_result
         if not {r.code for r in d.reasons} & _STRUCTURAL:
             d.reasons += _store_checks(store, spec, d.model, d.batch_id, d.sha, d.day, d.df, arrived_at)
+        if not d.reasons:
+            d.reasons, d.summary, d.profile = profile_verdict(d.df, spec, store, d.model, d.batch_id)
 
 
 def _quarantine(d: _Delivery, store: Store, lake: Lake, report: Path) -> BatchResult:
@@ -327,7 +377,7 @@ def _quarantine(d: _Delivery, store: Store, lake: Lake, report: Path) -> BatchRe
     codes = sorted({r.code for r in d.reasons})
     reasons = [r.to_dict() for r in d.reasons]
     dest = lake.quarantine / f"{d.batch_id:06d}-{d.name}"
-    inputs = {"file": d.name, "sha256": d.sha, "day": d.day_s, "rows": d.rows}
+    inputs = {"file": d.name, "sha256": d.sha, "day": d.day_s, "rows": d.rows, "profile": d.profile}
     decision = d.decision("quarantined", codes[0], reasons, inputs, report)
     is_new = store.quarantine_batch(d.batch_id, d.model, d.name, reasons, str(dest), str(report), decision)
     if is_new:
@@ -361,8 +411,9 @@ def _accept(d: _Delivery, spec: Spec, store: Store, lake: Lake, report: Path) ->
             strict=True,
         )
     ]
-    inputs = {"file": d.name, "sha256": d.sha, "day": d.day_s, "rows": d.rows, "checks": len(d.checks)}
-    store.accept_batch(d.batch_id, d.model, day, str(pool_path), truth, d.decision("accepted", "batch_valid", [], inputs, report))
+    inputs = {"file": d.name, "sha256": d.sha, "day": d.day_s, "rows": d.rows, "checks": len(d.checks), "profile": d.profile}
+    decision = d.decision("accepted", "batch_valid", [], inputs, report)
+    store.accept_batch(d.batch_id, d.model, day, str(pool_path), truth, decision, profile=d.summary)
     dest = _move(d.path, lake.archive, d.batch_id)
     store.mark_moved(d.batch_id, str(dest))
     log.info("batch #%s %s accepted: %s rows for %s", d.batch_id, d.name, d.rows, day)
@@ -383,14 +434,27 @@ def _write_pool(df: Any, spec: Spec, lake: Lake, batch_id: int, day: date) -> Pa
 def ingest_group(
     file_names: list[str], spec: Spec, store: Store, lake: Lake, *, model: str, dag_id: str | None = None, run_id: str | None = None
 ) -> list[BatchResult]:
-    """Ingest the named files of one day group, in order; files already gone are skipped."""
+    """Ingest the named files of one day group, in order; files already gone are skipped. A file
+    whose validation crashed is ``deferred`` (left in landing, alerted) and the group goes on."""
     results = []
     for name in file_names:
         path = lake.landing / name
-        if not path.is_file():
+        if not os.path.lexists(path):
             log.info("%s is no longer in the landing folder (handled by an earlier run)", name)
             continue
-        results.append(ingest_file(path, spec, store, lake, model=model, dag_id=dag_id, run_id=run_id))
+        try:
+            results.append(ingest_file(path, spec, store, lake, model=model, dag_id=dag_id, run_id=run_id))
+        except ValidationCrashed as exc:
+            raise_alert(
+                store,
+                model,
+                severity="warning",
+                kind="batch_validation_crashed",
+                dedupe_key=f"batch_validation_crashed:{exc.batch_id}",
+                message=str(exc)[:900],
+                payload={"batch_id": exc.batch_id, "file": name, "attempts": exc.attempts},
+            )
+            results.append(BatchResult(name, exc.batch_id, "deferred", None, 0, ["validation_crashed"], [str(exc)]))
     return results
 
 
@@ -427,41 +491,3 @@ def ingest_files(file_names: list[str], *, dag_id: str | None = None, run_id: st
     rt = load_runtime()
     results = ingest_group(file_names, rt.spec, rt.store, rt.lake, model=rt.model_name, dag_id=dag_id, run_id=run_id)
     return [r.to_dict() for r in results]
-
-
-def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Totals of one ingest run, for asset event extras and the run's return value."""
-    accepted = [r for r in results if r["status"] == "accepted"]
-    quarantined = [r for r in results if r["status"] == "quarantined"]
-    return {
-        "accepted": [{"batch_id": r["batch_id"], "file": r["file_name"], "day": r["day"], "rows": r["rows"]} for r in accepted],
-        "quarantined": [
-            {
-                "batch_id": r["batch_id"],
-                "file": r["file_name"],
-                "day": r["day"],
-                "reason_codes": r["reason_codes"],
-                "report": r["report_path"],
-            }
-            for r in quarantined
-        ],
-        "accepted_rows": sum(r["rows"] for r in accepted),
-    }
-
-
-def task_label(results: list[dict[str, Any]], files: list[str], limit: int = 240) -> str:
-    """The mapped task's label in the Airflow grid: every verdict, or a summary when too long."""
-    if not results:
-        names, tail = ", ".join(files), ": already handled"
-        return (names if len(names) + len(tail) <= limit else names[: limit - len(tail) - 3] + "...") + tail
-    parts = [
-        f"{r['file_name']}: {r['status']}" + (f" ({', '.join(r['reason_codes'])})" if r["reason_codes"] else f" ({r['rows']} rows)")
-        for r in results
-    ]
-    text = "; ".join(parts)
-    if len(text) <= limit:
-        return text
-    accepted = sum(r["status"] == "accepted" for r in results)
-    bad = [f"{r['file_name']} ({', '.join(r['reason_codes'])})" for r in results if r["status"] != "accepted"]
-    summary = f"{accepted} accepted, {len(bad)} quarantined" + (": " + "; ".join(bad) if bad else "")
-    return summary if len(summary) <= limit else summary[: limit - 3] + "..."

@@ -51,11 +51,10 @@ def paired_scores(
     """The labelled requests served on ``routes`` since ``since`` (wall time; one row per entity),
     scored offline by every version in ``versions`` with its registry artifact (see the module's
     "Paired scores")."""
-    import mlflow.sklearn
     import numpy as np
     import pandas as pd
 
-    from include.mlops.adapters.registry import quiet_model_imports
+    from include.mlops.adapters.model_artifacts import load_model_version
 
     rows = rt.store.labelled_inference(rt.model_name, ["entity_id", "features", "event_time"], routes=list(routes), created_from=since)
     if not rows:
@@ -64,8 +63,9 @@ def paired_scores(
         [{**(json.loads(f) if isinstance(f, str) else f or {}), "_id": e, "_t": t, "_y": y} for e, f, t, y in rows]
     ).drop_duplicates("_id")
     x = df.reindex(columns=rt.spec.feature_names)
-    quiet_model_imports()
-    scores = {v: np.asarray(mlflow.sklearn.load_model(f"models:/{rt.model_name}/{v}").predict_proba(x)[:, 1]) for v in versions}
+    uri = rt.settings.mlflow_tracking_uri
+    models = {v: load_model_version(rt.store, rt.spec, rt.model_name, v, tracking_uri=uri) for v in versions}
+    scores = {v: np.asarray(m.predict_proba(x)[:, 1]) for v, m in models.items()}
     times = pd.to_datetime(df["_t"])
     return PairedScores(df["_y"].astype(int).to_numpy(), scores, times.min().to_pydatetime(), times.max().to_pydatetime())
 

@@ -29,11 +29,11 @@ from typing import TYPE_CHECKING, Any
 from include.mlops.domain.clock import utcnow
 from include.mlops.domain.policy import LedgerRow, Verdict, WindowPolicy, WindowSignals, decide_early_window
 from include.mlops.domain.roles import CANARY, CHALLENGER, CHAMPION, SHADOW
+from include.mlops.steps.alias_moves import FinalMove, move_aliases
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from include.mlops.adapters.alerts import Severity
     from include.mlops.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,14 @@ def _frame(rt: Runtime, rel: Release, versions: list[str], routes: tuple[str, ..
 
 
 def _rejected_share(rt: Runtime, rel: Release) -> float | None:
-    counts = rt.store.inference_status_counts(rel.model, created_from=rel.since_dt, distinct_requests=True)
+    """Share of the requests this version served (or would have: the serving API logs a rejected
+    row against the version and route its entity id routes to) that were rejected, on its routes.
+    Judged per version, so junk sent to the champion cannot push a canary over the limit. A request
+    rejected before its rows were read (no entity id: bad JSON, too large) was never routed and is
+    logged with no version: it counts for no version. A shadow answers nobody, so it has none."""
+    counts = rt.store.inference_status_counts(
+        rel.model, created_from=rel.since_dt, version=rel.version, routes=rel.routes, distinct_requests=True
+    )
     total = sum(counts.values())
     return counts.get("rejected", 0) / total if total else None
 
@@ -251,6 +258,17 @@ def _client(rt: Runtime) -> Any:
 
 def roll_back_release(rt: Runtime, rel: Release, reasons: list[str], *, dag_id: str | None, run_id: str | None) -> dict[str, Any]:
     """Undo a deployment: remove the challenger, or restore the champion that served before."""
+    from include.mlops.adapters.registry import AliasConflict, alias_lock
+
+    try:
+        with alias_lock(rt.store, rel.model):
+            return _roll_back(rt, rel, reasons, dag_id=dag_id, run_id=run_id)
+    except AliasConflict as exc:  # moved by someone else in between: nothing to undo here
+        log.warning("rollback of v%s not done (%s): %s", rel.version, exc.reason_code, exc)
+        return {"version": rel.version, "action": "none", "reason_code": exc.reason_code, "why": str(exc)}
+
+
+def _roll_back(rt: Runtime, rel: Release, reasons: list[str], *, dag_id: str | None, run_id: str | None) -> dict[str, Any]:
     from include.mlops.adapters.registry import aliases, previously_serving, reconcile, remove_alias, set_alias
     from include.mlops.steps.deploy import notify_serving
 
@@ -264,7 +282,17 @@ def roll_back_release(rt: Runtime, rel: Release, reasons: list[str], *, dag_id: 
         if current.get(CHALLENGER) != rel.version:
             return {"version": rel.version, "action": "none", "why": f"v{rel.version} is no longer the challenger"}
         row = remove_alias(
-            rt.store, client, rel.model, CHALLENGER, reason=why, actor=actor, op_key=key, dag_id=dag_id, run_id=run_id, action="rolled_back"
+            rt.store,
+            client,
+            rel.model,
+            CHALLENGER,
+            reason=why,
+            actor=actor,
+            op_key=key,
+            dag_id=dag_id,
+            run_id=run_id,
+            action="rolled_back",
+            expected=rel.version,
         )
         notify_serving(rt)
         return {"version": rel.version, "action": "challenger_removed", "ledger_id": row["id"] if row else None}
@@ -286,6 +314,7 @@ def roll_back_release(rt: Runtime, rel: Release, reasons: list[str], *, dag_id: 
         dag_id=dag_id,
         run_id=run_id,
         action="rolled_back",
+        expected=rel.version,
     )
     notify_serving(rt)
     return {"version": rel.version, "action": "champion_restored", "restored": previous, "ledger_id": row["id"]}
@@ -326,88 +355,12 @@ def decide_final(rt: Runtime, action: str, version: str | None) -> tuple[Verdict
     return verdict, inputs
 
 
-@dataclass(frozen=True)
-class FinalMove:
-    """Who moves the aliases for a promote-or-rollback verdict, and the ledger keys they move under."""
-
-    rt: Runtime
-    client: Any
-    actor: str
-    key: str
-    why: str
-    dag_id: str | None
-    run_id: str | None
-
-    def set(self, alias: str, version: str, *, strategy: str, op: str, action: str) -> None:
-        from include.mlops.adapters.registry import set_alias
-
-        set_alias(
-            self.rt.store,
-            self.client,
-            self.rt.model_name,
-            alias,
-            version,
-            strategy=strategy,
-            reason=self.why,
-            actor=self.actor,
-            op_key=f"{self.key}:{op}",
-            dag_id=self.dag_id,
-            run_id=self.run_id,
-            action=action,
-        )
-
-    def remove(self, alias: str, *, reason: str, op: str, action: str) -> None:
-        from include.mlops.adapters.registry import remove_alias
-
-        remove_alias(
-            self.rt.store,
-            self.client,
-            self.rt.model_name,
-            alias,
-            reason=reason,
-            actor=self.actor,
-            op_key=f"{self.key}:{op}",
-            dag_id=self.dag_id,
-            run_id=self.run_id,
-            action=action,
-        )
-
-
-def _move_aliases(move: FinalMove, verdict: Verdict, inputs: dict[str, Any], text: str, result: dict[str, Any]) -> tuple[Severity, str]:
-    """The registry side of a verdict (ledger rows + tags); fills ``result``, returns the alert's (severity, kind)."""
-    champion, challenger = inputs.get("champion"), inputs.get("challenger")
-    if verdict.outcome == "promote":
-        target = inputs.get("requested_version") or challenger
-        move.set(CHAMPION, str(target), strategy="promote", op=f"promote:{target}", action="promoted")
-        bake_days = move.rt.spec.promotion.bake_days
-        if bake_days > 0 and champion:
-            from include.mlops.adapters.registry import set_challenger_mode
-
-            # the previous champion stays as a shadow challenger for the bake period
-            set_challenger_mode(move.client, move.rt.model_name, SHADOW, move.rt.spec.deployment.canary_share)
-            move.set(CHALLENGER, str(champion), strategy=SHADOW, op=f"promote:{target}:bake", action="promoted")
-            result.update(bake={"promoted": str(target), "previous": str(champion), "since": utcnow().isoformat(), "days": bake_days})
-        else:
-            move.remove(CHALLENGER, reason=f"v{target} promoted to champion", op=f"promote:{target}:clear", action="promoted")
-        result.update(version=str(target), previous_champion=champion)
-        return "info", "model_promoted"
-    if verdict.outcome == "rollback":
-        target = str(verdict.details["to"])
-        move.set(CHAMPION, target, strategy="rollback", op=f"rollback:{target}", action="rolled_back")
-        result.update(version=target, rolled_back_from=champion)
-        return "warning", "model_rolled_back"
-    if verdict.outcome == "refused" and verdict.reason_code in ("loses_on_production_labels", "gain_not_significant") and challenger:
-        move.remove(CHALLENGER, reason=f"promotion refused: {text}", op=f"refuse:{challenger}", action="rolled_back")
-        result.update(version=challenger, challenger_removed=True)
-        return "warning", "promotion_refused"
-    return ("warning", "promotion_refused") if verdict.outcome == "refused" else ("info", "no_change")
-
-
 def act_final(
     rt: Runtime, verdict: Verdict, inputs: dict[str, Any], reason: str, *, dag_id: str | None, run_id: str | None
 ) -> dict[str, Any]:
     """Carry out a promote-or-rollback verdict: ledger rows + tags, a decision, an alert."""
     from include.mlops.adapters.alerts import raise_alert
+    from include.mlops.adapters.registry import AliasConflict, alias_lock, changed_since
     from include.mlops.steps.deploy import notify_serving
 
     actor = f"{dag_id}/{run_id}" if dag_id else "manual"
@@ -416,7 +369,20 @@ def act_final(
     text = "; ".join(verdict.reasons)
     result: dict[str, Any] = {"outcome": verdict.outcome, "reason_code": verdict.reason_code, "reasons": verdict.reasons}
     move = FinalMove(rt, _client(rt), actor, key, f"{reason}: {text}", dag_id, run_id)
-    severity, kind = _move_aliases(move, verdict, inputs, text, result)
+    try:
+        with alias_lock(rt.store, rt.model_name):
+            # act only on the state decided on: the champion and challenger must still be those versions
+            changed = [] if move.started() else changed_since(move.client, rt.model_name, {CHAMPION: champion, CHALLENGER: challenger})
+            if changed:
+                raise AliasConflict("state_changed", "; ".join(changed))
+            severity, kind = move_aliases(move, verdict, inputs, text, result)
+    except AliasConflict as exc:
+        verdict = Verdict(
+            "refused", exc.reason_code, [f"not carried out ({verdict.outcome}, {verdict.reason_code}): {exc}"], verdict.details
+        )
+        text = "; ".join(verdict.reasons)
+        result = {"outcome": verdict.outcome, "reason_code": verdict.reason_code, "reasons": verdict.reasons}
+        severity, kind = "warning", "promotion_refused"
     decided_on = result.get("version") or inputs.get("requested_version") or challenger or champion
     rt.store.record_decision(
         rt.model_name,

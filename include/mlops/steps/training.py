@@ -130,6 +130,8 @@ def train_candidate(
     if run_id:
         existing = find_registered(client, model, run_id)
         if existing:
+            if rt.store.model_digest(model, existing) is None:  # the earlier try died before recording it
+                _record_digest(rt, client, existing, run_id)
             return _finish_registered(client, model, existing, reason, run_id)
         _end_abandoned_runs(client, model, run_id)
 
@@ -156,6 +158,7 @@ def train_candidate(
             _log_reference(spec, pipe, sets, scores, out)
             version = _log_model(spec, model, pipe, sets.x_train)
             mlflow_run_id = run.info.run_id
+    _record_digest(rt, client, version, run_id)
     _tag_version(client, model, version, reason, run_id, window.to_dict(), metrics, {"train_rows": len(train_df)})
     return _summary(model, version, mlflow_run_id, window.to_dict(), metrics, reason, len(train_df), len(holdout_df), np.mean(sets.y_train))
 
@@ -300,9 +303,27 @@ def _log_model(spec: Spec, model: str, pipe: Any, x_train: pd.DataFrame) -> str:
         signature=signature,
         input_example=example,
         pip_requirements=pip_requirements(),
+        serialization_format="skops",
         skops_trusted_types=trusted_types(spec),
     )
     return str(info.registered_model_version)
+
+
+def _record_digest(rt: Runtime, client: Any, version: str, run_id: str | None) -> None:
+    """The model file's sha256, recorded by the loop in the ops store: every later load checks it
+    (:mod:`include.mlops.adapters.model_artifacts`)."""
+    from include.mlops.adapters.model_artifacts import record_model_digest
+    from include.mlops.domain.pipelines import trusted_types
+
+    record_model_digest(
+        rt.store,
+        client,
+        rt.model_name,
+        version,
+        trusted_types(rt.spec),
+        tracking_uri=rt.settings.mlflow_tracking_uri,
+        recorded_by=f"training {run_id or 'manual'}",
+    )
 
 
 def _tag_version(
@@ -358,6 +379,17 @@ def _summary(
 
 
 # -- entry point of the train_candidate DAG ----------------------------------------------------
+def _allowed_pipeline(rt: Runtime, name: str) -> Spec:
+    """The spec training with the pipeline a run named: only the spec's own or one on the
+    allow-list (MLOPS_TRAINING_PIPELINES); anything else is refused before it is imported."""
+    from include.mlops.domain.pipelines import PipelineNotAllowed, with_pipeline
+
+    try:
+        return with_pipeline(rt.spec, name, rt.settings.training_pipelines)
+    except PipelineNotAllowed as exc:
+        raise TrainingRefused("pipeline_not_allowed", str(exc), {"pipeline": name[:200], "allowed": exc.allowed}) from None
+
+
 def run_training(params: dict[str, Any], *, dag_id: str | None, run_id: str | None) -> dict[str, Any]:
     """Train from DAG params (dates as ISO strings or empty); records the decision either way."""
     from include.mlops.adapters.alerts import mark_alerted, raise_alert
@@ -370,10 +402,9 @@ def run_training(params: dict[str, Any], *, dag_id: str | None, run_id: str | No
         return date.fromisoformat(str(value)) if value else None
 
     reason = str(params.get("reason") or "manual")
-    if params.get("pipeline"):  # a one-off pipeline (e.g. a fire drill); the spec stays the contract
-        spec = rt.spec.model_copy(update={"training": rt.spec.training.model_copy(update={"pipeline": str(params["pipeline"])})})
-        rt = replace(rt, spec=spec)
     try:
+        if params.get("pipeline"):  # a one-off pipeline (e.g. a fire drill); the spec stays the contract
+            rt = replace(rt, spec=_allowed_pipeline(rt, str(params["pipeline"])))
         summary = train_candidate(
             rt,
             train_start=_day("train_start"),

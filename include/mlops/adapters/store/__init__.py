@@ -13,7 +13,8 @@ methods of :class:`Store`, one mixin per concern:
 * :mod:`.ledger_queries`: the deployment ledger (who holds an alias);
 * :mod:`.decision_queries`: decisions (:class:`Decision`);
 * :mod:`.alert_queries`: alerts and their delivery state;
-* :mod:`.state_queries`: governance state (small JSON values per model).
+* :mod:`.state_queries`: governance state (small JSON values per model);
+* :mod:`.registry_queries`: model-file digests checked at every load, and the per-model alias lock.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ from include.mlops.adapters.store.batch_queries import BatchQueries
 from include.mlops.adapters.store.decision_queries import Decision, DecisionQueries, insert_decision
 from include.mlops.adapters.store.inference_queries import InferenceQueries, Record, write_journal_checkpoints
 from include.mlops.adapters.store.ledger_queries import DEPLOY_STRATEGIES, LedgerQueries
+from include.mlops.adapters.store.registry_queries import RegistryQueries
 from include.mlops.adapters.store.schema import (
     LATEST_VERSION,
     MIGRATIONS,
     alerts,
+    alias_locks,
     batches,
     current_version,
     decisions,
@@ -39,6 +42,7 @@ from include.mlops.adapters.store.schema import (
     log_journal,
     metadata,
     migrate,
+    model_digests,
     quarantine,
     schema_version,
     utcnow,
@@ -53,6 +57,7 @@ __all__ = [
     "Record",
     "Store",
     "alerts",
+    "alias_locks",
     "batches",
     "current_version",
     "decisions",
@@ -66,6 +71,7 @@ __all__ = [
     "log_journal",
     "metadata",
     "migrate",
+    "model_digests",
     "quarantine",
     "schema_version",
     "utcnow",
@@ -73,7 +79,7 @@ __all__ = [
 ]
 
 
-class Store(BatchQueries, InferenceQueries, LedgerQueries, DecisionQueries, AlertQueries, StateQueries, StoreBase):
+class Store(BatchQueries, InferenceQueries, LedgerQueries, DecisionQueries, AlertQueries, StateQueries, RegistryQueries, StoreBase):
     """Typed access to the ops store for one database URL."""
 
     @classmethod

@@ -9,9 +9,9 @@ from typing import Any
 
 from sqlalchemy import func, insert, select, update
 
-from include.mlops.adapters.store.base import StoreBase, new_id
+from include.mlops.adapters.store.base import StoreBase, jsonable, new_id
 from include.mlops.adapters.store.decision_queries import Decision, insert_decision
-from include.mlops.adapters.store.schema import batches, ground_truth, quarantine, utcnow
+from include.mlops.adapters.store.schema import batches, ground_truth, inference_log, quarantine, utcnow
 
 
 class BatchQueries(StoreBase):
@@ -121,8 +121,18 @@ class BatchQueries(StoreBase):
         with self.begin() as conn:
             conn.execute(update(batches).where(batches.c.id == batch_id).values(day=day, rows=rows))
 
-    def accept_batch(self, batch_id: int, model: str, day: date, pool_path: str, truth: list[dict[str, Any]], decision: Decision) -> None:
-        """Ground truth rows, the accepted verdict and its decision, in one transaction (re-runnable)."""
+    def accept_batch(
+        self,
+        batch_id: int,
+        model: str,
+        day: date,
+        pool_path: str,
+        truth: list[dict[str, Any]],
+        decision: Decision,
+        profile: dict[str, Any] | None = None,
+    ) -> None:
+        """Ground truth rows, the accepted verdict and its decision (and the batch's summary
+        statistics for the learned profile), in one transaction (re-runnable)."""
         with self.begin() as conn:
             conn.execute(ground_truth.delete().where(ground_truth.c.batch_id == batch_id))
             for i in range(0, len(truth), 1000):
@@ -134,6 +144,8 @@ class BatchQueries(StoreBase):
                 .where(batches.c.id == batch_id)
                 .values(status="accepted", reason_codes=[], decided_at=utcnow(), pool_path=pool_path, day=day, rows=len(truth))
             )
+            if profile is not None:
+                conn.execute(update(batches).where(batches.c.id == batch_id).values(profile=jsonable(profile)))
             insert_decision(conn, decision)
 
     def quarantine_batch(
@@ -203,3 +215,55 @@ class BatchQueries(StoreBase):
             q = q.where(ground_truth.c.event_time >= event_from)
         with self.engine.connect() as conn:
             return int(conn.execute(q).scalar_one())
+
+    # -- validation attempts (a file that crashes validation is quarantined after N of them) --------
+    def start_attempt(self, batch_id: int) -> int:
+        """Count one more validation attempt of the batch (committed before validating, so a worker
+        killed mid-validation counts too); returns the attempts so far, this one included."""
+        with self.begin() as conn:
+            conn.execute(update(batches).where(batches.c.id == batch_id).values(attempts=func.coalesce(batches.c.attempts, 0) + 1))
+            return int(conn.execute(select(batches.c.attempts).where(batches.c.id == batch_id)).scalar_one())
+
+    def finish_attempt(self, batch_id: int) -> None:
+        """The attempt finished validating (whatever the verdict): it is not counted against the
+        file (``attempts`` counts the attempts that crashed or died)."""
+        with self.begin() as conn:
+            conn.execute(update(batches).where(batches.c.id == batch_id, batches.c.attempts > 0).values(attempts=batches.c.attempts - 1))
+
+    def record_attempt_error(self, batch_id: int, error: str) -> None:
+        """What the last crashed validation attempt raised."""
+        with self.begin() as conn:
+            conn.execute(update(batches).where(batches.c.id == batch_id).values(last_error=error[:2000]))
+
+    # -- the learned batch profile ---------------------------------------------------------------
+    def accepted_batch_profiles(self, model: str, limit: int, exclude_id: int | None = None) -> list[dict[str, Any]]:
+        """The ``limit`` most recent accepted batches (by day) of ``model``: id, day, pool path and
+        stored summary statistics (``profile``: None for a batch accepted before schema version 6)."""
+        q = (
+            select(batches.c.id, batches.c.day, batches.c.pool_path, batches.c.profile)
+            .where(batches.c.model_name == model, batches.c.status == "accepted")
+            .order_by(batches.c.day.desc(), batches.c.id.desc())
+            .limit(limit)
+        )
+        if exclude_id is not None:
+            q = q.where(batches.c.id != exclude_id)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
+
+    def set_batch_profile(self, batch_id: int, profile: dict[str, Any]) -> None:
+        with self.begin() as conn:
+            conn.execute(update(batches).where(batches.c.id == batch_id).values(profile=jsonable(profile)))
+
+    def count_logged_entities(self, model: str, ids: Iterable[str]) -> int:
+        """How many of ``ids`` have a successful prediction of ``model`` in the inference log (the
+        batch's join rate with logged predictions is this over its rows). Looked up by entity id
+        alone (its index), the model and status filtered here: SQLite's planner otherwise scans
+        the model's whole log through the (model, version, time) index."""
+        wanted = list(dict.fromkeys(ids))
+        found: set[str] = set()
+        c = inference_log.c
+        with self.engine.connect() as conn:
+            for i in range(0, len(wanted), 500):
+                rows = conn.execute(select(c.entity_id, c.model_name, c.status).where(c.entity_id.in_(wanted[i : i + 500]))).all()
+                found.update(e for e, m, status in rows if m == model and status == "ok")
+        return len(found)

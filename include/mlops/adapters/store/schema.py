@@ -74,6 +74,9 @@ batches = Table(
     Column("archive_path", Text),
     Column("dag_id", String(250)),
     Column("run_id", String(250)),
+    Column("attempts", Integer, nullable=False, default=0, server_default="0"),  # validation attempts that crashed or died
+    Column("last_error", Text),  # what the last crashed attempt raised
+    Column("profile", JSON),  # the batch's summary statistics, what the learned batch profile is built from
     Index("ix_batches_sha", "model_name", "content_sha256"),
     Index("ix_batches_day", "model_name", "day"),
 )
@@ -207,7 +210,31 @@ log_journal = Table(
     Column("updated_at", DateTime, nullable=False),
 )
 
-LATEST_VERSION = 4
+#: The sha256 of each registered version's model file, recorded by the loop when it registers the
+#: version (training), with the skops types it trusted then; every load checks the file against it.
+model_digests = Table(
+    "model_digests",
+    metadata,
+    Column("model_name", String(100), primary_key=True),
+    Column("version", String(20), primary_key=True),
+    Column("sha256", String(64), nullable=False),
+    Column("model_file", String(255), nullable=False),
+    Column("trusted_types", JSON, nullable=False, default=list),
+    Column("recorded_by", String(250)),
+    Column("recorded_at", DateTime, nullable=False),
+)
+
+#: One row per model while an alias change is under way: who holds the lock, until when.
+alias_locks = Table(
+    "alias_locks",
+    metadata,
+    Column("model_name", String(100), primary_key=True),
+    Column("owner", String(250), nullable=False),
+    Column("acquired_at", DateTime, nullable=False),
+    Column("expires_at", DateTime, nullable=False),
+)
+
+LATEST_VERSION = 6
 
 
 def _v2_batches_arrived_at(conn: Connection) -> None:
@@ -265,11 +292,29 @@ def _v4_decision_keys(conn: Connection) -> None:
     log.info("back-filled version/window of %s of %s decisions from their subject", filled, len(rows))
 
 
+def _v5_digests_and_alias_locks(conn: Connection) -> None:
+    """model_digests (the sha256 checked at every model load) and alias_locks (one alias change at a time)."""
+    model_digests.create(conn)
+    alias_locks.create(conn)
+
+
+def _v6_batch_attempts_and_profile(conn: Connection) -> None:
+    """batches.attempts, last_error (a file that crashes validation is quarantined after N attempts)
+    and batches.profile (the summary statistics the learned batch profile is built from)."""
+    from sqlalchemy import text
+
+    conn.execute(text("ALTER TABLE batches ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0"))
+    conn.execute(text("ALTER TABLE batches ADD COLUMN last_error TEXT"))
+    conn.execute(text("ALTER TABLE batches ADD COLUMN profile JSON"))
+
+
 #: (version, description, function that brings a database from version-1 to version).
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (2, "batches.arrived_at: the delivery order, for staleness", _v2_batches_arrived_at),
     (3, "log_journal: checkpoints of the serving API's write-ahead journal", _v3_log_journal),
     (4, "decisions.version, window_start, window_end: join keys instead of the subject text", _v4_decision_keys),
+    (5, "model_digests and alias_locks: verified model loads, serialized alias changes", _v5_digests_and_alias_locks),
+    (6, "batches.attempts, last_error, profile: bounded validation retries, the learned batch profile", _v6_batch_attempts_and_profile),
 ]
 _INITIAL_DESCRIPTION = "initial schema: batches, quarantine, ground truth, inference log, ledger, decisions, alerts, governance"
 

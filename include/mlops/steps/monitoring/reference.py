@@ -103,15 +103,16 @@ def artifact_probe_scores(rt: Runtime, version: str, probes: pd.DataFrame) -> An
     """The probe set scored by ``version``'s registry artifact: computed by loading the artifact the
     first time, then kept beside the version's cached reference (a version's artifact never
     changes; loading it for every window was a second of each monitoring pass)."""
-    import mlflow.sklearn
     import numpy as np
     import pandas as pd
+
+    from include.mlops.adapters.model_artifacts import load_model_version
 
     key = int(pd.util.hash_pandas_object(probes[rt.spec.feature_names], index=False).sum()) & 0xFFFFFFFFFFFF
     cache = reference_dir(rt, version) / f"probe_scores-{key:012x}.npy"
     if cache.exists():
         return np.load(cache)
-    model = mlflow.sklearn.load_model(f"models:/{rt.model_name}/{version}")
+    model = load_model_version(rt.store, rt.spec, rt.model_name, version, tracking_uri=rt.settings.mlflow_tracking_uri)
     scores = np.asarray(model.predict_proba(probes[rt.spec.feature_names])[:, 1], dtype=float)
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp.npy")

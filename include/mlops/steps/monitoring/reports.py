@@ -4,11 +4,19 @@ Each judged window gets an HTML drift report beside its JSON summary, and two or
 (drift; model and system; realized quality once labels are in) added to the Evidently workspace,
 whose project dashboard shows them over time. Every Evidently dataset is described by
 :func:`data_definition`, so Evidently tests each column as the loop does.
+
+Evidently embeds the data's categories in the report's HTML (inside ``<script>``) and in its
+snapshots, and the current window's categories are whatever clients sent to ``/predict``. So no
+raw request string reaches a report: :func:`reportable_categories` keeps only the categories the
+reference (training data) or the spec knows, short and plain, and maps everything else to
+:data:`UNKNOWN_CATEGORY` before Evidently sees the frames.
 """
 
 from __future__ import annotations
 
 import logging
+import numbers
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +33,36 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REPORT_SAMPLE_ROWS = 20_000
+
+#: What a category value the reference does not know (or that is not plain text) becomes in a report.
+UNKNOWN_CATEGORY = "__unknown__"
+#: Longest category value a report shows as itself.
+MAX_CATEGORY_CHARS = 64
+#: A category value a report may show as itself: printable, no markup or quoting characters.
+_PLAIN = re.compile(r"[^<>&\"'`\\\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]+")
+
+
+def _plain(value: object) -> bool:
+    if isinstance(value, str):
+        return len(value) <= MAX_CATEGORY_CHARS and _PLAIN.fullmatch(value) is not None
+    return isinstance(value, numbers.Real)  # numbers (numpy's too) and flags carry no markup
+
+
+def reportable_categories(spec: Spec, cur: pd.DataFrame, ref: pd.DataFrame) -> None:
+    """Make the categorical columns of ``cur`` and ``ref`` safe to put in a report, in place.
+
+    A value stays itself only when the reference sample or the spec's ``categories`` list holds it
+    and it is plain (at most :data:`MAX_CATEGORY_CHARS` characters, no markup, quoting or control
+    characters); any other value, in either frame, becomes :data:`UNKNOWN_CATEGORY`. Missing values
+    stay missing. Categories clients invent all count as one unknown category in the report's drift
+    (the loop's own drift decision is computed elsewhere, on the raw values)."""
+    for f in spec.features:
+        if f.type != "categorical" or f.name not in cur.columns or f.name not in ref.columns:
+            continue
+        known = {v for v in [*ref[f.name].dropna().unique(), *(f.categories or [])] if _plain(v)}
+        for df in (cur, ref):
+            col = df[f.name]
+            df[f.name] = col.where(col.isna() | col.isin(known), UNKNOWN_CATEGORY)
 
 
 def data_definition(columns: Sequence[str], spec: Spec | None = None, *, classification: tuple[str, str] | None = None) -> Any:
@@ -52,7 +90,8 @@ def drift_report(spec: Spec, cur: pd.DataFrame, ref: pd.DataFrame, *, extra_nume
     drifted columns and each judged column's drift (score, test, the two distributions). These are
     what ``DataDriftPreset`` computes, without its summary table, which computes every column's
     drift twice more and draws every plot again (half of the report's CPU on a weekly window).
-    ``run`` goes to ``Report.run`` (timestamp, metadata, tags)."""
+    ``run`` goes to ``Report.run`` (timestamp, metadata, tags). Categories neither the reference
+    nor the spec knows are reported as :data:`UNKNOWN_CATEGORY` (:func:`reportable_categories`)."""
     from evidently import Dataset, Report
     from evidently.metrics import DriftedColumnsCount, ValueDrift
 
@@ -60,6 +99,7 @@ def drift_report(spec: Spec, cur: pd.DataFrame, ref: pd.DataFrame, *, extra_nume
     for df in (cur, ref):
         for c in cats:
             df[c] = df[c].astype(object).where(df[c].notna(), None)
+    reportable_categories(spec, cur, ref)
     dd = data_definition([*spec.feature_names, *extra_numeric], spec)
     # the columns monitoring judges (``drift_exclude``, e.g. month in a weekly window, is not)
     judged = [c for c in [*spec.feature_names, *extra_numeric] if c not in spec.monitoring.drift_exclude]
