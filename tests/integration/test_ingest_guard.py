@@ -18,7 +18,7 @@ from tooling.replay import day_frame, write_day
 
 pytestmark = pytest.mark.integration
 
-SECRET = "TOP-SECRET-LINE-7f3a"
+OUTSIDE_MARKER = "OUTSIDE-LANDING-LINE-7f3a"
 
 
 def run(rt, spec=None, store=None):
@@ -42,7 +42,7 @@ def test_a_symlink_is_quarantined_and_its_target_never_read(runtime, flights, tm
     outside = tmp_path / "outside" / "secret.csv"
     outside.parent.mkdir()
     frame = day_frame(flights, runtime.spec, date(2013, 1, 5))
-    frame.assign(carrier=SECRET).to_csv(outside, index=False)  # would show up as an unknown category
+    frame.assign(carrier=OUTSIDE_MARKER).to_csv(outside, index=False)  # would show up as an unknown category
     runtime.lake.landing.mkdir(parents=True, exist_ok=True)
     link = runtime.lake.landing / "outcomes_2013-01-05.csv"
     link.symlink_to(outside)
@@ -54,9 +54,9 @@ def test_a_symlink_is_quarantined_and_its_target_never_read(runtime, flights, tm
         assert r.status == "quarantined" and r.reason_codes == ["symlink_refused"], r
         moved = runtime.lake.quarantine / f"{r.batch_id:06d}-{name}"
         assert moved.is_symlink()  # moved as a link, never followed
-    assert SECRET not in everything_recorded(runtime)
+    assert OUTSIDE_MARKER not in everything_recorded(runtime)
     assert str(outside) not in everything_recorded(runtime)
-    assert outside.read_text().count(SECRET) == len(frame)  # the target untouched
+    assert outside.read_text().count(OUTSIDE_MARKER) == len(frame)  # the target untouched
     assert runtime.store.count_ground_truth(runtime.model_name) == 0
     assert discover(runtime.lake) == []
 
