@@ -4,6 +4,7 @@ freshness trigger, and monitoring's trend test for slow decay."""
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
 from datetime import date, timedelta
@@ -130,6 +131,7 @@ def test_no_trend_verdict_on_noise_too_few_windows_or_when_off():
     short = summary(0.70)
     judge_trend(short, [0.78, math.nan, 0.74], on)  # a window without a verdict does not count
     assert short.outcome == "healthy" and short.quality["trend_test"]["reason"] == "too_few_windows"
+    json.dumps(short.quality, allow_nan=False)  # stored as JSON on PostgreSQL: no infinite bounds
     off = summary(0.70)
     judge_trend(off, [0.78, 0.77, 0.755, 0.74, 0.72], tiny_spec().monitoring)
     assert off.outcome == "healthy" and "trend_test" not in off.quality

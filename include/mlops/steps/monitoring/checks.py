@@ -270,15 +270,9 @@ def check_estimated_quality(s: Summary, spec: Spec, ok: pd.DataFrame, ref: Refer
         s.quality["estimated"] = {"status": "unavailable", "reason": str(exc)}
         return
     auc = estimate_performance(cbpe, ok["score"].to_numpy()).metrics["roc_auc"]
-    s.quality["estimated"] = {
-        "method": "cbpe",
-        "metric": "roc_auc",
-        "value": auc.value,
-        "lower": auc.lower,
-        "upper": auc.upper,
-        "reference": auc.reference,
-        "change": auc.change,
-    }
+    figures = {"value": auc.value, "lower": auc.lower, "upper": auc.upper, "reference": auc.reference, "change": auc.change}
+    finite = {k: (float(v) if v is not None and math.isfinite(v) else None) for k, v in figures.items()}
+    s.quality["estimated"] = {"method": "cbpe", "metric": "roc_auc", **finite}
 
 
 def estimated_impact(s: Summary) -> str:
@@ -315,7 +309,8 @@ def judge_trend(s: Summary, earlier: list[float], mon: Monitoring) -> None:
     if mon.trend_windows == 0 or live is None or math.isnan(live):
         return
     verdict = trend_test([*earlier, float(live)], last=mon.trend_windows, min_slope=mon.trend_min_slope)
-    s.quality["trend_test"] = verdict.to_dict()
+    # JSON-safe: the verdict's open bounds (too few windows) are infinite, which PostgreSQL's json refuses
+    s.quality["trend_test"] = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in verdict.to_dict().items()}
     if verdict.significant:
         s.add(
             "decay",
