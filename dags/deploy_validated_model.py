@@ -41,6 +41,20 @@ APPROVAL_BODY = (
 )
 
 
+#: the XCom key of the person's answer (chosen options and who answered), kept whatever the answer
+ANSWER = "answer"
+
+
+class AnswerKeepingApproval(ApprovalOperator):
+    """Airflow's approval step that also keeps the answer as the XCom ``answer``: on 'Reject' the
+    operator skips the deployment by raising, so its return value (the answer) is never pushed."""
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        answer = {"chosen_options": event.get("chosen_options"), "responded_by_user": event.get("responded_by_user")}
+        context["ti"].xcom_push(key=ANSWER, value=answer)
+        return super().execute_complete(context, event)
+
+
 @dag(
     dag_id="deploy_validated_model",
     schedule=[CANDIDATE_REGISTERED],
@@ -100,7 +114,7 @@ def deploy_validated_model() -> None:
             return "refuse"
         return "approve" if plan["require_approval"] else "deploy"
 
-    approve = ApprovalOperator(task_id="approve", subject=APPROVAL_SUBJECT, body=APPROVAL_BODY, response_timeout=timedelta(days=1))
+    approve = AnswerKeepingApproval(task_id="approve", subject=APPROVAL_SUBJECT, body=APPROVAL_BODY, response_timeout=timedelta(days=1))
 
     @task(outlets=[MODEL_DEPLOYED], trigger_rule="none_failed_min_one_success", pool=ALIAS_POOL)
     def deploy(candidate: dict[str, Any], plan: dict[str, Any], *, outlet_events: Any = None) -> dict[str, Any]:
@@ -133,7 +147,7 @@ def deploy_validated_model() -> None:
         from include.mlops.steps.deploy import record_rejection
 
         context = get_current_context()
-        answer = context["ti"].xcom_pull(task_ids="approve")
+        answer = context["ti"].xcom_pull(task_ids="approve", key=ANSWER)
         return record_rejection(candidate, answer, dag_id=context["dag"].dag_id, run_id=context["run_id"])
 
     candidate = resolve()
@@ -143,7 +157,7 @@ def deploy_validated_model() -> None:
     refused = refuse(candidate, results, choice[PLAN])
     choice >> [approve, deployed, refused]
     approve >> deployed
-    approve >> record_approval(candidate)
+    deployed >> record_approval(candidate)  # not downstream of approve: a Reject skips approve's direct downstream tasks
 
 
 deploy_validated_model()
