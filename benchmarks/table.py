@@ -5,7 +5,9 @@ benchmarks/README.md (between the ``<!-- bench-table -->`` markers).
 
 Reads the newest raw result of each benchmark in ``benchmarks/results/`` (``make bench`` runs them
 first) and the loop-latency figures of the newest demo run (``<MLOPS_HOME>/demo/summary.json``,
-written by ``make demo`` / ``make demo-fast``). A figure whose run is missing says so.
+written by ``make demo`` / ``make demo-fast``). Raw results are git-ignored: a benchmark with no
+raw result here keeps its rows of the table already in the README, marked as carried over; one
+that never ran says so.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 START, END = "<!-- bench-table -->", "<!-- /bench-table -->"
+CARRIED = "carried over from a table written on"
 
 
 def newest(prefix: str, anchored: bool = False) -> tuple[Path | None, dict[str, Any] | None]:
@@ -168,6 +171,38 @@ def threads_rows(path: Path | None, data: dict[str, Any] | None, required: bool 
     return rows
 
 
+def backtest_rows(path: Path | None, data: dict[str, Any] | None) -> list[list[str]]:
+    src = f"`{path.name}`" if path else "no run"
+    if data is None:
+        return [["backtest", "(no result: run `make bench-backtest`)", "", "", src]]
+    p, a, t = data["process"], data["anchor"], data["timing"]
+    threads = data.get("threads", "1")
+    rows = [
+        [
+            "backtest",
+            f"the flights spec's year through `make backtest`'s entry point, one process"
+            f" ({'one thread' if threads == '1' else f'threads {threads}'}, load {p['load_before'][0]:.2f} at start):"
+            f" wall, peak RSS",
+            f"whole 2013 replay: {p['process_wall_s']:.0f} s wall, {p['max_rss_mb']:.0f} MiB peak"
+            f" ({p['cpu_s']:.0f} CPU s; the replay itself {t['wall_seconds']:.0f} s)",
+            f"fits alone: {a['fit_seconds']:.0f} s of it ({a['fits']} fits); budget {a['budget_seconds']:.0f} s",
+            src,
+        ]
+    ]
+    auc, retrains = data.get("auc_mean") or {}, data.get("retrains") or {}
+    if "loop" in auc and "weekly" in auc:
+        rows.append(
+            [
+                "backtest",
+                "mean monthly ROC AUC of the same run, Feb-Dec 2013",
+                f"{auc['loop']:.4f} (the loop, {retrains.get('loop', '?')} retrains)",
+                f"{auc['weekly']:.4f} (retraining every 7 days, {retrains.get('weekly', '?')} retrains)",
+                src,
+            ]
+        )
+    return rows
+
+
 def loop_rows(path: Path) -> list[list[str]]:
     if not path.is_file():
         return [["loop latency", "(no demo run: `make demo-fast`)", "", "", "no run"]]
@@ -201,7 +236,45 @@ def summarize_monitoring(data: dict[str, Any] | None) -> dict[str, Any] | None:
     return {**data, "results": out}
 
 
-def render(rows: list[list[str]]) -> str:
+def previous_rows(text: str) -> list[list[str]]:
+    """The rows of the table already between the markers (none when there is no table)."""
+    if START not in text or END not in text:
+        return []
+    block = text.split(START, 1)[1].split(END, 1)[0]
+    rows = []
+    for line in block.splitlines():
+        cells = line.strip()[2:-2].split(" | ") if line.startswith("| ") and line.endswith(" |") else []
+        if len(cells) == 5 and cells[0] != "benchmark":
+            rows.append(cells)
+    return rows
+
+
+def previous_machine(text: str) -> str:
+    """The machine the previous table names in its header (``2 cores, CPU model``)."""
+    block = text.split(START, 1)[1] if START in text else ""
+    found = re.search(r" on (\d+) cores \((.*?)\), Python ", block.split("\n\n", 1)[0])
+    return f"{found.group(1)} cores, {found.group(2)}" if found else "an unknown machine"
+
+
+def carry_over(rows: list[list[str]], previous: list[list[str]], machine: str) -> tuple[list[list[str]], list[str]]:
+    """Raw results are git-ignored, so a machine may hold only some of them: a benchmark with no
+    raw result here keeps its rows of the previous table instead of losing them, their source cell
+    marked with the machine that table was written on (kept as is when already marked).
+    Returns the rows and the benchmarks carried over."""
+    out: list[list[str]] = []
+    carried: list[str] = []
+    for name in dict.fromkeys(r[0] for r in rows):
+        new = [r for r in rows if r[0] == name]
+        old = [r for r in previous if r[0] == name and r[4] != "no run"]
+        if old and all(r[4] == "no run" for r in new):
+            out += [r[:4] + [r[4] if CARRIED in r[4] else f"{r[4]}; {CARRIED} {machine}"] for r in old]
+            carried.append(name)
+        else:
+            out += new
+    return out, carried
+
+
+def render(rows: list[list[str]], carried: list[str] | None = None) -> str:
     load = os.getloadavg()
     cpu = "unknown CPU"
     with contextlib.suppress(OSError, StopIteration):
@@ -211,8 +284,14 @@ def render(rows: list[list[str]]) -> str:
         f"Written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `benchmarks/table.py` (`make bench` runs every benchmark first) "
         f"on {os.cpu_count()} cores ({cpu}), "
         f"Python {platform.python_version()}, load average {load[0]:.2f} when the table was written. "
-        "Each figure comes from the raw result named in the last column; the anchor ran in the same run.\n\n"
+        "Each figure comes from the raw result named in the last column; the anchor ran in the same run."
     )
+    if carried:
+        head += (
+            f" The rows of {', '.join(carried)} are carried over from an earlier table (their raw results were"
+            " not on this machine); their source cell names the machine of the table they come from."
+        )
+    head += "\n\n"
     lines = ["| benchmark | what | figure | anchor | source |", "|---|---|---|---|---|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return head + "\n".join(lines) + "\n"
@@ -230,9 +309,10 @@ def main(argv: list[str] | None = None) -> int:
     rows += monitoring_rows(mon_path, summarize_monitoring(mon))
     for busy in (True, False):  # the newest run with the other core busy, and with it idle
         rows += threads_rows(*newest_threads(busy), required=busy)
+    rows += backtest_rows(*newest("backtest"))
     rows += loop_rows(args.demo_summary)
-    table = render(rows)
     text = args.readme.read_text()
+    table = render(*carry_over(rows, previous_rows(text), previous_machine(text)))
     block = f"{START}\n{table}{END}"
     if START in text and END in text:
         text = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: block, text, flags=re.S)
