@@ -13,6 +13,10 @@ Every labelled outcome batch that lands is validated by the spec's Great Expecta
   (`outcomes_2013-01-05.parquet: quarantined (temperature_not_fahrenheit)`).
 * **Emits** `training_pool` + `ground_truth` when a batch was accepted, `batch_quarantined` when
   one was not; the event extras list the batches (and the reasons).
+* **Revises** (`revise_quality`, after an accepted batch; skipped otherwise) the realized quality
+  of the recent judged monitoring windows these labels belong to: the verdict stays, the revision
+  is what the trend test and the status page read, and a decay only the late labels show is
+  recorded (`decay_revised`) and alerted (docs/signals.md, "Late labels").
 * Symbolic links and special files in landing are quarantined unread, as are files over the spec's
   size and row limits (from a parquet file's metadata); a batch the spec accepts is judged against
   the profile learned from accepted batches. A file whose validation crashes is `deferred` (it
@@ -117,8 +121,18 @@ def ingest_outcomes() -> None:
         outlet_events[BATCH_QUARANTINED].extra = extra
         return extra
 
+    @task
+    def revise_quality(accepted: dict[str, Any]) -> dict[str, Any]:
+        """Labels that arrived after a window's verdict: the recent judged windows whose labelled
+        rows changed are measured again (steps/monitoring/revision.py)."""
+        from include.mlops.runtime import load_runtime
+        from include.mlops.steps.monitoring.revision import revise_window_quality
+
+        context = get_current_context()
+        return revise_window_quality(load_runtime(), dag_id=context["dag"].dag_id, run_id=context["run_id"])
+
     results = ingest_batches.expand(files=find_batches())
-    publish_accepted(results)
+    revise_quality(publish_accepted(results))
     publish_quarantined(results)
 
 

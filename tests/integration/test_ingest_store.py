@@ -8,7 +8,7 @@ from datetime import date, datetime
 import pytest
 from sqlalchemy import insert, text
 
-from include.mlops.adapters.store import Decision, Store, get_engine, inference_log, migrate
+from include.mlops.adapters.store import LATEST_VERSION, Decision, Store, get_engine, inference_log, migrate
 from tests.conftest import ops_db_url
 
 pytestmark = pytest.mark.integration
@@ -75,6 +75,8 @@ def test_a_v5_database_gets_the_attempts_and_profile_columns(tmp_path):
     engine = get_engine(ops_db_url(tmp_path))
     migrate(engine)
     with engine.begin() as conn:  # make it look like a v5 database with one accepted batch
+        conn.execute(text("DROP TABLE window_quality"))  # v7
+        conn.execute(text("ALTER TABLE inference_log DROP COLUMN model_ms"))  # v8
         for column in ("attempts", "last_error", "profile"):
             conn.execute(text(f"ALTER TABLE batches DROP COLUMN {column}"))
         conn.execute(text("DELETE FROM schema_version"))
@@ -85,7 +87,7 @@ def test_a_v5_database_gets_the_attempts_and_profile_columns(tmp_path):
                 "VALUES ('m', 'a.parquet', 'x', 'accepted', '[]', '2026-01-02 03:04:05', '2013-01-01')"
             )
         )
-    assert migrate(engine) == 6
+    assert migrate(engine) == LATEST_VERSION
     s = Store(engine)
     [row] = s.list_batches(M)
     assert row["attempts"] == 0 and row["last_error"] is None and row["profile"] is None

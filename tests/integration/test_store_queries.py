@@ -37,6 +37,8 @@ def test_a_v3_database_gets_its_decision_keys_back_filled_from_the_subject(tmp_p
     migrate(engine)
     with engine.begin() as conn:  # make it look like a v3 database with decisions of every shape
         conn.execute(text("DROP INDEX ix_decisions_version"))
+        conn.execute(text("ALTER TABLE inference_log DROP COLUMN model_ms"))  # v8
+        conn.execute(text("DROP TABLE window_quality"))  # v7
         for column in ("attempts", "last_error", "profile"):  # v6
             conn.execute(text(f"ALTER TABLE batches DROP COLUMN {column}"))
         for table in ("model_digests", "alias_locks"):  # v5
@@ -62,7 +64,7 @@ def test_a_v3_database_gets_its_decision_keys_back_filled_from_the_subject(tmp_p
                 ),
                 {"kind": kind, "subject": subject},
             )
-    assert migrate(engine) == LATEST_VERSION == 6
+    assert migrate(engine) == LATEST_VERSION
     s = Store(engine)
     got = {d["kind"]: (d["version"], d["window_start"], d["window_end"], d["subject"]) for d in s.list_decisions(M)}
     assert got["monitor"] == (3, T0, T0 + timedelta(days=7), "v3 2013-02-08T00:00..2013-02-15T00:00")
@@ -70,7 +72,7 @@ def test_a_v3_database_gets_its_decision_keys_back_filled_from_the_subject(tmp_p
     assert got["deployment"][:3] == (5, None, None)
     assert got["ingest"][:3] == got["governance"][:3] == got["rollback"][:3] == (None, None, None)
     assert s.decision_exists(M, "monitor", version=3, window_start=T0, window_end=T0 + timedelta(days=7))
-    assert migrate(engine) == 6  # nothing applied twice
+    assert migrate(engine) == LATEST_VERSION  # nothing applied twice
 
 
 # -- batches, quarantine, ground truth -------------------------------------------------------------

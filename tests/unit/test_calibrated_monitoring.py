@@ -134,3 +134,39 @@ def test_the_stored_calibration_reads_back(tmp_path):
     (tmp_path / CALIBRATION_FILE).write_text(json.dumps(calibration.to_dict()))
     assert read_calibration(tmp_path / CALIBRATION_FILE) == DriftCalibration.from_dict(calibration.to_dict())
     assert read_calibration(tmp_path / "absent.json") is None
+
+
+def wandering_scores(train: pd.DataFrame, seed: int, shift: float = 0.0) -> np.ndarray:
+    """A model's scores that follow the wandering feature (as a flights model's follow the weather)."""
+    rng = np.random.default_rng(seed)
+    return 1 / (1 + np.exp(-(0.8 * train["wander"].to_numpy() + shift + rng.normal(scale=0.3, size=len(train)))))
+
+
+def test_the_score_is_calibrated_on_the_versions_own_training_scores():
+    spec_on, spec_off = make_spec(True), make_spec(True, drift_calibration={"enabled": True, "score": False})
+    train = weeks(8, seed=4)
+    holdout = weeks(1, seed=5)
+    hold_scores = wandering_scores(holdout, 6)
+    stats, calibration = reference_statistics(spec_on, train, hold_scores, wandering_scores(train, 7))
+    assert calibration is not None and "score" in calibration.features
+    ref_on = Reference("1", "run", stats, train.head(0), pd.DataFrame({"score": hold_scores}), {"roc_auc": 0.7}, calibration)
+    # without the training scores, or with the score's calibration off, the score keeps the fixed threshold
+    assert "score" not in reference_statistics(spec_on, train, hold_scores)[1].features  # type: ignore[union-attr]
+    assert "score" not in reference_statistics(spec_off, train, hold_scores, wandering_scores(train, 7))[1].features  # type: ignore[union-attr]
+    ref_off = reference(spec_off, train, hold_scores)
+    fixed, calibrated = 0, 0
+    for seed in range(40, 50):  # ordinary weeks: the scores move with the wandering feature, as in training
+        week = weeks(1, seed=seed)
+        ok = week[["x", "wander", "c", "month"]].assign(score=wandering_scores(week, seed + 100))
+        s_on, s_off = Summary("m", "1", "champion", "a", "b", 1500), Summary("m", "1", "champion", "a", "b", 1500)
+        check_drift(s_on, spec_on, ok, ref_on)
+        check_drift(s_off, spec_off, ok, ref_off)
+        fixed += "prediction_drift" in s_off.reason_codes
+        calibrated += "prediction_drift" in s_on.reason_codes
+    assert fixed >= 5 and calibrated <= 2, (fixed, calibrated)
+    # a model whose output really moved (every score pushed up) still drifts against its calibration
+    week = weeks(1, seed=60)
+    moved = week[["x", "wander", "c", "month"]].assign(score=wandering_scores(week, 160, shift=2.0))
+    s = Summary("m", "1", "champion", "a", "b", 1500)
+    check_drift(s, spec_on, moved, ref_on)
+    assert "prediction_drift" in s.reason_codes and s.outcome == "drift"

@@ -35,7 +35,8 @@ POLICY = WindowPolicy(
     max_cpu_cores=1.8,
 )
 GOOD = dict(requests=500, errors=0, p95_latency_ms=20.0, champion_requests=2000, champion_p95_latency_ms=18.0, rejected_share=0.0,
-            score_shift_vs_holdout=0.05, score_shift_vs_champion=0.4, rss_mb=600.0, cpu_cores=0.5)  # fmt: skip
+            score_shift_vs_holdout=0.05, score_shift_vs_champion=0.4, rss_mb=600.0, cpu_cores=0.5, model_p95_ms=4.0,
+            champion_model_p95_ms=3.5)  # fmt: skip
 
 
 def sig(**over):
@@ -50,7 +51,8 @@ def sig(**over):
         (sig(requests=20, errors=5), False, "rollback", "hard_breach", "5 of 20 rows failed"),  # errors need no minimum sample
         (sig(errors=10), False, "passed", "early_window_passed", ""),  # exactly at the limit passes
         (sig(p95_latency_ms=250.0), False, "rollback", "hard_breach", "p95 latency 250.0 ms > 200.0 ms"),
-        (sig(p95_latency_ms=60.0, champion_p95_latency_ms=15.0), False, "rollback", "hard_breach", "4.00x the champion's"),
+        (sig(model_p95_ms=60.0, champion_model_p95_ms=15.0), False, "rollback", "hard_breach", "4.00x the champion's"),
+        (sig(p95_latency_ms=60.0, champion_p95_latency_ms=15.0), False, "passed", "early_window_passed", ""),  # request latency: no ratio
         (sig(rejected_share=0.2), False, "rollback", "hard_breach", "schema validation 20.00%"),
         (sig(score_shift_vs_holdout=0.6), False, "rollback", "hard_breach", "PSI 0.600"),
         (sig(rss_mb=4096.0), False, "rollback", "hard_breach", "memory 4096 MB"),
@@ -80,6 +82,7 @@ def sig(**over):
         "error-at-limit",
         "latency",
         "latency-ratio",
+        "request-latency-is-no-ratio",
         "rejected",
         "score-shift",
         "memory",

@@ -97,6 +97,8 @@ def test_v1_database_is_migrated_to_the_latest(url):
         for table in ("model_digests", "alias_locks"):  # v5
             conn.execute(text(f"DROP TABLE {table}"))
         conn.execute(text("DROP TABLE log_journal"))
+        conn.execute(text("DROP TABLE window_quality"))  # v7
+        conn.execute(text("ALTER TABLE inference_log DROP COLUMN model_ms"))  # v8
         conn.execute(text("DROP INDEX ix_decisions_version"))
         for column in ("version", "window_start", "window_end"):
             conn.execute(text(f"ALTER TABLE decisions DROP COLUMN {column}"))
@@ -108,11 +110,12 @@ def test_v1_database_is_migrated_to_the_latest(url):
                 "VALUES ('m', 'a.parquet', 'x', 'accepted', '[]', '2026-01-02 03:04:05')"
             )
         )
-    assert migrate(engine) == LATEST_VERSION == 6
+    assert migrate(engine) == LATEST_VERSION == 8
     with engine.connect() as conn:
         assert conn.execute(text("select arrived_at from batches")).scalar_one() is not None
         assert conn.execute(text("select attempts from batches")).scalar_one() == 0
-        assert [r[0] for r in conn.execute(text("select version from schema_version order by version"))] == [1, 2, 3, 4, 5, 6]
+        assert [r[0] for r in conn.execute(text("select version from schema_version order by version"))] == [1, 2, 3, 4, 5, 6, 7, 8]
+        assert conn.execute(text("select count(model_ms) from inference_log")).scalar_one() == 0
         assert conn.execute(text("select count(*) from log_journal")).scalar_one() == 0
 
 

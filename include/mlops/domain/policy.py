@@ -63,6 +63,10 @@ class WindowSignals:
     rss_mb: float | None = None
     cpu_cores: float | None = None
     champion_errors: int = 0  # failed rows of the champion over the same period
+    #: p95 of each version's own inference time (its predict calls, inference_log.model_ms): the
+    #: latency ratio compares these, since both versions' rows share a request's latency.
+    model_p95_ms: float | None = None
+    champion_model_p95_ms: float | None = None
 
     @property
     def error_rate(self) -> float:
@@ -90,6 +94,13 @@ class WindowPolicy:
     max_error_rate_increase: float | None = None
     #: A window that runs out with too few requests: keep | extend | rollback.
     on_inconclusive: str = "keep"
+
+
+def latency_ratio(model_p95_ms: float | None, champion_model_p95_ms: float | None) -> float | None:
+    """The new version's p95 inference time over the champion's (None when either is not measured)."""
+    if model_p95_ms is None or not champion_model_p95_ms or math.isnan(model_p95_ms) or math.isnan(champion_model_p95_ms):
+        return None
+    return model_p95_ms / champion_model_p95_ms
 
 
 def _too_few_requests(s: WindowSignals, p: WindowPolicy, details: dict[str, Any], *, extended: bool) -> Verdict:
@@ -138,9 +149,8 @@ def decide_early_window(s: WindowSignals, p: WindowPolicy, *, waited_out: bool, 
         ),
         ("cpu_cores", s.cpu_cores, p.max_cpu_cores, "serving CPU {v:.2f} cores > {t:.2f}"),
     ]
-    if s.p95_latency_ms is not None and s.champion_p95_latency_ms:
-        ratio = s.p95_latency_ms / s.champion_p95_latency_ms
-        checks.append(("latency_ratio", ratio, p.max_latency_ratio, "p95 latency {v:.2f}x the champion's > {t:.2f}x"))
+    ratio = latency_ratio(s.model_p95_ms, s.champion_model_p95_ms)
+    checks.append(("latency_ratio", ratio, p.max_latency_ratio, "p95 model inference time {v:.2f}x the champion's > {t:.2f}x"))
     champion_rate = s.champion_error_rate
     if p.max_error_rate_increase is not None and champion_rate is not None:
         checks.append(

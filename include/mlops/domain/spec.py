@@ -287,6 +287,10 @@ class DriftCalibrationSettings(_Model):
     chunk_days: int = Field(default=7, ge=1)
     #: Fewer usable chunks in the training window and the version keeps the fixed thresholds.
     min_chunks: int = Field(default=4, ge=2)
+    #: Calibrate the score (prediction drift) too: the version's own scores on its training window,
+    #: chunked the same way, set its threshold (``score_drift_threshold`` then applies only to
+    #: versions without a calibration). Off, or ``score`` in ``drift_overrides``: the fixed threshold.
+    score: bool = True
 
 
 class Monitoring(_Model):
@@ -321,6 +325,12 @@ class Monitoring(_Model):
     trend_min_slope: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
     max_error_rate: float = Field(default=0.01, ge=0.0, le=1.0)
     max_p95_latency_ms: float = Field(default=250.0, gt=0)
+    #: A challenger's p95 inference time (its own predict calls) over the champion's in the window.
+    max_latency_ratio: float = Field(default=3.0, gt=0)
+    #: Resident memory of the serving process when the pass reads its /metrics.
+    max_rss_mb: float = Field(default=3072.0, gt=0)
+    #: CPU of the serving process (cores) since the previous pass (or since it started).
+    max_cpu_cores: float = Field(default=1.9, gt=0)
     max_rejected_share: float = Field(default=0.05, ge=0.0, le=1.0)
     #: Largest difference between live and registry scores on the probe set.
     probe_tolerance: float = Field(default=1e-6, ge=0.0)

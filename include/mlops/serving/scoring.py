@@ -13,6 +13,13 @@ scored it, even while a hot swap happens.
 
 Score = ``predict_proba(X)[:, 1]``, prediction = ``int(score >= 0.5)``.
 
+Each outcome carries ``model_ms``: the duration of the ``predict_proba`` call (input building
+included) of the version that scored the row, so champion and challenger are timed on their own
+calls even when they score rows of the same micro-batch (the request's latency is the same for
+both). It is the latency the row saw from its model, not a per-row share: under concurrency a
+call holds the rows of several requests, and a canary's calls hold fewer rows than the
+champion's (its share), which for a pipeline whose cost is mostly per call changes little.
+
 When a model call fails on a batch of several requests, each request is scored again alone, so a
 request whose values the model cannot score fails by itself and the others get their answers. A
 request the champion cannot score while it does score the probe row (a plausible row built from
@@ -53,7 +60,7 @@ class Unscorable(Exception):
 class Outcome:
     """What happened to one row with one model."""
 
-    __slots__ = ("error", "error_type", "extra", "prediction", "route", "score", "status", "version")
+    __slots__ = ("error", "error_type", "extra", "model_ms", "prediction", "route", "score", "status", "version")
 
     def __init__(
         self,
@@ -64,6 +71,7 @@ class Outcome:
         status: str = "ok",
         error: str | None = None,
         error_type: str | None = None,
+        model_ms: float | None = None,
     ):
         self.version = version
         self.route = route
@@ -73,6 +81,8 @@ class Outcome:
         self.error = error
         #: The exception's class name alone (what a client may be told; the message goes to the log).
         self.error_type = error_type
+        #: Milliseconds of the predict call of ``version`` that scored this row (None: not scored).
+        self.model_ms = model_ms
         #: A second inference-log record for this row (the shadow's score, or a failed canary).
         self.extra: Outcome | None = None
 
@@ -132,17 +142,19 @@ class Scorer:
         self.probe = list(probe)
         self.rescored = 0
 
-    def _predict(self, model: LoadedModel, rows: Sequence[Row]) -> list[float]:
+    def _predict(self, model: LoadedModel, rows: Sequence[Row]) -> tuple[list[float], float]:
+        """The scores of ``rows`` by ``model`` and the call's duration in milliseconds."""
         started = time.perf_counter()
         # the direct path gives the same probabilities without the DataFrame (checked at load)
         direct = model.direct
         proba = direct.predict_proba(rows) if direct is not None else model.model.predict_proba(self.frames.frame(rows))
+        elapsed = time.perf_counter() - started
         if self.metrics:
-            self.metrics.predict_seconds.labels(model_version=model.version).observe(time.perf_counter() - started)
+            self.metrics.predict_seconds.labels(model_version=model.version).observe(elapsed)
         scores = proba[:, 1].tolist()
         if len(scores) != len(rows):
             raise ValueError(f"predict_proba returned {len(scores)} scores for {len(rows)} rows")
-        return scores
+        return scores, elapsed * 1000
 
     def __call__(self, jobs: list[Job]) -> None:
         state = self.manager.state
@@ -208,7 +220,7 @@ class Scorer:
             picked = [i for i, r in enumerate(rows) if state.takes_canary(r.entity_id, self.salt)]
             if picked:
                 try:
-                    scores = self._predict(challenger, [rows[i] for i in picked])
+                    scores, ms = self._predict(challenger, [rows[i] for i in picked])
                 except Exception as exc:
                     failures.append(challenger)
                     log.warning(
@@ -218,14 +230,14 @@ class Scorer:
                     fallbacks = {i: Outcome(challenger.version, CHALLENGER, status="error", error=failed) for i in picked}
                 else:
                     for i, s in zip(picked, scores, strict=True):
-                        outcomes[i] = Outcome(challenger.version, CHALLENGER, s, int(s >= THRESHOLD))
+                        outcomes[i] = Outcome(challenger.version, CHALLENGER, s, int(s >= THRESHOLD), model_ms=ms)
                     chosen = set(picked)
                     to_champion = [i for i in to_champion if i not in chosen]
 
         if to_champion:
             subset = rows if len(to_champion) == len(rows) else [rows[i] for i in to_champion]
             try:
-                scores = self._predict(champion, subset)
+                scores, ms = self._predict(champion, subset)
             except Exception as exc:
                 failures.append(champion)
                 log.exception("champion %s failed to score %d rows", champion.version, len(subset))
@@ -234,7 +246,7 @@ class Scorer:
                     outcomes[i] = Outcome(champion.version, CHAMPION, status="error", error=msg, error_type=type(exc).__name__)
             else:
                 for i, s in zip(to_champion, scores, strict=True):
-                    outcomes[i] = Outcome(champion.version, CHAMPION, s, int(s >= THRESHOLD))
+                    outcomes[i] = Outcome(champion.version, CHAMPION, s, int(s >= THRESHOLD), model_ms=ms)
         for i, failed_canary in fallbacks.items():
             out = outcomes[i]
             if out is not None:
@@ -242,14 +254,14 @@ class Scorer:
 
         if challenger is not None and state.mode == SHADOW:
             try:
-                scores = self._predict(challenger, rows)
+                scores, ms = self._predict(challenger, rows)
             except Exception as exc:
                 failures.append(challenger)
                 log.warning("shadow %s failed on %d rows: %s", challenger.version, len(rows), exc)
                 msg = f"shadow model failed: {type(exc).__name__}: {exc}"[:2000]
                 shadows = [Outcome(challenger.version, SHADOW, status="error", error=msg) for _ in rows]
             else:
-                shadows = [Outcome(challenger.version, SHADOW, s, int(s >= THRESHOLD)) for s in scores]
+                shadows = [Outcome(challenger.version, SHADOW, s, int(s >= THRESHOLD), model_ms=ms) for s in scores]
             for out, shadow in zip(outcomes, shadows, strict=True):
                 if out is not None:
                     out.extra = shadow

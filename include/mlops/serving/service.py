@@ -325,6 +325,7 @@ class ServingService:
                         score=o.score,
                         prediction=o.prediction,
                         error=o.error,
+                        model_ms=o.model_ms,
                     )
                 )
         self._log(records)
@@ -371,8 +372,11 @@ class ServingService:
         score: float | None = None,
         prediction: int | None = None,
         error: str | None = None,
+        model_ms: float | None = None,
     ) -> Record:
-        """One inference-log record: the one place its keys are named."""
+        """One inference-log record: the one place its keys are named. ``latency_ms`` is the
+        request's (arrival to answer, the same for every row of it); ``model_ms`` is the scoring
+        version's own predict call (:mod:`.scoring`), what the early window compares per version."""
         return {
             "request_id": request_id,
             "entity_id": entity_id,
@@ -384,6 +388,7 @@ class ServingService:
             "score": score,
             "prediction": prediction,
             "latency_ms": latency_ms,
+            "model_ms": model_ms,
             "status": status,
             "error": error,
             "created_at": created,

@@ -1,8 +1,9 @@
 """After a deployment: watch the early window, then promote or roll back.
 
 The early window compares the new version with the champion over the same period, from the
-inference log (requests, errors, p95 latency, scores, schema-rejected requests) and the serving
-API's ``/metrics`` (CPU and memory of the serving process). Evidently measures the output shift:
+inference log (requests, errors, p95 latency, each version's own inference time, scores,
+schema-rejected requests) and the serving API's ``/metrics`` (CPU and memory of the serving
+process, :mod:`include.mlops.steps.monitoring.resources`). Evidently measures the output shift:
 the new version's live scores and predicted classes against its own holdout predictions, and
 against the champion's live output; its HTML report is kept with the decision.
 
@@ -20,7 +21,6 @@ for :mod:`include.mlops.steps.bake` to judge.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -30,6 +30,7 @@ from include.mlops.domain.clock import utcnow
 from include.mlops.domain.policy import LedgerRow, Verdict, WindowPolicy, WindowSignals, decide_early_window
 from include.mlops.domain.roles import CANARY, CHALLENGER, CHAMPION, SHADOW
 from include.mlops.steps.alias_moves import FinalMove, move_aliases
+from include.mlops.steps.monitoring.resources import cpu_use, model_p95_ms, serving_process  # the DAG reads it from here
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -124,29 +125,11 @@ def poke(rt: Runtime, rel: Release) -> tuple[bool, dict[str, Any]]:
     return done, {"requests": requests, "errors": errors, "state": quick.outcome}
 
 
-# -- serving process metrics -------------------------------------------------------------------
-def serving_process(url: str) -> dict[str, float] | None:
-    """CPU seconds and resident memory of the serving process, from its Prometheus /metrics."""
-    import httpx
-
-    try:
-        text = httpx.get(f"{url}/metrics", timeout=5.0).text
-    except httpx.HTTPError:
-        return None
-    out: dict[str, float] = {"at": time.time()}
-    for line in text.splitlines():
-        if line.startswith("process_cpu_seconds_total "):
-            out["cpu_seconds"] = float(line.split()[-1])
-        elif line.startswith("process_resident_memory_bytes "):
-            out["rss_mb"] = float(line.split()[-1]) / 2**20
-    return out if "cpu_seconds" in out else None
-
-
 # -- the judgment ------------------------------------------------------------------------------
 def _frame(rt: Runtime, rel: Release, versions: list[str], routes: tuple[str, ...] | None = None) -> pd.DataFrame:
     import pandas as pd
 
-    cols = ["model_version", "route", "status", "score", "prediction", "latency_ms"]
+    cols = ["model_version", "route", "status", "score", "prediction", "latency_ms", "model_ms"]
     rows = rt.store.inference_rows(rel.model, cols, created_from=rel.since_dt, versions=versions, routes=routes or None)
     return pd.DataFrame(rows, columns=cols)
 
@@ -225,11 +208,8 @@ def judge(rt: Runtime, rel: Release, start_metrics: dict[str, float] | None, rep
             extra["class_psi_vs_champion"] = psi["prediction"]
             extra["report_vs_champion"] = str(report_dir / "vs_champion.html")
     end_metrics = serving_process(rt.settings.serving_url)
-    cpu = rss = None
-    if end_metrics:
-        rss = end_metrics.get("rss_mb")
-        if start_metrics and end_metrics["at"] > start_metrics.get("at", 0) + 1:
-            cpu = (end_metrics["cpu_seconds"] - start_metrics["cpu_seconds"]) / (end_metrics["at"] - start_metrics["at"])
+    rss = end_metrics.get("rss_mb") if end_metrics else None
+    cpu = cpu_use(start_metrics, end_metrics)["cores"]  # None unless both readings are of the same process
     signals = WindowSignals(
         requests=len(new),
         errors=int((new["status"] == "error").sum()),
@@ -242,6 +222,8 @@ def judge(rt: Runtime, rel: Release, start_metrics: dict[str, float] | None, rep
         rss_mb=rss,
         cpu_cores=cpu,
         champion_errors=int((champ_all["status"] == "error").sum()),
+        model_p95_ms=model_p95_ms(scored),
+        champion_model_p95_ms=model_p95_ms(champ),
     )
     verdict = decide_early_window(signals, window_policy(rt), waited_out=waited_out(rt, rel), extended=extension_over(rt, rel))
     if verdict.outcome in ("wait", "extend"):  # judged before the window (or its extension) ran out, e.g. by hand: do not guess

@@ -253,7 +253,7 @@ def _log_reference(spec: Spec, pipe: Any, sets: _Sets, scores: np.ndarray, out: 
 
     from include.mlops.domain.profiles import build_profile, probe_frame
     from include.mlops.steps.monitoring.reference import CALIBRATION_FILE
-    from include.mlops.steps.training_reference import reference_statistics
+    from include.mlops.steps.training_reference import calibrates_score, reference_statistics
 
     ref = out / "reference"
     ref.mkdir()
@@ -261,7 +261,8 @@ def _log_reference(spec: Spec, pipe: Any, sets: _Sets, scores: np.ndarray, out: 
     (ref / "profile.json").write_text(json.dumps(profile, indent=1))
     # Precomputed once per version: every monitoring run compares against these statistics (and
     # the calibrated thresholds, when monitoring.drift_calibration is on).
-    stats, calibration = reference_statistics(spec, sets.train, scores)
+    train_scores = pipe.predict_proba(sets.x_train)[:, 1] if calibrates_score(spec) else None
+    stats, calibration = reference_statistics(spec, sets.train, scores, train_scores)
     (ref / "drift_stats.json").write_text(json.dumps(stats))
     if calibration is not None:
         (ref / CALIBRATION_FILE).write_text(json.dumps(calibration.to_dict()))

@@ -221,7 +221,7 @@ def scheduled_scores(spec: Spec, pool: pd.DataFrame, served: pd.DataFrame, every
     from include.mlops.steps.backtest.models import Trainer
 
     h = History.of(spec, pool)
-    trainer = Trainer(h)
+    trainer = Trainer(h, references=False)  # only scores: no monitoring references
     start = served["_t"].iloc[0].date()
     first = trainer.fit(trainer.plan(h.labelled_days(day_start(start))))
     segments = schedule(trainer, first, start, every_days)

@@ -59,7 +59,11 @@ def _serving_health(url: str) -> dict[str, Any] | None:
 
 
 def _windows(rt: Runtime, decisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The latest monitoring windows of the champion(s), with drift per feature and quality."""
+    """The latest monitoring windows of the champion(s), with drift per feature and quality (as
+    last revised by late labels)."""
+    from include.mlops.steps.monitoring.revision import revised_summary
+
+    revisions = rt.store.latest_window_quality(rt.model_name)
     out = []
     for d in reversed(decisions):
         if d["kind"] != "monitor" or (d["inputs"] or {}).get("role") != CHAMPION:
@@ -71,7 +75,7 @@ def _windows(rt: Runtime, decisions: list[dict[str, Any]]) -> list[dict[str, Any
             summary = None
         if summary is None:
             continue
-        out.append(summary)
+        out.append(revised_summary(summary, d, revisions))
         if len(out) >= WINDOWS_SHOWN:
             break
     return list(reversed(out))
@@ -224,12 +228,7 @@ def _drift_table(s: Status) -> str:
             cells.append(f"<td class='{'cbad' if c.get('drifted') else 'cok'}' title='{e(str(c.get('method')))}'>{text}</td>")
         rows.append(f"<tr><td>{e(f)}</td>{''.join(cells)}</tr>")
     outcome = "".join(f"<td>{_badge(w['outcome'])}</td>" for w in s.windows)
-    quality = "".join(
-        f"<td>{(w.get('quality') or {}).get('live'):.3f}</td>"
-        if isinstance((w.get("quality") or {}).get("live"), float)
-        else "<td class=muted>&ndash;</td>"
-        for w in s.windows
-    )
+    quality = "".join(_quality_cell(w.get("quality") or {}) for w in s.windows)
     reports = "".join(f"<td>{_file_link(w.get('report'))}</td>" for w in s.windows)
     return (
         f"<table class=grid><tr>{head}</tr><tr><td><b>outcome</b></td>{outcome}</tr>"
@@ -237,6 +236,20 @@ def _drift_table(s: Status) -> str:
         f"{''.join(rows)}<tr><td>Evidently</td>{reports}</tr></table>"
         "<p class=small>Cells: drift score of each feature (method in the tooltip); red = drifted. Columns: event-time windows.</p>"
     )
+
+
+def _quality_cell(q: dict[str, Any]) -> str:
+    """A window's realized quality, its labelled rows, and "revised" when late labels changed it
+    (the verdict's value in the tooltip; red when only the revision showed decay)."""
+    live, rows, revised = q.get("live"), q.get("labelled_rows"), q.get("revised") or {}
+    note = f"{'revised, ' if revised else ''}{rows} labelled" if isinstance(rows, int) else ""
+    first = revised.get("first_live")
+    at_verdict = f"{first:.3f}" if isinstance(first, float) else "no value"
+    title = f" title='at the verdict: {at_verdict} on {revised.get('first_labelled_rows')} labelled'" if revised else ""
+    bad = " class=cbad" if revised.get("decayed") else ""
+    value = f"{live:.3f}" if isinstance(live, float) else "&ndash;"
+    small = f"<br><span class=small>{e(note)}</span>" if note else ""
+    return f"<td{bad or ('' if isinstance(live, float) else ' class=muted')}{title}>{value}{small}</td>"
 
 
 def _value_table(s: Status) -> str:

@@ -14,7 +14,8 @@ methods of :class:`Store`, one mixin per concern:
 * :mod:`.decision_queries`: decisions (:class:`Decision`);
 * :mod:`.alert_queries`: alerts and their delivery state;
 * :mod:`.state_queries`: governance state (small JSON values per model);
-* :mod:`.registry_queries`: model-file digests checked at every load, and the per-model alias lock.
+* :mod:`.registry_queries`: model-file digests checked at every load, and the per-model alias lock;
+* :mod:`.quality_queries`: judged windows' realized quality, revised as late labels arrive.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from include.mlops.adapters.store.batch_queries import BatchQueries
 from include.mlops.adapters.store.decision_queries import Decision, DecisionQueries, insert_decision
 from include.mlops.adapters.store.inference_queries import InferenceQueries, Record, write_journal_checkpoints
 from include.mlops.adapters.store.ledger_queries import DEPLOY_STRATEGIES, LedgerQueries
+from include.mlops.adapters.store.quality_queries import WindowKey, WindowQualityQueries, window_key
 from include.mlops.adapters.store.registry_queries import RegistryQueries
 from include.mlops.adapters.store.schema import (
     LATEST_VERSION,
@@ -46,6 +48,7 @@ from include.mlops.adapters.store.schema import (
     quarantine,
     schema_version,
     utcnow,
+    window_quality,
 )
 from include.mlops.adapters.store.state_queries import StateQueries
 
@@ -56,6 +59,7 @@ __all__ = [
     "Decision",
     "Record",
     "Store",
+    "WindowKey",
     "alerts",
     "alias_locks",
     "batches",
@@ -75,11 +79,23 @@ __all__ = [
     "quarantine",
     "schema_version",
     "utcnow",
+    "window_key",
+    "window_quality",
     "write_journal_checkpoints",
 ]
 
 
-class Store(BatchQueries, InferenceQueries, LedgerQueries, DecisionQueries, AlertQueries, StateQueries, RegistryQueries, StoreBase):
+class Store(
+    BatchQueries,
+    InferenceQueries,
+    LedgerQueries,
+    DecisionQueries,
+    AlertQueries,
+    StateQueries,
+    RegistryQueries,
+    WindowQualityQueries,
+    StoreBase,
+):
     """Typed access to the ops store for one database URL."""
 
     @classmethod

@@ -122,7 +122,8 @@ inference_log = Table(
     Column("features", JSON),
     Column("score", Float),
     Column("prediction", Integer),
-    Column("latency_ms", Float),
+    Column("latency_ms", Float),  # the request's latency (arrival to answer)
+    Column("model_ms", Float),  # the scoring version's own predict call that scored this row (v8)
     Column("status", String(20), nullable=False),  # ok | error | rejected
     Column("error", Text),
     Column("created_at", DateTime, nullable=False),
@@ -234,7 +235,32 @@ alias_locks = Table(
     Column("expires_at", DateTime, nullable=False),
 )
 
-LATEST_VERSION = 6
+#: Realized quality of a judged window, revised when labels arrive after its ``monitor`` verdict
+#: (steps/monitoring/revision.py): one row per revision, the verdict itself stays as it was.
+window_quality = Table(
+    "window_quality",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("model_name", String(100), nullable=False),
+    Column("version", String(20), nullable=False),
+    Column("window_start", DateTime, nullable=False),
+    Column("window_end", DateTime, nullable=False),
+    Column("decision_id", Integer, nullable=False),  # the monitor decision (first verdict) revised
+    Column("labelled_rows", Integer, nullable=False),
+    Column("metric", String(50), nullable=False),
+    Column("value", Float),  # None while too few labels (never NaN)
+    Column("holdout", Float),
+    Column("status", String(30), nullable=False),  # measured | waiting_for_labels
+    Column("decayed", Integer, nullable=False, default=0),  # 1: the revised value shows a decay the verdict missed
+    Column("reason_code", String(50)),  # decay_revised: a decay the first verdict missed
+    Column("quality", JSON, nullable=False, default=dict),  # the revised quality in full (JSON-safe)
+    Column("dag_id", String(250)),
+    Column("run_id", String(250)),
+    Column("revised_at", DateTime, nullable=False),
+    Index("ix_window_quality_key", "model_name", "version", "window_end"),
+)
+
+LATEST_VERSION = 8
 
 
 def _v2_batches_arrived_at(conn: Connection) -> None:
@@ -308,6 +334,18 @@ def _v6_batch_attempts_and_profile(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE batches ADD COLUMN profile JSON"))
 
 
+def _v7_window_quality(conn: Connection) -> None:
+    """window_quality: the realized quality of judged windows, revised as late labels arrive."""
+    window_quality.create(conn)
+
+
+def _v8_inference_model_ms(conn: Connection) -> None:
+    """inference_log.model_ms: each version's own inference time (the early window's latency ratio)."""
+    from sqlalchemy import text
+
+    conn.execute(text("ALTER TABLE inference_log ADD COLUMN model_ms FLOAT"))
+
+
 #: (version, description, function that brings a database from version-1 to version).
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (2, "batches.arrived_at: the delivery order, for staleness", _v2_batches_arrived_at),
@@ -315,6 +353,8 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (4, "decisions.version, window_start, window_end: join keys instead of the subject text", _v4_decision_keys),
     (5, "model_digests and alias_locks: verified model loads, serialized alias changes", _v5_digests_and_alias_locks),
     (6, "batches.attempts, last_error, profile: bounded validation retries, the learned batch profile", _v6_batch_attempts_and_profile),
+    (7, "window_quality: realized quality of judged windows revised by late labels", _v7_window_quality),
+    (8, "inference_log.model_ms: each model version's own inference time per row", _v8_inference_model_ms),
 ]
 _INITIAL_DESCRIPTION = "initial schema: batches, quarantine, ground truth, inference log, ledger, decisions, alerts, governance"
 

@@ -152,15 +152,16 @@ class Loop:
         ok[SCORE] = self.scores(version, lo, hi)[idx]
         return ok
 
-    def labelled(self, version: str, end: datetime) -> pd.DataFrame:
+    def labelled(self, version: str, end: datetime, labels_by: datetime | None = None) -> pd.DataFrame:
         """``steps.monitoring.export.labelled`` in event time: the version's scored rows over the
-        trailing ``quality_days`` before ``end`` whose labels have arrived by ``end``."""
+        trailing ``quality_days`` before ``end`` whose labels have arrived by ``labels_by`` (default
+        ``end``: a window's verdict; later: its revision by late labels, ``monitoring.revision``)."""
         import numpy as np
         import pandas as pd
 
         lo, hi = self.h.span((end - timedelta(days=self.spec.monitoring.quality_days)).date(), (end - DAY).date())
         v = int(version)
-        mine = ((self.st.served[lo:hi] == v) | (self.st.shadow[lo:hi] == v)) & self.h.labels_usable(lo, hi, end)
+        mine = ((self.st.served[lo:hi] == v) | (self.st.shadow[lo:hi] == v)) & self.h.labels_usable(lo, hi, labels_by or end)
         idx = np.flatnonzero(mine)
         return pd.DataFrame({"score": self.scores(version, lo, hi)[idx], "label": self.h.labels[lo:hi][idx]})
 
@@ -186,20 +187,29 @@ class Loop:
         check_drift(s, self.spec, ok, ref)
         s.quality = quality_of(self.labelled(version, now), self.spec, ref.metrics)
         judge_decay(s, self.spec.monitoring)
-        judge_trend(s, self.quality_history(version), self.spec.monitoring)
+        judge_trend(s, self.quality_history(version, now), self.spec.monitoring)
         check_estimated_quality(s, self.spec, ok, ref)
         mark_healthy(s)
         return s
 
-    def quality_history(self, version: str) -> list[float]:
-        """The version's realized quality in its earlier windows (``checks.quality_history`` from the
-        replay's own ``monitor`` decisions)."""
+    def quality_history(self, version: str, now: datetime) -> list[float]:
+        """The version's realized quality in its earlier windows (``checks.quality_history``), each
+        measured again on the labels that have arrived by ``now``, as the live loop's revisions by
+        late labels (``steps.monitoring.revision``) leave it."""
         import math
+
+        from include.mlops.steps.monitoring.checks import quality_of
 
         if self.spec.monitoring.trend_windows == 0:
             return []
-        found = (d.get("quality") for d in self.st.decisions if d["kind"] == "monitor" and d.get("version") == version)
-        return [float(q) if isinstance(q, (int, float)) else math.nan for q in found]
+        ref = self.st.versions[version].reference
+        out = []
+        for d in self.st.decisions:
+            if d["kind"] == "monitor" and d.get("version") == version:
+                at = datetime.fromisoformat(d["at"])
+                live = quality_of(self.labelled(version, at, now), self.spec, ref.metrics).get("live")
+                out.append(float(live) if isinstance(live, (int, float)) else math.nan)
+        return out
 
     def close_window(self, window: tuple[date, date], now: datetime) -> None:
         from include.mlops.steps.monitoring.run import serving_roles

@@ -54,8 +54,11 @@ class Fitted:
 class Trainer:
     """Plans, fits and scores windows of one history; every fit is cached by its window."""
 
-    def __init__(self, history: History) -> None:
+    def __init__(self, history: History, *, references: bool = True) -> None:
         self.history = history
+        #: Build each fit's monitoring reference (drift statistics, calibration); off for callers
+        #: that only score (``steps.value``'s weekly schedule): the reference is most of a fit's extra cost.
+        self.references = references
         self.fits: dict[Window, Fitted] = {}
         self.fit_seconds = 0.0
         self.score_seconds = 0.0
@@ -74,7 +77,7 @@ class Trainer:
 
         from include.mlops.domain.pipelines import build_pipeline
         from include.mlops.steps.training import classification_metrics
-        from include.mlops.steps.training_reference import reference_statistics
+        from include.mlops.steps.training_reference import calibrates_score, reference_statistics
 
         h, spec = self.history, self.history.spec
         train = h.rows(window.train_start, window.train_end)
@@ -91,7 +94,11 @@ class Trainer:
         fitted = Fitted(window, pipe, {}, None, len(train), len(holdout), hold_span, scores, scored)  # type: ignore[arg-type]
         holdout[SCORE] = self.scores(fitted, *hold_span)
         fitted.metrics = classification_metrics(holdout[spec.target.name].to_numpy(), holdout[SCORE].to_numpy())
-        stats, calibration = reference_statistics(spec, train, holdout[SCORE].to_numpy())
+        stats: dict[str, Any] = {}
+        calibration = None
+        if self.references:
+            train_scores = self.scores(fitted, lo, hi) if calibrates_score(spec) else None
+            stats, calibration = reference_statistics(spec, train, holdout[SCORE].to_numpy(), train_scores)
         sample = train[spec.feature_names].head(0)
         fitted.reference = Reference(window.label, "backtest", stats, sample, holdout, fitted.metrics, calibration)
         self.fits[window] = fitted

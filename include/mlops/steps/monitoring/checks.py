@@ -1,12 +1,14 @@
 """Every check of one version on one window, gathered in a :class:`Summary`.
 
-* system stability: error rate and p95 latency;
+* system stability: error rate and p95 latency; each version's own inference time (a challenger's
+  against the champion's) and the serving process's CPU and memory (:mod:`.resources`);
 * data drift per feature and dataset drift (:mod:`include.mlops.domain.drift`, exact fast checks
   on the whole window against the reference statistics), prediction drift of the score;
 * input quality: the spec's Great Expectations suite on the window's inputs, and the share of
   requests the serving API rejected;
 * realized quality once labels have arrived (the version's labelled predictions over the trailing
-  ``quality_days``), against the holdout value at training time;
+  ``quality_days``), against the holdout value at training time (labels that arrive after the
+  verdict revise it: :mod:`.revision`);
 * prediction consistency: the spec's probe set scored by the live serving API and by the registry
   artifact must agree.
 
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from include.mlops.steps.monitoring.export import labelled
 from include.mlops.steps.monitoring.reference import Reference, artifact_probe_scores, load_reference
+from include.mlops.steps.monitoring.resources import check_serving
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -65,9 +68,17 @@ class Summary:
 
 
 def monitor_version(
-    rt: Runtime, version: str, role: str, window: tuple[datetime, datetime], frame: pd.DataFrame, *, consistency: dict[str, Any] | None
+    rt: Runtime,
+    version: str,
+    role: str,
+    window: tuple[datetime, datetime],
+    frame: pd.DataFrame,
+    *,
+    consistency: dict[str, Any] | None,
+    resources: dict[str, Any] | None = None,
 ) -> tuple[Summary, pd.DataFrame]:
-    """Every check for one version on one window; returns the summary and its scored rows."""
+    """Every check for one version on one window; returns the summary and its scored rows.
+    ``resources``: the serving process's reading of the pass (:func:`.resources.pass_resources`)."""
     mon = rt.spec.monitoring
     start, end = window
     mine = frame[(frame["model_version"] == version) & frame["status"].isin(["ok", "error"])]
@@ -79,6 +90,7 @@ def monitor_version(
         return s, ok
     ref = load_reference(rt, version)
     check_system(s, mine, mon)
+    check_serving(s, frame, mine, resources, mon)
     check_drift(s, rt.spec, ok, ref)
     check_input_quality(s, rt, frame, ok)
     check_realized_quality(s, rt, end, ref)
@@ -284,19 +296,17 @@ def estimated_impact(s: Summary) -> str:
 
 
 def quality_history(rt: Runtime, version: str, end: datetime) -> list[float]:
-    """The version's realized quality in its earlier windows (its ``monitor`` decisions), oldest
-    first; NaN where a window had no verdict. Empty when the trend test is off."""
+    """The version's realized quality in its earlier windows (its ``monitor`` decisions, each as
+    last revised by late labels: :mod:`.revision`), oldest first; NaN where a window had no value.
+    Empty when the trend test is off."""
+    from include.mlops.steps.monitoring.revision import live_of
+
     if rt.spec.monitoring.trend_windows == 0:
         return []
     rows = [d for d in rt.store.list_decisions(rt.model_name, "monitor") if str(d.get("version")) == version and d.get("window_end")]
     rows = sorted((d for d in rows if d["window_end"] < end.replace(tzinfo=None)), key=lambda d: d["window_end"])
-    return [_live(d.get("inputs")) for d in rows]
-
-
-def _live(inputs: Any) -> float:
-    quality = (inputs or {}).get("quality") if isinstance(inputs, dict) else None
-    live = quality.get("live") if isinstance(quality, dict) else None
-    return float(live) if isinstance(live, (int, float)) else math.nan
+    revisions = rt.store.latest_window_quality(rt.model_name, version=version)
+    return [live_of(d, revisions) for d in rows]
 
 
 def judge_trend(s: Summary, earlier: list[float], mon: Monitoring) -> None:

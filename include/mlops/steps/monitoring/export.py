@@ -34,6 +34,7 @@ LOG_COLUMNS = [
     "score",
     "prediction",
     "latency_ms",
+    "model_ms",
     "status",
     "created_at",
 ]

@@ -21,6 +21,7 @@ from include.mlops.steps.monitoring.checks import Summary, estimated_impact, mon
 from include.mlops.steps.monitoring.export import export_inference, labelled, latest_event_day, read_window
 from include.mlops.steps.monitoring.reference import load_reference
 from include.mlops.steps.monitoring.reports import evidently_snapshots, publish_evidently
+from include.mlops.steps.monitoring.resources import alert_serving, pass_resources
 from include.mlops.steps.monitoring.tracking import log_to_mlflow
 
 if TYPE_CHECKING:
@@ -77,12 +78,13 @@ def run_monitoring(
     roles = serving_roles(frame, current)
     log.info("monitoring %s..%s: %s rows in the window, versions %s", window[0], window[1], len(frame), roles or "none serving")
     consistency = pass_consistency(rt, shared) if roles else None
+    resources = pass_resources(rt, shared) if roles else None
     summaries = []
     for version, role in roles:
         if not force and already_judged(rt, version, window):
             log.info("v%s window %s..%s already judged; skipping", version, *window)
             continue
-        s = judge_version(rt, version, role, window, frame, consistency=consistency, dag_id=dag_id, run_id=run_id)
+        s = judge_version(rt, version, role, window, frame, consistency=consistency, resources=resources, dag_id=dag_id, run_id=run_id)
         summaries.append(s.to_dict())
     return {
         "status": "judged",
@@ -127,13 +129,14 @@ def judge_version(
     consistency: dict[str, Any] | None,
     dag_id: str | None,
     run_id: str | None,
+    resources: dict[str, Any] | None = None,
 ) -> Summary:
     """Judge one version on the window, then publish, record and alert. Everything that needs MLflow
     happens before anything is recorded: if MLflow goes away mid-pass the task fails (and retries)
     without a partial decision or dashboard point."""
     from include.mlops.adapters.registry import CHAMPION
 
-    s, scored = monitor_version(rt, version, role, window, frame, consistency=consistency)
+    s, scored = monitor_version(rt, version, role, window, frame, consistency=consistency, resources=resources)
     out_dir = rt.lake.root / "reports" / rt.model_name / "monitoring" / f"v{version}"
     stem = f"{window[0]:%Y%m%dT%H%M}-{window[1]:%Y%m%dT%H%M}"
     snaps = window_snapshots(rt, s, scored, window, out_dir / f"{stem}.html")
@@ -148,6 +151,7 @@ def judge_version(
     record_decision(rt, s, window, summary_path, mlflow_run, dag_id=dag_id, run_id=run_id)
     if role == CHAMPION:
         _alert(rt, s)
+    alert_serving(rt, s)  # the serving process and a challenger's inference time: any role
     return s
 
 
