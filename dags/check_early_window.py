@@ -29,99 +29,110 @@ from typing import Any
 import pendulum
 from airflow.sdk import Param, PokeReturnValue, dag, get_current_context, task
 
-from include.mlops.adapters.assets import EARLY_WINDOW_PASSED, MODEL_DEPLOYED, MODEL_ROLLED_BACK
+from include.mlops.adapters.assets import loop_assets
+from include.mlops.adapters.model_dags import dag_tags, deployment_models, display_name, model_doc
 from include.mlops.adapters.notifiers import LoopFailureNotifier, LoopRecoveryNotifier
 from include.mlops.adapters.registry import ALIAS_POOL
+from include.mlops.catalog import ModelEntry
 
 
-@dag(
-    dag_id="check_early_window",
-    schedule=[MODEL_DEPLOYED],
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    default_args={
-        "retries": 1,
-        "retry_delay": timedelta(seconds=15),
-        "on_failure_callback": LoopFailureNotifier(),
-        "on_success_callback": LoopRecoveryNotifier(),
-    },
-    params={
-        "version": Param(None, type=["null", "string", "integer"], description="Deployed version to watch (empty: the triggering one)")
-    },
-    tags=["mlops-loop", "model", "deployment"],
-    doc_md=__doc__,
-)
-def check_early_window() -> None:
-    @task
-    def start() -> dict[str, Any]:
-        from include.mlops.adapters.events import triggering_events
-        from include.mlops.runtime import load_runtime
-        from include.mlops.steps.release import find_release, serving_process
+def check_early_window_dag(entry: ModelEntry) -> None:
+    """check_early_window of ``entry``'s model (the default model's DAG id is plain ``check_early_window``)."""
+    assets = loop_assets(entry)
+    model = None if entry.default else entry.name  # None: the default model, as named when a task runs
 
-        context = get_current_context()
-        version = context["params"].get("version") or triggering_events(context).first("version")
-        rt = load_runtime()
-        release = find_release(rt, str(version) if version else None)
-        return {"release": release.to_dict(), "serving_at_start": serving_process(rt.settings.serving_url)}
+    @dag(
+        dag_id=entry.dag_id("check_early_window"),
+        dag_display_name=display_name(entry, "check_early_window"),
+        schedule=[assets.model_deployed],
+        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        catchup=False,
+        max_active_runs=1,
+        default_args={
+            "retries": 1,
+            "retry_delay": timedelta(seconds=15),
+            "on_failure_callback": LoopFailureNotifier(model=model),
+            "on_success_callback": LoopRecoveryNotifier(model=model),
+        },
+        params={
+            "version": Param(None, type=["null", "string", "integer"], description="Deployed version to watch (empty: the triggering one)")
+        },
+        tags=dag_tags(entry, "model", "deployment"),
+        doc_md=model_doc(entry, "check_early_window", __doc__),
+    )
+    def check_early_window() -> None:
+        @task
+        def start() -> dict[str, Any]:
+            from include.mlops.adapters.events import triggering_events
+            from include.mlops.runtime import load_runtime
+            from include.mlops.steps.release import find_release, serving_process
 
-    @task.sensor(poke_interval=10, timeout=timedelta(hours=6), mode="reschedule")
-    def wait_for_traffic(state: dict[str, Any]) -> PokeReturnValue:
-        from include.mlops.runtime import load_runtime
-        from include.mlops.steps.release import Release, poke
+            context = get_current_context()
+            version = context["params"].get("version") or triggering_events(context).first("version")
+            rt = load_runtime(model=model)
+            release = find_release(rt, str(version) if version else None)
+            return {"release": release.to_dict(), "serving_at_start": serving_process(rt.settings.serving_url)}
 
-        done, info = poke(load_runtime(), Release(**state["release"]))
-        return PokeReturnValue(is_done=done, xcom_value=info)
+        @task.sensor(poke_interval=10, timeout=timedelta(hours=6), mode="reschedule")
+        def wait_for_traffic(state: dict[str, Any]) -> PokeReturnValue:
+            from include.mlops.runtime import load_runtime
+            from include.mlops.steps.release import Release, poke
 
-    @task
-    def judge(state: dict[str, Any], traffic: dict[str, Any]) -> dict[str, Any]:
-        from include.mlops.runtime import load_runtime
-        from include.mlops.steps.release import Release, judge, record_window
+            done, info = poke(load_runtime(model=model), Release(**state["release"]))
+            return PokeReturnValue(is_done=done, xcom_value=info)
 
-        context = get_current_context()
-        rt = load_runtime()
-        rel = Release(**state["release"])
-        report_dir = rt.lake.root / "reports" / rt.model_name / "early_window" / context["run_id"].replace(":", "_")
-        verdict, inputs = judge(rt, rel, state.get("serving_at_start"), report_dir)
-        return record_window(rt, rel, verdict, inputs, dag_id=context["dag"].dag_id, run_id=context["run_id"])
+        @task
+        def judge(state: dict[str, Any], traffic: dict[str, Any]) -> dict[str, Any]:
+            from include.mlops.runtime import load_runtime
+            from include.mlops.steps.release import Release, judge, record_window
 
-    @task.branch
-    def route(result: dict[str, Any]) -> str:
-        return {"rollback": "roll_back", "passed": "passed"}.get(result["verdict"]["outcome"], "inconclusive")
+            context = get_current_context()
+            rt = load_runtime(model=model)
+            rel = Release(**state["release"])
+            report_dir = rt.lake.root / "reports" / rt.model_name / "early_window" / context["run_id"].replace(":", "_")
+            verdict, inputs = judge(rt, rel, state.get("serving_at_start"), report_dir)
+            return record_window(rt, rel, verdict, inputs, dag_id=context["dag"].dag_id, run_id=context["run_id"])
 
-    @task(outlets=[MODEL_ROLLED_BACK], pool=ALIAS_POOL)
-    def roll_back(result: dict[str, Any], *, outlet_events: Any = None) -> dict[str, Any]:
-        from include.mlops.runtime import load_runtime
-        from include.mlops.steps.release import Release, roll_back_release
+        @task.branch
+        def route(result: dict[str, Any]) -> str:
+            return {"rollback": "roll_back", "passed": "passed"}.get(result["verdict"]["outcome"], "inconclusive")
 
-        context = get_current_context()
-        out = roll_back_release(
-            load_runtime(),
-            Release(**result["release"]),
-            result["verdict"]["reasons"],
-            dag_id=context["dag"].dag_id,
-            run_id=context["run_id"],
-        )
-        outlet_events[MODEL_ROLLED_BACK].extra = {**out, "reasons": result["verdict"]["reasons"], "report": result["report"]}
-        return out
+        @task(outlets=[assets.model_rolled_back], pool=ALIAS_POOL)
+        def roll_back(result: dict[str, Any], *, outlet_events: Any = None) -> dict[str, Any]:
+            from include.mlops.runtime import load_runtime
+            from include.mlops.steps.release import Release, roll_back_release
 
-    @task(outlets=[EARLY_WINDOW_PASSED])
-    def passed(result: dict[str, Any], *, outlet_events: Any = None) -> dict[str, Any]:
-        extra = {
-            "version": result["release"]["version"],
-            "strategy": result["release"]["strategy"],
-            "signals": result["verdict"]["details"],
-        }
-        outlet_events[EARLY_WINDOW_PASSED].extra = extra
-        return extra
+            context = get_current_context()
+            out = roll_back_release(
+                load_runtime(model=model),
+                Release(**result["release"]),
+                result["verdict"]["reasons"],
+                dag_id=context["dag"].dag_id,
+                run_id=context["run_id"],
+            )
+            outlet_events[assets.model_rolled_back].extra = {**out, "reasons": result["verdict"]["reasons"], "report": result["report"]}
+            return out
 
-    @task
-    def inconclusive(result: dict[str, Any]) -> dict[str, Any]:
-        return {"version": result["release"]["version"], "reasons": result["verdict"]["reasons"]}
+        @task(outlets=[assets.early_window_passed])
+        def passed(result: dict[str, Any], *, outlet_events: Any = None) -> dict[str, Any]:
+            extra = {
+                "version": result["release"]["version"],
+                "strategy": result["release"]["strategy"],
+                "signals": result["verdict"]["details"],
+            }
+            outlet_events[assets.early_window_passed].extra = extra
+            return extra
 
-    state = start()
-    result = judge(state, wait_for_traffic(state))
-    route(result) >> [roll_back(result), passed(result), inconclusive(result)]
+        @task
+        def inconclusive(result: dict[str, Any]) -> dict[str, Any]:
+            return {"version": result["release"]["version"], "reasons": result["verdict"]["reasons"]}
+
+        state = start()
+        result = judge(state, wait_for_traffic(state))
+        route(result) >> [roll_back(result), passed(result), inconclusive(result)]
+
+    check_early_window()
 
 
-check_early_window()
+for _entry in deployment_models():
+    check_early_window_dag(_entry)

@@ -33,124 +33,142 @@ from typing import Any
 import pendulum
 from airflow.sdk import Param, PokeReturnValue, dag, get_current_context, task
 
-from include.mlops.adapters.assets import EARLY_WINDOW_PASSED, MODEL_PROMOTED, MODEL_ROLLED_BACK
+from include.mlops.adapters.assets import loop_assets
+from include.mlops.adapters.model_dags import dag_tags, deployment_models, display_name, model_doc
 from include.mlops.adapters.notifiers import LoopFailureNotifier, LoopRecoveryNotifier
 from include.mlops.adapters.registry import ALIAS_POOL
+from include.mlops.catalog import ModelEntry
 
 
-@dag(
-    dag_id="promote_or_rollback",
-    schedule=[EARLY_WINDOW_PASSED],
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    default_args={
-        "retries": 1,
-        "retry_delay": timedelta(seconds=15),
-        "on_failure_callback": LoopFailureNotifier(),
-        "on_success_callback": LoopRecoveryNotifier(),
-    },
-    params={
-        "action": Param(
-            "promote", type="string", enum=["promote", "rollback"], description="promote the challenger, or roll back the champion"
-        ),
-        "version": Param(
-            None,
-            type=["null", "string", "integer"],
-            description="Version to promote / roll back to (empty: the challenger / the previous one)",
-        ),
-        "reason": Param("manual", type="string", description="Why (kept in the ledger and the decision)"),
-    },
-    tags=["mlops-loop", "model", "deployment"],
-    doc_md=__doc__,
-)
-def promote_or_rollback() -> None:
-    @task
-    def decide() -> dict[str, Any]:
-        from include.mlops.adapters.events import triggering_events
-        from include.mlops.domain.policy import decide_final_request, final_request
-        from include.mlops.runtime import load_runtime
-        from include.mlops.steps.release import decide_final
+def promote_or_rollback_dag(entry: ModelEntry) -> None:
+    """promote_or_rollback of ``entry``'s model (the default model's DAG id is plain ``promote_or_rollback``)."""
+    assets = loop_assets(entry)
+    model = None if entry.default else entry.name  # None: the default model, as named when a task runs
 
-        context = get_current_context()
-        request = final_request(context["params"], triggering_events(context).extras())
-        rt = load_runtime()
-        verdict = decide_final_request(request, auto_promote=rt.spec.promotion.auto_promote)
-        inputs: dict[str, Any] = {"action": request.action}
-        if verdict.outcome == "proceed":
-            verdict, inputs = decide_final(rt, request.action, request.version)
-        return {"verdict": verdict.to_dict(), "inputs": inputs, "reason": request.reason}
+    @dag(
+        dag_id=entry.dag_id("promote_or_rollback"),
+        dag_display_name=display_name(entry, "promote_or_rollback"),
+        schedule=[assets.early_window_passed],
+        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        catchup=False,
+        max_active_runs=1,
+        default_args={
+            "retries": 1,
+            "retry_delay": timedelta(seconds=15),
+            "on_failure_callback": LoopFailureNotifier(model=model),
+            "on_success_callback": LoopRecoveryNotifier(model=model),
+        },
+        params={
+            "action": Param(
+                "promote", type="string", enum=["promote", "rollback"], description="promote the challenger, or roll back the champion"
+            ),
+            "version": Param(
+                None,
+                type=["null", "string", "integer"],
+                description="Version to promote / roll back to (empty: the challenger / the previous one)",
+            ),
+            "reason": Param("manual", type="string", description="Why (kept in the ledger and the decision)"),
+        },
+        tags=dag_tags(entry, "model", "deployment"),
+        doc_md=model_doc(entry, "promote_or_rollback", __doc__),
+    )
+    def promote_or_rollback() -> None:
+        @task
+        def decide() -> dict[str, Any]:
+            from include.mlops.adapters.events import triggering_events
+            from include.mlops.domain.policy import decide_final_request, final_request
+            from include.mlops.runtime import load_runtime
+            from include.mlops.steps.release import decide_final
 
-    @task.branch
-    def route(d: dict[str, Any]) -> str:
-        return {"promote": "promote", "rollback": "rollback"}.get(d["verdict"]["outcome"], "no_change")
+            context = get_current_context()
+            request = final_request(context["params"], triggering_events(context).extras())
+            rt = load_runtime(model=model)
+            verdict = decide_final_request(request, auto_promote=rt.spec.promotion.auto_promote)
+            inputs: dict[str, Any] = {"action": request.action}
+            if verdict.outcome == "proceed":
+                verdict, inputs = decide_final(rt, request.action, request.version)
+            return {"verdict": verdict.to_dict(), "inputs": inputs, "reason": request.reason}
 
-    def _act(d: dict[str, Any]) -> dict[str, Any]:
-        from include.mlops.domain.policy import Verdict
-        from include.mlops.runtime import load_runtime
-        from include.mlops.steps.release import act_final
+        @task.branch
+        def route(d: dict[str, Any]) -> str:
+            return {"promote": "promote", "rollback": "rollback"}.get(d["verdict"]["outcome"], "no_change")
 
-        context = get_current_context()
-        return act_final(
-            load_runtime(), Verdict(**d["verdict"]), d["inputs"], d["reason"], dag_id=context["dag"].dag_id, run_id=context["run_id"]
-        )
+        def _act(d: dict[str, Any]) -> dict[str, Any]:
+            from include.mlops.domain.policy import Verdict
+            from include.mlops.runtime import load_runtime
+            from include.mlops.steps.release import act_final
 
-    @task(outlets=[MODEL_PROMOTED], pool=ALIAS_POOL)
-    def promote(d: dict[str, Any], *, outlet_events: Any = None) -> dict[str, Any]:
-        out = _act(d)
-        outlet_events[MODEL_PROMOTED].extra = out
-        return out
+            context = get_current_context()
+            return act_final(
+                load_runtime(model=model),
+                Verdict(**d["verdict"]),
+                d["inputs"],
+                d["reason"],
+                dag_id=context["dag"].dag_id,
+                run_id=context["run_id"],
+            )
 
-    @task(outlets=[MODEL_ROLLED_BACK], pool=ALIAS_POOL)
-    def rollback(d: dict[str, Any], *, outlet_events: Any = None) -> dict[str, Any]:
-        out = _act(d)
-        outlet_events[MODEL_ROLLED_BACK].extra = out
-        return out
+        @task(outlets=[assets.model_promoted], pool=ALIAS_POOL)
+        def promote(d: dict[str, Any], *, outlet_events: Any = None) -> dict[str, Any]:
+            out = _act(d)
+            outlet_events[assets.model_promoted].extra = out
+            return out
 
-    @task(pool=ALIAS_POOL)
-    def no_change(d: dict[str, Any]) -> dict[str, Any]:
-        return _act(d)
+        @task(outlets=[assets.model_rolled_back], pool=ALIAS_POOL)
+        def rollback(d: dict[str, Any], *, outlet_events: Any = None) -> dict[str, Any]:
+            out = _act(d)
+            outlet_events[assets.model_rolled_back].extra = out
+            return out
 
-    @task.sensor(poke_interval=120, timeout=timedelta(days=60), mode="reschedule")
-    def bake(promoted: dict[str, Any]) -> PokeReturnValue:
-        """Wait until the labels cover the bake period (skipped without one: ``bake_days`` 0)."""
-        from airflow.sdk.exceptions import AirflowSkipException
+        @task(pool=ALIAS_POOL)
+        def no_change(d: dict[str, Any]) -> dict[str, Any]:
+            return _act(d)
 
-        from include.mlops.runtime import load_runtime
-        from include.mlops.steps.bake import bake_verdict
+        @task.sensor(poke_interval=120, timeout=timedelta(days=60), mode="reschedule")
+        def bake(promoted: dict[str, Any]) -> PokeReturnValue:
+            """Wait until the labels cover the bake period (skipped without one: ``bake_days`` 0)."""
+            from airflow.sdk.exceptions import AirflowSkipException
 
-        if not promoted.get("bake"):
-            raise AirflowSkipException("no bake period (promotion.bake_days is 0, or there was no previous champion)")
-        verdict, inputs = bake_verdict(load_runtime(), promoted["bake"])
-        return PokeReturnValue(is_done=verdict.outcome != "wait", xcom_value={"verdict": verdict.to_dict(), "inputs": inputs})
+            from include.mlops.runtime import load_runtime
+            from include.mlops.steps.bake import bake_verdict
 
-    @task.branch
-    def route_bake(b: dict[str, Any]) -> str:
-        return "bake_rollback" if b["verdict"]["outcome"] == "rollback" else "bake_end"
+            if not promoted.get("bake"):
+                raise AirflowSkipException("no bake period (promotion.bake_days is 0, or there was no previous champion)")
+            verdict, inputs = bake_verdict(load_runtime(model=model), promoted["bake"])
+            return PokeReturnValue(is_done=verdict.outcome != "wait", xcom_value={"verdict": verdict.to_dict(), "inputs": inputs})
 
-    def _act_bake(b: dict[str, Any]) -> dict[str, Any]:
-        from include.mlops.domain.policy import Verdict
-        from include.mlops.runtime import load_runtime
-        from include.mlops.steps.bake import act_bake
+        @task.branch
+        def route_bake(b: dict[str, Any]) -> str:
+            return "bake_rollback" if b["verdict"]["outcome"] == "rollback" else "bake_end"
 
-        context = get_current_context()
-        return act_bake(load_runtime(), Verdict(**b["verdict"]), b["inputs"], dag_id=context["dag"].dag_id, run_id=context["run_id"])
+        def _act_bake(b: dict[str, Any]) -> dict[str, Any]:
+            from include.mlops.domain.policy import Verdict
+            from include.mlops.runtime import load_runtime
+            from include.mlops.steps.bake import act_bake
 
-    @task(outlets=[MODEL_ROLLED_BACK], pool=ALIAS_POOL)
-    def bake_rollback(b: dict[str, Any], *, outlet_events: Any = None) -> dict[str, Any]:
-        out = _act_bake(b)
-        outlet_events[MODEL_ROLLED_BACK].extra = out
-        return out
+            context = get_current_context()
+            return act_bake(
+                load_runtime(model=model), Verdict(**b["verdict"]), b["inputs"], dag_id=context["dag"].dag_id, run_id=context["run_id"]
+            )
 
-    @task(pool=ALIAS_POOL)
-    def bake_end(b: dict[str, Any]) -> dict[str, Any]:
-        return _act_bake(b)
+        @task(outlets=[assets.model_rolled_back], pool=ALIAS_POOL)
+        def bake_rollback(b: dict[str, Any], *, outlet_events: Any = None) -> dict[str, Any]:
+            out = _act_bake(b)
+            outlet_events[assets.model_rolled_back].extra = out
+            return out
 
-    d = decide()
-    promoted = promote(d)
-    route(d) >> [promoted, rollback(d), no_change(d)]
-    baked = bake(promoted)
-    route_bake(baked) >> [bake_rollback(baked), bake_end(baked)]
+        @task(pool=ALIAS_POOL)
+        def bake_end(b: dict[str, Any]) -> dict[str, Any]:
+            return _act_bake(b)
+
+        d = decide()
+        promoted = promote(d)
+        route(d) >> [promoted, rollback(d), no_change(d)]
+        baked = bake(promoted)
+        route_bake(baked) >> [bake_rollback(baked), bake_end(baked)]
+
+    promote_or_rollback()
 
 
-promote_or_rollback()
+for _entry in deployment_models():
+    promote_or_rollback_dag(_entry)

@@ -31,87 +31,95 @@ from typing import Any
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
-from include.mlops.adapters.assets import DRIFT_DETECTED, INFERENCE_WINDOW_CLOSED, PERFORMANCE_DEGRADED, RETRAIN_REQUESTED
+from include.mlops.adapters.assets import LoopAssets, loop_assets
+from include.mlops.adapters.model_dags import dag_tags, deployment_models, display_name, model_doc
 from include.mlops.adapters.notifiers import LoopFailureNotifier, LoopRecoveryNotifier
+from include.mlops.catalog import ModelEntry
 
 log = logging.getLogger(__name__)
 #: the XCom key of the governance verdicts (the task's return value is its branch choice)
 RESULT = "result"
 
 
-def _schedule() -> Any:
-    """Drift and decay events; with a freshness limit in the spec (read at parse time, as
-    monitor_model's cron is), every closed inference window too (the champion's age is checked
+def _schedule(entry: ModelEntry, assets: LoopAssets) -> Any:
+    """Drift and decay events of the model; with a freshness limit in its spec (read at parse time,
+    as monitor_model's cron is), every closed inference window too (the champion's age is checked
     in event time)."""
-    from include.mlops.domain.spec import load_spec
-    from include.mlops.settings import get_settings
-
-    if load_spec(get_settings().spec_path).retraining.max_model_age_days is not None:
-        return DRIFT_DETECTED | PERFORMANCE_DEGRADED | INFERENCE_WINDOW_CLOSED
-    return DRIFT_DETECTED | PERFORMANCE_DEGRADED
+    if entry.spec.retraining.max_model_age_days is not None:
+        return assets.drift_detected | assets.performance_degraded | assets.inference_window_closed
+    return assets.drift_detected | assets.performance_degraded
 
 
-@dag(
-    dag_id="retrain_on_drift",
-    schedule=_schedule(),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    default_args={
-        "retries": 1,
-        "retry_delay": timedelta(seconds=20),
-        "on_failure_callback": LoopFailureNotifier(),
-        "on_success_callback": LoopRecoveryNotifier(),
-    },
-    params={
-        "reason": Param(
-            None,
-            type=["null", "string"],
-            description="Why a retrain is requested (a manual trigger needs one; kept in the decision and the request)",
-        ),
-        "event_time": Param(
-            None,
-            type=["null", "string"],
-            description="Event time of a manual request, ISO (empty: the end of the latest day of served traffic)",
-        ),
-    },
-    tags=["mlops-loop", "monitoring", "model"],
-    doc_md=__doc__,
-)
-def retrain_on_drift() -> None:
-    @task.branch
-    def govern() -> list[str]:
-        """Judge every trigger of this run (its events, or a manual request); the verdicts, the
-        accepted request and a summary are the XCom ``result`` and the run's note. Runs
-        ``request_retrain`` only when a trigger was accepted."""
-        from include.mlops.adapters.events import triggering_events
-        from include.mlops.runtime import load_runtime
-        from include.mlops.steps.governance import govern_run, note_run
+def retrain_on_drift_dag(entry: ModelEntry) -> None:
+    """retrain_on_drift of ``entry``'s model (the default model's DAG id is plain ``retrain_on_drift``)."""
+    assets = loop_assets(entry)
+    model = None if entry.default else entry.name  # None: the default model, as named when a task runs
 
-        context = get_current_context()
-        rt = load_runtime()
-        dag_id, run_id = context["dag"].dag_id, context["run_id"]
-        events = [(e.asset, e.extra) for e in triggering_events(context)]
-        result = govern_run(rt, events, dict(context["params"]), dag_id=dag_id, run_id=run_id)
-        context["ti"].xcom_push(key=RESULT, value=result)
-        log.info("%s", result["summary"])
-        if result["verdicts"]:  # a window that only checked freshness leaves no note
-            note_run(rt, dag_id, run_id, result["summary"])
-        return ["request_retrain"] if result["request"] else []
+    @dag(
+        dag_id=entry.dag_id("retrain_on_drift"),
+        dag_display_name=display_name(entry, "retrain_on_drift"),
+        schedule=_schedule(entry, assets),
+        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        catchup=False,
+        max_active_runs=1,
+        default_args={
+            "retries": 1,
+            "retry_delay": timedelta(seconds=20),
+            "on_failure_callback": LoopFailureNotifier(model=model),
+            "on_success_callback": LoopRecoveryNotifier(model=model),
+        },
+        params={
+            "reason": Param(
+                None,
+                type=["null", "string"],
+                description="Why a retrain is requested (a manual trigger needs one; kept in the decision and the request)",
+            ),
+            "event_time": Param(
+                None,
+                type=["null", "string"],
+                description="Event time of a manual request, ISO (empty: the end of the latest day of served traffic)",
+            ),
+        },
+        tags=dag_tags(entry, "monitoring", "model"),
+        doc_md=model_doc(entry, "retrain_on_drift", __doc__),
+    )
+    def retrain_on_drift() -> None:
+        @task.branch
+        def govern() -> list[str]:
+            """Judge every trigger of this run (its events, or a manual request); the verdicts, the
+            accepted request and a summary are the XCom ``result`` and the run's note. Runs
+            ``request_retrain`` only when a trigger was accepted."""
+            from include.mlops.adapters.events import triggering_events
+            from include.mlops.runtime import load_runtime
+            from include.mlops.steps.governance import govern_run, note_run
 
-    @task(outlets=[RETRAIN_REQUESTED])
-    def request_retrain(*, outlet_events: Any = None) -> dict[str, Any]:
-        from airflow.sdk.exceptions import AirflowSkipException
+            context = get_current_context()
+            rt = load_runtime(model=model)
+            dag_id, run_id = context["dag"].dag_id, context["run_id"]
+            events = [(assets.step_name(e.asset), e.extra) for e in triggering_events(context)]  # the steps' (unprefixed) names
+            result = govern_run(rt, events, dict(context["params"]), dag_id=dag_id, run_id=run_id)
+            context["ti"].xcom_push(key=RESULT, value=result)
+            log.info("%s", result["summary"])
+            if result["verdicts"]:  # a window that only checked freshness leaves no note
+                note_run(rt, dag_id, run_id, result["summary"])
+            return ["request_retrain"] if result["request"] else []
 
-        result = get_current_context()["ti"].xcom_pull(task_ids="govern", key=RESULT) or {"verdicts": [], "request": None}
-        if not result["request"]:
-            raise AirflowSkipException(
-                "governance refused every trigger of this run: " + "; ".join(v["reason_code"] for v in result["verdicts"])
-            )
-        outlet_events[RETRAIN_REQUESTED].extra = result["request"]
-        return dict(result["request"])
+        @task(outlets=[assets.retrain_requested])
+        def request_retrain(*, outlet_events: Any = None) -> dict[str, Any]:
+            from airflow.sdk.exceptions import AirflowSkipException
 
-    govern() >> request_retrain()
+            result = get_current_context()["ti"].xcom_pull(task_ids="govern", key=RESULT) or {"verdicts": [], "request": None}
+            if not result["request"]:
+                raise AirflowSkipException(
+                    "governance refused every trigger of this run: " + "; ".join(v["reason_code"] for v in result["verdicts"])
+                )
+            outlet_events[assets.retrain_requested].extra = result["request"]
+            return dict(result["request"])
+
+        govern() >> request_retrain()
+
+    retrain_on_drift()
 
 
-retrain_on_drift()
+for _entry in deployment_models():
+    retrain_on_drift_dag(_entry)

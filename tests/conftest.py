@@ -48,6 +48,9 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 for var in ("MLOPS_OPS_DB_URL", "MLOPS_LAKE", "MLOPS_SPEC", "MLOPS_MODEL_NAME", "MLFLOW_TRACKING_URI", "MLOPS_SERVING_URL"):
     os.environ.pop(var, None)
+# One model unless a test asks for more (the tests of many models set MLOPS_SPECS to their own
+# folder; the live stack tests run every spec of include/specs, as a user's `make demo` does).
+os.environ["MLOPS_SPECS"] = "off"
 
 
 def _unused_port() -> int:

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from include.mlops.adapters.lake import Lake
 from include.mlops.adapters.store import Store
-from include.mlops.domain.spec import Spec, load_spec
+from include.mlops.catalog import ModelEntry, load_catalog
+from include.mlops.domain.spec import Spec
 from include.mlops.settings import Settings, get_settings
 
 
@@ -22,6 +23,8 @@ class Runtime:
     model_name: str
     store: Store
     lake: Lake
+    #: the model's place in the deployment (which DAGs, route and landing folder are its own)
+    entry: ModelEntry | None = None
 
 
 def configure_logging(settings: Settings) -> None:
@@ -29,13 +32,13 @@ def configure_logging(settings: Settings) -> None:
     logging.getLogger("include.mlops").setLevel(settings.log_level)
 
 
-def load_runtime(settings: Settings | None = None) -> Runtime:
-    """Load the spec, open (and migrate) the ops store, and point at the lake."""
+def load_runtime(settings: Settings | None = None, model: str | None = None) -> Runtime:
+    """Load ``model``'s spec (``None``: the default model; see :mod:`include.mlops.catalog`), open
+    (and migrate) the ops store, and point at the lake."""
     s = settings or get_settings()
     configure_logging(s)
-    spec = load_spec(s.spec_path)
-    model = s.model_name_override or spec.name
+    entry = load_catalog(s).get(model)
     store = Store.open(s.ops_db_url)
-    lake = Lake(s.lake, model)
+    lake = Lake(s.lake, entry.name, landing_path=entry.landing(s.lake))
     lake.ensure()
-    return Runtime(s, spec, model, store, lake)
+    return Runtime(s, entry.spec, entry.name, store, lake, entry)

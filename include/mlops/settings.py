@@ -20,8 +20,12 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 #: the README; a unit test keeps the three in step).
 VARIABLES: dict[str, tuple[str, str]] = {
     "MLOPS_HOME": (".local", "state folder: databases, lake, logs, pids (git-ignored); relative to the project"),
-    "MLOPS_SPEC": ("include/specs/flights.yaml", "spec file of the monitored model; relative to the project"),
-    "MLOPS_MODEL_NAME": ("<spec name>", "registered model name in MLflow (defaults to the spec's name)"),
+    "MLOPS_SPEC": (
+        "include/specs/flights.yaml",
+        "spec file of the default model (unprefixed DAGs, POST /predict, <lake>/landing); relative to the project",
+    ),
+    "MLOPS_SPECS": ("include/specs", "folder of spec files (*.yaml): the loop runs for every model in it (off: the default model only)"),
+    "MLOPS_MODEL_NAME": ("<spec name>", "registered model name in MLflow of the default model (defaults to the spec's name)"),
     "MLOPS_HOST": ("127.0.0.1", "interface every local service binds to"),
     "MLOPS_AIRFLOW_PORT": ("8080", "Airflow API server and UI"),
     "MLOPS_MLFLOW_PORT": ("5000", "MLflow tracking server and registry"),
@@ -162,6 +166,8 @@ class Settings:
     mlflow_backend_uri_override: str | None = field(default=None, repr=False)
     #: Pipeline factories a training run may name besides the spec's own (MLOPS_TRAINING_PIPELINES).
     training_pipelines: tuple[str, ...] = ("tooling.drills:fragile_pipeline",)
+    #: folder of the deployment's spec files (``None``: the default model only; see :mod:`include.mlops.catalog`)
+    specs_dir: Path | None = None
 
     @property
     def postgres_data_dir(self) -> Path:
@@ -422,4 +428,7 @@ def get_settings(environ: dict[str, str] | None = None) -> Settings:
         postgres_password=postgres_password,
         mlflow_backend_uri_override=env.get("MLOPS_MLFLOW_BACKEND_URI") or None,
         training_pipelines=_pipelines(env),
+        specs_dir=None
+        if (env.get("MLOPS_SPECS") or "").strip().lower() == "off"
+        else _path(env.get("MLOPS_SPECS"), PROJECT_ROOT / "include/specs"),
     )

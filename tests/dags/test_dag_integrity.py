@@ -32,8 +32,13 @@ def test_no_import_errors(dagbag):
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.stem)
 def test_file_stem_is_the_dag_id(dagbag, path):
-    ids = [d.dag_id for d in dagbag.dags.values() if Path(d.fileloc).resolve() == path.resolve()]
-    assert ids == [path.stem]
+    """One DAG per file and model: the default model's id is the file's stem, another model's is
+    ``<model>.<stem>`` (tests/dags/test_dag_models.py parses a deployment of several models)."""
+    from include.mlops.catalog import load_catalog
+
+    ids = sorted(d.dag_id for d in dagbag.dags.values() if Path(d.fileloc).resolve() == path.resolve())
+    assert ids == sorted(m.dag_id(path.stem) for m in load_catalog().models)
+    assert path.stem in ids
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.stem)

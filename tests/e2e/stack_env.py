@@ -25,7 +25,14 @@ def isolated_env(home: Path) -> dict[str, str]:
         "MLOPS_EVIDENTLY_PORT": str(free_port()),
         "MLOPS_SERVING_PORT": str(free_port()),
     }
-    for var in ("AIRFLOW_HOME", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__DAGS_FOLDER", "MLOPS_OPS_DB_URL", "MLOPS_LAKE"):
+    for var in (
+        "AIRFLOW_HOME",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+        "AIRFLOW__CORE__DAGS_FOLDER",
+        "MLOPS_OPS_DB_URL",
+        "MLOPS_LAKE",
+        "MLOPS_SPECS",
+    ):
         env.pop(var, None)
     # URLs the stack derives from its ports. `mlflow.set_tracking_uri` also writes MLFLOW_TRACKING_URI
     # into os.environ (for subprocesses), so an earlier test's stack would leak in: the demo's

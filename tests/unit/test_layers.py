@@ -18,11 +18,12 @@ LIBRARY = ROOT / "include" / "mlops"
 ALLOWED: dict[str, set[str]] = {
     "settings": set(),
     "domain": set(),
-    "adapters": {"domain", "settings"},
-    "runtime": {"adapters", "domain", "settings"},
-    "steps": {"runtime", "adapters", "domain", "settings"},
-    "serving": {"adapters", "domain", "settings"},
-    "ui": {"runtime", "steps", "adapters", "domain", "settings"},
+    "catalog": {"domain", "settings"},
+    "adapters": {"catalog", "domain", "settings"},
+    "runtime": {"adapters", "catalog", "domain", "settings"},
+    "steps": {"runtime", "adapters", "catalog", "domain", "settings"},
+    "serving": {"adapters", "catalog", "domain", "settings"},
+    "ui": {"runtime", "steps", "adapters", "catalog", "domain", "settings"},
 }
 
 MAX_MODULE_LINES = 500

@@ -1,6 +1,7 @@
 """Where the loop keeps its files: one layout under the lake root, per model.
 
-<lake>/landing/                    new label batches arrive here (+ the ``_READY`` marker)
+<lake>/landing/                    the default model's new label batches arrive here (+ the ``_READY`` marker)
+<lake>/landings/<model>/           the same, for every other model (include.mlops.catalog)
 <lake>/pool/<model>/day=<day>/     the training pool: accepted batches, partitioned by day
 <lake>/archive/<model>/            accepted batch files as delivered
 <lake>/quarantine/<model>/         rejected batch files, untouched
@@ -33,11 +34,13 @@ def landing_dir(lake_root: Path) -> Path:
 class Lake:
     root: Path
     model: str
+    #: the model's landing folder (``None``: ``<lake>/landing``, the default model's)
+    landing_path: Path | None = None
 
     @property
     def landing(self) -> Path:
-        """Shared by the deployment (one spec per deployment): the ingest DAG watches it."""
-        return landing_dir(self.root)
+        """Where the model's label batches arrive: its ingest DAG watches it."""
+        return self.landing_path or landing_dir(self.root)
 
     @property
     def pool(self) -> Path:

@@ -5,7 +5,14 @@ DAG files import this module at parse time, so it imports only the stdlib and Ai
 
     from include.mlops.adapters.notifiers import LoopFailureNotifier, LoopRecoveryNotifier
 
-    default_args={..., "on_failure_callback": LoopFailureNotifier(), "on_success_callback": LoopRecoveryNotifier()}
+    default_args={
+        ...,
+        "on_failure_callback": LoopFailureNotifier(model=model),
+        "on_success_callback": LoopRecoveryNotifier(model=model),
+    }
+
+Alerts are per model: each DAG's notifiers are built with the model its copy runs (``None`` for the
+default model, named when the callback runs, as :func:`~include.mlops.runtime.load_runtime` does).
 
 Airflow 3.3 calls ``on_failure_callback`` in the worker's task runner once the task is ``failed``
 (its last try; ``on_retry_callback`` covers the tries before), with the task context plus
@@ -72,8 +79,11 @@ def failure_facts(context: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in facts.items() if v is not None}
 
 
-def _model_name(settings: Settings) -> str:
-    """The loop's model (alerts are per model); falls back to the spec file's stem if the spec is broken."""
+def _model_name(settings: Settings, model: str | None = None) -> str:
+    """The failing DAG's model (alerts are per model): the notifier's own ``model``, else the
+    default model's; falls back to the spec file's stem if the default spec is broken."""
+    if model:
+        return model
     if settings.model_name_override:
         return settings.model_name_override
     try:
@@ -85,7 +95,9 @@ def _model_name(settings: Settings) -> str:
         return settings.spec_path.stem
 
 
-def record_task_failure(context: Mapping[str, Any], *, severity: Severity = "critical", kind: str = TASK_FAILED) -> Alert:
+def record_task_failure(
+    context: Mapping[str, Any], *, severity: Severity = "critical", kind: str = TASK_FAILED, model: str | None = None
+) -> Alert:
     """Record (and deliver) the failure alert: one per ``dag_id.task_id`` while open, with the
     exception, the try number and a link to the log. A failure whose exception already raised its
     own alert (``exc.mlops_alert_id``, see :func:`include.mlops.adapters.alerts.mark_alerted`) is recorded
@@ -111,7 +123,7 @@ def record_task_failure(context: Mapping[str, Any], *, severity: Severity = "cri
         links["dag_run"] = f"{settings.alerts.airflow_url}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
     return raise_alert(
         Store.open(settings.ops_db_url),
-        _model_name(settings),
+        _model_name(settings, model),
         severity=severity,
         kind=kind,
         dedupe_key=f"{kind}:{dag_id}.{task_id}" if task_id else f"{kind}:{dag_id}",
@@ -123,7 +135,7 @@ def record_task_failure(context: Mapping[str, Any], *, severity: Severity = "cri
     )
 
 
-def record_task_success(context: Mapping[str, Any], *, kind: str = TASK_FAILED) -> list[int]:
+def record_task_success(context: Mapping[str, Any], *, kind: str = TASK_FAILED, model: str | None = None) -> list[int]:
     """Resolve the open failure alert of this task once it succeeds, unless that alert came from another
     mapped instance of the same run (that one is still failed). Returns the closed alert ids."""
     from include.mlops.adapters.alerts import resolve_alerts
@@ -135,7 +147,7 @@ def record_task_success(context: Mapping[str, Any], *, kind: str = TASK_FAILED) 
         return []
     settings = get_settings()
     store = Store.open(settings.ops_db_url)
-    model = _model_name(settings)
+    model = _model_name(settings, model)
     key = f"{kind}:{facts['dag_id']}.{facts['task_id']}"
     open_alert = store.find_open_alert(model, key)
     if open_alert is None:
@@ -148,14 +160,16 @@ def record_task_success(context: Mapping[str, Any], *, kind: str = TASK_FAILED) 
 
 class LoopFailureNotifier(BaseNotifier):
     """``on_failure_callback`` for every task of the loop: a ``task_failed`` alert (severity
-    ``critical`` by default) in the ops store, delivered to the configured channels. Never raises."""
+    ``critical`` by default) in the ops store, delivered to the configured channels, filed under
+    ``model`` (the DAG factory passes its model; ``None``: the default model). Never raises."""
 
     template_fields = ()
 
-    def __init__(self, *, severity: Severity = "critical", kind: str = TASK_FAILED) -> None:
+    def __init__(self, *, severity: Severity = "critical", kind: str = TASK_FAILED, model: str | None = None) -> None:
         super().__init__()
         self.severity = severity
         self.kind = kind
+        self.model = model
 
     def __call__(self, *args: Any) -> None:
         try:
@@ -165,7 +179,7 @@ class LoopFailureNotifier(BaseNotifier):
 
     def notify(self, context: Context) -> None:
         try:
-            alert = record_task_failure(context, severity=self.severity, kind=self.kind)
+            alert = record_task_failure(context, severity=self.severity, kind=self.kind, model=self.model)
             log.info("task failure recorded as alert #%s (%s)", alert.id, alert.delivery)
         except Exception:
             log.exception("could not record the task failure as an alert")
@@ -177,9 +191,10 @@ class LoopRecoveryNotifier(BaseNotifier):
 
     template_fields = ()
 
-    def __init__(self, *, kind: str = TASK_FAILED) -> None:
+    def __init__(self, *, kind: str = TASK_FAILED, model: str | None = None) -> None:
         super().__init__()
         self.kind = kind
+        self.model = model
 
     def __call__(self, *args: Any) -> None:
         try:
@@ -189,7 +204,7 @@ class LoopRecoveryNotifier(BaseNotifier):
 
     def notify(self, context: Context) -> None:
         try:
-            closed = record_task_success(context, kind=self.kind)
+            closed = record_task_success(context, kind=self.kind, model=self.model)
             if closed:
                 log.info("task succeeded again: resolved alert(s) %s", closed)
         except Exception:
