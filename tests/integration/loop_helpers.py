@@ -29,6 +29,8 @@ def log_traffic(
     """Insert scored requests into the inference log (and their ground truth), as serving would."""
     import mlflow.sklearn
 
+    from include.mlops.domain.tasks import scores
+
     df = day_frame(flights, rt.spec, day)
     if mutate is not None:  # e.g. a feed that goes null, a category production traffic has
         df = mutate(df.copy())
@@ -40,7 +42,9 @@ def log_traffic(
         version, route = versions_routes[i % len(versions_routes)]
         feats = {k: (None if isinstance(rec[k], float) and np.isnan(rec[k]) else rec[k]) for k in rt.spec.feature_names}
         failed = version == errors_for and rng.random() < error_share
-        score = None if failed else float(models[version].predict_proba(df.iloc[[i]][rt.spec.feature_names])[:, 1][0])
+        score = None if failed else float(scores(rt.spec.task, models[version], df.iloc[[i]][rt.spec.feature_names])[0])
+        # a regressor's score is its predicted value; the log's integer prediction column keeps it rounded
+        regression = rt.spec.task == "regression"
         rows.append(
             dict(
                 request_id=f"r{i}",
@@ -51,7 +55,7 @@ def log_traffic(
                 event_time=rec["sched_dep"].to_pydatetime(),
                 features=json.loads(json.dumps(feats, default=str)),
                 score=score,
-                prediction=None if failed else int(score >= 0.5),
+                prediction=None if failed or score is None else (int(round(score)) if regression else int(score >= 0.5)),
                 latency_ms=float(rng.uniform(3, 9)),
                 status="error" if failed else "ok",
                 error="boom" if failed else None,

@@ -192,3 +192,37 @@ def test_governance_lets_one_retrain_through(champion, flights, monkeypatch):
     # refusals alert once per reason, not on every run
     alerts = [a for a in rt.store.list_alerts(rt.model_name) if a["kind"] == "retrain_refused"]
     assert len(alerts) == 1 and alerts[0]["count"] == 2
+
+
+def test_a_regressor_window_is_judged_on_mae_without_cbpe(mlflow_env, model_name, state, flights, tmp_path, monkeypatch):
+    """The second workload's monitoring (issue 18): realized MAE on the outcomes, decay in the MAE's
+    direction, prediction drift on the predicted minutes, no CBPE estimate (a reason instead)."""
+    import yaml
+
+    from include.mlops.runtime import load_runtime
+    from include.mlops.steps.monitoring.checks import NO_CBPE
+
+    root = Path(__file__).resolve().parents[2]
+    raw = yaml.safe_load((root / "include/specs/flights_arrival_delay.yaml").read_text())
+    raw["monitoring"].update(min_rows=100, min_labelled_rows=200)
+    spec_file = tmp_path / "flights_arrival_delay.yaml"
+    spec_file.write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("MLOPS_SPEC", str(spec_file))
+    monkeypatch.setenv("MLOPS_SPECS", "off")
+    rt = load_runtime()
+    fill_pool(rt, flights, date(2013, 1, 1), date(2013, 2, 7))
+    out = train_candidate(rt, train_start=date(2013, 1, 1), train_end=date(2013, 1, 31), run_id="reg-mon")
+    v = out["version"]
+    set_alias(
+        rt.store, mlflow_client(mlflow_env["url"]), model_name, CHAMPION, v, strategy="direct", reason="first", actor="t", op_key="r1"
+    )
+    log_traffic(rt, flights, model_name, [(v, "champion")], day=date(2013, 2, 3), labels=True)
+    s = champion_summary(monitor(rt, date(2013, 2, 3)))
+    q = s["quality"]
+    assert q["status"] == "measured" and q["metric"] == "mae" and q["holdout"] == pytest.approx(out["metrics"]["mae"], rel=1e-4)
+    assert 5 < q["live"] < 80 and {"rmse", "r2"} <= set(q["live_metrics"])
+    assert q["estimated"] == {"status": "not_applicable", "reason": NO_CBPE}
+    decayed = q["live"] - q["holdout"] > rt.spec.monitoring.max_quality_drop  # MAE decays by rising
+    assert ("quality_decay" in s["reason_codes"]) == decayed, (q, s["reason_codes"])
+    p = s["prediction"]
+    assert "positive_rate" not in p and p["mean_score"] is not None and p["score_method"]

@@ -106,3 +106,55 @@ def test_a_try_that_died_between_registering_and_tagging_is_finished_not_repeate
     mv = client.get_model_version(model_name, "1")
     assert mv.tags["mlops.status"] == "candidate" and mv.tags["mlops.dag_run_id"] == "run-k"
     assert "Holdout ROC AUC" in mv.description
+
+
+def test_a_regression_model_trains_and_passes_the_gates_in_its_direction(state, mlflow_env, model_name, flights, tmp_path, monkeypatch):
+    """The second workload (issue 18): the arrival delay in minutes, trained on real flights, logged
+    with regression metrics, evaluated by MLflow's regressor evaluator, gated on MAE (a floor of an
+    error is a ceiling) and compared with a champion on MAE; its probe scores are predicted minutes."""
+    import pandas as pd
+
+    from include.mlops.runtime import load_runtime
+    from include.mlops.steps.deploy import Candidate
+    from include.mlops.steps.gates import gate_probe, gates_by_evaluation
+
+    root = Path(__file__).resolve().parents[2]
+    spec_file = tmp_path / "flights_arrival_delay.yaml"
+    spec_file.write_text((root / "include/specs/flights_arrival_delay.yaml").read_text())
+    monkeypatch.setenv("MLOPS_SPEC", str(spec_file))
+    monkeypatch.setenv("MLOPS_SPECS", "off")
+    runtime = load_runtime()
+    assert runtime.spec.task == "regression"
+    fill_pool(runtime, flights, date(2013, 1, 1), date(2013, 2, 14))
+    first = train_candidate(runtime, train_start=date(2013, 1, 1), train_end=date(2013, 1, 31), reason="test", run_id="reg-1")
+    m = first["metrics"]
+    assert 10 < m["mae"] < 40 and m["rmse"] > m["mae"] and -0.5 < m["r2"] < 1, m
+    assert "roc_auc" not in m and abs(first["train_label_rate"]) < 60  # the mean delay, not a rate
+    client = mlflow_client(mlflow_env["url"])
+    mv = client.get_model_version(model_name, "1")
+    assert float(mv.tags["mlops.holdout_mae"]) == pytest.approx(m["mae"], abs=1e-4) and "Holdout MAE" in mv.description
+    run = client.get_run(mv.run_id)
+    assert run.data.params["task"] == "regression" and run.data.params["target"] == "arr_delay"
+    holdout = pd.read_parquet(mlflow_artifact(mv.run_id, "reference/holdout_predictions.parquet"))
+    assert holdout["prediction"].equals(holdout["score"]) and holdout["score"].abs().max() > 1  # minutes, not probabilities
+
+    gates = {g.gate: g for g in gates_by_evaluation(runtime, Candidate(model_name, "1", mv.run_id, None, None), "reg-gates-1")}
+    assert gates["floors"].passed and gates["floors"].inputs["observed"]["mae"] == pytest.approx(m["mae"], rel=1e-6)
+    assert "<=" in gates["floors"].message and gates["beats_champion"].reason_code == "no_champion"
+    probe = gate_probe(runtime, Candidate(model_name, "1", mv.run_id, None, None))
+    assert probe.passed, probe.message
+
+    second = train_candidate(runtime, train_start=date(2013, 1, 8), train_end=date(2013, 2, 7), reason="test", run_id="reg-2")
+    mv2 = client.get_model_version(model_name, second["version"])
+    gates = {
+        g.gate: g for g in gates_by_evaluation(runtime, Candidate(model_name, second["version"], mv2.run_id, "1", None), "reg-gates-2")
+    }
+    b = gates["beats_champion"].inputs
+    assert b["metric"] == "mae" and b["candidate"] == pytest.approx(second["metrics"]["mae"], rel=1e-6)
+    assert gates["beats_champion"].passed == (b["candidate"] <= b["champion"]), gates["beats_champion"].message
+
+
+def mlflow_artifact(run_id: str, path: str) -> str:
+    import mlflow
+
+    return mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path)

@@ -9,8 +9,8 @@ import pytest
 
 from include.mlops.domain.policy import GATES
 from include.mlops.domain.profiles import probe_frame
+from include.mlops.domain.tasks import classification_metrics
 from include.mlops.steps.deploy import Candidate, Plan, deploy_planned, plan, record_rejection
-from include.mlops.steps.training import classification_metrics
 from include.mlops.steps.training_window import TrainingRefused, plan_window
 
 pytestmark = pytest.mark.unit

@@ -1,6 +1,8 @@
 """Model pipelines. A spec names its pipeline factory as ``module:function`` (``training.pipeline``);
 the factory gets the spec and the spec's ``training.params`` and returns an unfitted scikit-learn
-estimator whose ``predict_proba`` takes a DataFrame with the spec's feature columns.
+estimator that takes a DataFrame with the spec's feature columns: a classifier with ``predict_proba``
+for a ``binary_classification`` spec, a regressor with ``predict`` for a ``regression`` spec
+(:func:`default_pipeline`, :func:`regression_pipeline`).
 
 A training run may name another factory than the spec's (the ``train_candidate`` DAG's ``pipeline``
 param, or a ``retrain_requested`` event's extra): whoever can trigger a DAG could then make a task
@@ -19,15 +21,11 @@ if TYPE_CHECKING:
     from include.mlops.domain.spec import Spec
 
 
-def default_pipeline(spec: Spec, params: dict[str, Any]) -> Any:
-    """Ordinal-encoded categoricals (unknown and missing -> -1) + histogram gradient boosting.
-
-    HistGradientBoosting treats the encoded columns as categorical and handles missing numeric
-    values natively, so the weather gaps need no imputation.
-    """
+def _encoded(spec: Spec, estimator_class: Any, params: dict[str, Any]) -> Any:
+    """Ordinal-encoded categoricals (unknown and missing -> -1), then ``estimator_class`` (a
+    histogram gradient boosting model) told which encoded columns are categorical."""
     import numpy as np
     from sklearn.compose import ColumnTransformer
-    from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OrdinalEncoder
 
@@ -35,13 +33,33 @@ def default_pipeline(spec: Spec, params: dict[str, Any]) -> Any:
     nums = [f.name for f in spec.features if f.type != "categorical"]
     encoder = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-1, dtype=np.float64)
     pre = ColumnTransformer([("cat", encoder, cats), ("num", "passthrough", nums)], verbose_feature_names_out=False)
-    clf = HistGradientBoostingClassifier(
+    est = estimator_class(
         categorical_features=list(range(len(cats))),
         random_state=spec.training.random_state,
         early_stopping=False,
         **params,
     )
-    return Pipeline([("pre", pre), ("clf", clf)])
+    return Pipeline([("pre", pre), ("clf", est)])
+
+
+def default_pipeline(spec: Spec, params: dict[str, Any]) -> Any:
+    """Ordinal-encoded categoricals (unknown and missing -> -1) + histogram gradient boosting.
+
+    HistGradientBoosting treats the encoded columns as categorical and handles missing numeric
+    values natively, so the weather gaps need no imputation.
+    """
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    return _encoded(spec, HistGradientBoostingClassifier, params)
+
+
+def regression_pipeline(spec: Spec, params: dict[str, Any]) -> Any:
+    """The same encoding + ``HistGradientBoostingRegressor`` (for a ``regression`` spec; ``params``
+    are its own, e.g. ``loss: absolute_error`` for a model judged on MAE). The step keeps the name
+    ``clf`` so both pipelines have the same shape."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    return _encoded(spec, HistGradientBoostingRegressor, params)
 
 
 #: What a pipeline name looks like: ``package.module:function`` (the spec's own pattern).

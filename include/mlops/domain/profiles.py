@@ -64,7 +64,7 @@ def build_profile(spec: Spec, train_x: pd.DataFrame, holdout_scores: np.ndarray,
         "features": features,
         "prediction": {
             "score": _numeric_profile(scores),
-            "positive_rate": float((scores >= 0.5).mean()) if len(scores) else 0.0,
+            **({"positive_rate": float((scores >= 0.5).mean()) if len(scores) else 0.0} if spec.task == "binary_classification" else {}),
         },
         "label_rate": float(np.mean(holdout_labels)) if len(holdout_labels) else 0.0,
     }
@@ -178,7 +178,8 @@ def summarize_batch(df: pd.DataFrame, spec: Spec, join_rate: float | None) -> di
         "rows": int(len(df)),
         "id_shapes": {str(k): int(v) for k, v in ids.map(id_shape).value_counts().head(MAX_ID_SHAPES).items()},
         "join_rate": None if join_rate is None else float(join_rate),
-        "label_rate": float(np.mean(labels)) if len(df) else None,
+        # a regressor's target is no rate (its outcome's range is checked by validation instead)
+        "label_rate": float(np.mean(labels)) if len(df) and spec.task == "binary_classification" else None,
         "numeric": numeric,
         "categorical": categorical,
     }

@@ -2,11 +2,12 @@
 
 * :func:`placements` / :func:`roc_auc`: DeLong's structural components and the Mann-Whitney ROC AUC
   (ties count half) in O(n log n) through midranks;
-* :func:`bootstrap_metric`: a metric (``roc_auc``, ``accuracy``, ``f1``) on many resamples at once.
+* :func:`bootstrap_metric`: a metric (``roc_auc``, ``accuracy``, ``f1``; for a regressor ``mae``,
+  ``rmse``, ``r2`` of predicted values against real-valued outcomes) on many resamples at once.
   A resample is a row of draw counts (weights); each model's scores are sorted once and every
   resample's metric is a weighted sum over that order, so a batch of resamples is one numpy pass.
   ROC AUC resamples positives and negatives separately (every resample has both classes, as DeLong
-  conditions on the class counts); accuracy and F1 resample rows. Batches hold at most
+  conditions on the class counts); accuracy, F1 and the regression metrics resample rows. Batches hold at most
   :data:`BATCH_CELLS` weights.
 """
 
@@ -19,7 +20,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import numpy as np
 
-METRICS: tuple[str, ...] = ("roc_auc", "accuracy", "f1")
+METRICS: tuple[str, ...] = ("roc_auc", "accuracy", "f1", "mae", "rmse", "r2")
+#: Metrics of a regressor: the labels are real-valued outcomes and the scores predicted values.
+REGRESSION_METRICS: tuple[str, ...] = ("mae", "rmse", "r2")
+#: Metrics where smaller is better (errors).
+LOWER_IS_BETTER: tuple[str, ...] = ("mae", "rmse")
 #: Bootstrap resamples are drawn in batches of at most this many cells (resamples x rows).
 BATCH_CELLS = 2_000_000
 
@@ -37,6 +42,21 @@ def as_labels(labels: ArrayLike) -> np.ndarray:
     if not np.all((y == 0) | (y == 1)):
         raise ValueError("labels must be 0/1 (or booleans) with no missing values")
     return y.astype(np.int8)
+
+
+def as_values(values: ArrayLike) -> np.ndarray:
+    """Real-valued outcomes of a regressor (finite floats)."""
+    import numpy as np
+
+    y = np.asarray(values, dtype=np.float64).reshape(-1)
+    if not np.all(np.isfinite(y)):
+        raise ValueError("outcomes must be finite numbers with no missing values")
+    return y
+
+
+def as_targets(metric: str, labels: ArrayLike) -> np.ndarray:
+    """``labels`` as ``metric`` takes them: real values for a regression metric, else 0/1."""
+    return as_values(labels) if metric in REGRESSION_METRICS else as_labels(labels)
 
 
 def as_scores(scores: ArrayLike, n: int, name: str = "scores") -> np.ndarray:
@@ -85,10 +105,20 @@ class _Prepared:
     group_starts: np.ndarray
     labels_sorted: np.ndarray
     predicted: np.ndarray  # score >= threshold, in the original row order
+    #: Squared and absolute errors of a regressor's predictions, in the original row order (else None).
+    squared: np.ndarray | None = None
+    absolute: np.ndarray | None = None
 
 
-def _prepare(y: np.ndarray, s: np.ndarray, threshold: float) -> _Prepared:
+def _prepare(y: np.ndarray, s: np.ndarray, threshold: float, metric: str = "roc_auc") -> _Prepared:
     import numpy as np
+
+    if metric in REGRESSION_METRICS:  # no ordering needed: every regression metric is a weighted sum
+        err = s - y
+        empty = np.zeros(0, dtype=np.int64)
+        return _Prepared(
+            order=empty, group_starts=empty, labels_sorted=y, predicted=empty.astype(bool), squared=err**2, absolute=np.abs(err)
+        )
 
     order = np.argsort(s, kind="stable")
     ss = s[order]
@@ -111,6 +141,8 @@ def _weighted_metric(metric: str, y: np.ndarray, p: _Prepared, w: np.ndarray) ->
         den = pos_g.sum(axis=1) * neg_g.sum(axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(den > 0, num / den, np.nan)
+    if metric in REGRESSION_METRICS:
+        return _weighted_regression(metric, y, p, w)
     yb, pred = y.astype(bool), p.predicted
     if metric == "accuracy":
         return (w @ (pred == yb).astype(np.float64)) / w.sum(axis=1)
@@ -122,6 +154,23 @@ def _weighted_metric(metric: str, y: np.ndarray, p: _Prepared, w: np.ndarray) ->
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(den > 0, 2 * tp / den, np.nan)
     raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+
+
+def _weighted_regression(metric: str, y: np.ndarray, p: _Prepared, w: np.ndarray) -> np.ndarray:
+    """MAE, RMSE or R2 of each resample: weighted means of the errors (R2: against the weighted
+    variance of the resample's outcomes; NaN when they are all equal)."""
+    import numpy as np
+
+    assert p.squared is not None and p.absolute is not None
+    n = w.sum(axis=1)
+    if metric == "mae":
+        return (w @ p.absolute) / n
+    sse = w @ p.squared
+    if metric == "rmse":
+        return np.sqrt(sse / n)
+    sst = w @ (y**2) - (w @ y) ** 2 / n
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(sst > 1e-12 * np.maximum(1.0, w @ (y**2)), 1.0 - sse / sst, np.nan)
 
 
 def _resample_weights(rng: np.random.Generator, y: np.ndarray, size: int, stratified: bool) -> np.ndarray:
@@ -152,7 +201,7 @@ def bootstrap_metric(
     rng = np.random.default_rng(seed)
     out: list[list[np.ndarray]] = []
     for y, score_list in samples:
-        prepared = [_prepare(y, s, threshold) for s in score_list]
+        prepared = [_prepare(y, s, threshold, metric) for s in score_list]
         stratified = metric == "roc_auc"
         batch = max(1, min(n_boot, BATCH_CELLS // max(y.size, 1)))
         parts: list[list[np.ndarray]] = [[] for _ in prepared]
@@ -171,8 +220,8 @@ def point_metric(metric: str, labels: ArrayLike, scores: ArrayLike, threshold: f
     """The metric on the rows as they are (``accuracy`` and ``f1`` classify at ``score >= threshold``)."""
     import numpy as np
 
-    y = as_labels(labels)
+    y = as_targets(metric, labels)
     s = as_scores(scores, y.size)
     if metric == "roc_auc":
         return roc_auc(y, s)
-    return float(_weighted_metric(metric, y, _prepare(y, s, threshold), np.ones((1, y.size)))[0])
+    return float(_weighted_metric(metric, y, _prepare(y, s, threshold, metric), np.ones((1, y.size)))[0])

@@ -18,7 +18,8 @@ statistics here answer the three questions the decisions need, on labelled rows 
   Sen's slope and an OLS slope with its confidence interval)? Catches slow degradation that no single
   window shows.
 
-Every function takes plain arrays (labels 0/1, scores) and returns a frozen dataclass with the numbers
+Every function takes plain arrays (labels 0/1 and scores; for a regressor's ``mae``, ``rmse`` or ``r2``
+real-valued outcomes and predicted values) and returns a frozen dataclass with the numbers
 and a reason code; bootstraps are seeded and vectorised (all resamples of a batch in one numpy pass).
 """
 
@@ -30,14 +31,23 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from include.mlops.domain.resampling import ArrayLike, as_labels, as_scores, bootstrap_metric, placements, point_metric
+from include.mlops.domain.resampling import (
+    LOWER_IS_BETTER,
+    ArrayLike,
+    as_labels,
+    as_scores,
+    as_targets,
+    bootstrap_metric,
+    placements,
+    point_metric,
+)
 
 if TYPE_CHECKING:
     import numpy as np
 
 log = logging.getLogger(__name__)
 
-Metric = Literal["roc_auc", "accuracy", "f1"]
+Metric = Literal["roc_auc", "accuracy", "f1", "mae", "rmse", "r2"]
 DEFAULT_BOOT = 2000
 
 
@@ -47,7 +57,9 @@ Reason = Literal["significant_gain", "not_significant", "gain_below_minimum", "n
 
 @dataclass(frozen=True)
 class PairedComparison:
-    """Champion vs challenger on the same labelled rows (``difference = challenger - champion``)."""
+    """Champion vs challenger on the same labelled rows. ``difference`` is the challenger's gain:
+    ``challenger - champion``, or ``champion - challenger`` for an error metric (MAE, RMSE), so a
+    positive difference is always better."""
 
     method: str
     metric: str
@@ -189,24 +201,27 @@ def paired_bootstrap(
     """Paired bootstrap of ``metric(challenger) - metric(champion)`` over the same resampled rows.
 
     ROC AUC resamples positives and negatives separately (as DeLong conditions on the class counts);
-    accuracy and F1 resample rows. p-values are percentile-bootstrap ones with the +1 correction
+    accuracy, F1 and the regression metrics (``mae``, ``rmse``, ``r2``: ``labels`` are then the real
+    outcomes) resample rows. For an error metric the gain is ``champion - challenger``. p-values are
+    percentile-bootstrap ones with the +1 correction
     (never exactly 0): two-sided for "no difference", one-sided for "gain <= min_gain".
     """
     import numpy as np
 
     _check_levels(alpha, level)
-    y = as_labels(labels)
+    y = as_targets(metric, labels)
     a = as_scores(champion_scores, y.size, "champion_scores")
     b = as_scores(challenger_scores, y.size, "challenger_scores")
     if metric == "roc_auc" and (y.sum() == 0 or y.sum() == y.size):
         raise ValueError("ROC AUC needs both classes among the labels")
     point_a, point_b = point_metric(metric, y, a, threshold), point_metric(metric, y, b, threshold)
     ((boot_a, boot_b),) = bootstrap_metric(metric, [(y, [a, b])], n_boot=n_boot, seed=seed, threshold=threshold)
-    d = boot_b - boot_a
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    d = sign * (boot_b - boot_a)
     d = d[np.isfinite(d)]
     if d.size == 0:
         raise ValueError(f"{metric} is undefined on every resample")
-    diff = point_b - point_a
+    diff = sign * (point_b - point_a)
     lo, hi = _interval(d, level)
     p_two = min(1.0, 2 * min(_p_at_most(d, 0.0), _p_at_most(-d, 0.0)))
     p_gain = _p_at_most(d, min_gain)
@@ -215,7 +230,7 @@ def paired_bootstrap(
         method="paired_bootstrap",
         metric=metric,
         rows=int(y.size),
-        positives=int(y.sum()),
+        positives=int(y.sum()) if metric not in ("mae", "rmse", "r2") else 0,
         champion=point_a,
         challenger=point_b,
         difference=diff,
@@ -251,7 +266,8 @@ class Sample:
 
 @dataclass(frozen=True)
 class DecayVerdict:
-    """One window's realized metric against a baseline (``drop = baseline - value``)."""
+    """One window's realized metric against a baseline (``drop = baseline - value``; for an error
+    metric, MAE or RMSE, ``value - baseline``: a positive drop is always worse)."""
 
     metric: str
     rows: int
@@ -294,6 +310,7 @@ def decay_test(
     threshold: float = 0.5,
 ) -> DecayVerdict:
     """Has the window's ``metric`` dropped below ``baseline`` by more than ``max_drop``, for real?
+    (For an error metric, ``mae`` or ``rmse``: risen above it; ``max_drop`` is in the metric's unit.)
 
     ``baseline``: a number taken as exact (e.g. the holdout's ROC AUC), or a :class:`Sample` of
     labelled scores resampled independently of the window (e.g. the holdout rows themselves), which
@@ -303,12 +320,12 @@ def decay_test(
     import numpy as np
 
     _check_levels(alpha, level)
-    y = as_labels(labels)
+    y = as_targets(metric, labels)
     s = as_scores(scores, y.size)
     value = point_metric(metric, y, s, threshold)
     samples: list[tuple[np.ndarray, Sequence[np.ndarray]]] = [(y, [s])]
     if isinstance(baseline, Sample):
-        by = as_labels(baseline.labels)
+        by = as_targets(metric, baseline.labels)
         bs = as_scores(baseline.scores, by.size, "baseline scores")
         base_value = point_metric(metric, by, bs, threshold)
         samples.append((by, [bs]))
@@ -316,13 +333,14 @@ def decay_test(
         base_value = float(baseline)
     boots = bootstrap_metric(metric, samples, n_boot=n_boot, seed=seed, threshold=threshold)
     boot_value = boots[0][0]
-    d = (boots[1][0] if len(boots) > 1 else base_value) - boot_value
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    d = sign * ((boots[1][0] if len(boots) > 1 else base_value) - boot_value)
     ok = np.isfinite(d)
     d, boot_value = d[ok], boot_value[ok]
     if d.size == 0:
         raise ValueError(f"{metric} is undefined on every resample")
     p = _p_at_most(d, max_drop)
-    drop = base_value - value
+    drop = sign * (base_value - value)
     reason: Literal["decayed", "within_tolerance", "not_significant"]
     reason = "decayed" if p < alpha else ("within_tolerance" if drop <= max_drop else "not_significant")
     log.info("decay of %s: %.4f vs baseline %.4f, drop %+.4f (max %.4f, p %.3g): %s", metric, value, base_value, drop, max_drop, p, reason)

@@ -18,6 +18,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from include.mlops.domain.spec_errors import drift_methods_fit, error_location, metrics_fit_task
+
 Name = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)]
 
 _OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le, "==": operator.eq, "!=": operator.ne}
@@ -65,20 +67,29 @@ class Feature(_Model):
 
 
 class Target(_Model):
-    """The label: derived from a raw outcome column by one comparison (``arr_delay > 15``)."""
+    """The label, from a raw outcome column: for a classifier by one comparison (``arr_delay >
+    15``); for a regression model the raw outcome itself (no ``op``/``value``)."""
 
     name: Name
     source_column: Name
-    op: Literal[">", ">=", "<", "<=", "==", "!="]
-    value: float
+    op: Literal[">", ">=", "<", "<=", "==", "!="] | None = None
+    value: float | None = None
     #: Plausible range of the raw outcome; rows outside it fail validation.
     source_min: float | None = None
     source_max: float | None = None
     description: str = ""
 
     def derive(self, raw: Any) -> Any:
-        """Apply the rule to a scalar or a pandas Series of raw outcomes."""
-        return _OPS[self.op](raw, self.value)
+        """Apply the rule to a scalar or a pandas Series of raw outcomes (no rule: the outcome itself)."""
+        if self.op is None:
+            return raw
+        return _OPS[self.op](raw, self.value if self.value is not None else 0.0)
+
+    @model_validator(mode="after")
+    def _rule_complete(self) -> Target:
+        if (self.op is None) != (self.value is None):
+            raise ValueError("a target rule needs both 'op' and 'value' (a regression target has neither)")
+        return self
 
 
 class Source(_Model):
@@ -151,9 +162,11 @@ class PairCheck(_Model):
     meaning: str = ""
 
 
-MetricName = Literal["roc_auc", "precision_recall_auc", "log_loss", "brier_score", "accuracy_score", "f1_score"]
-#: Metrics where smaller is better.
-LOWER_IS_BETTER = {"log_loss", "brier_score"}
+#: classifier metrics (MLflow's builtin names) and regression metrics; ``domain.tasks`` says which
+#: task each belongs to and which way it is better
+MetricName = Literal["roc_auc", "precision_recall_auc", "log_loss", "brier_score", "accuracy_score", "f1_score", "mae", "rmse", "r2"]
+#: Metrics where smaller is better (``domain.tasks.Metric.higher_is_better`` says the same).
+LOWER_IS_BETTER = {"log_loss", "brier_score", "mae", "rmse"}
 
 
 class Training(_Model):
@@ -165,7 +178,8 @@ class Training(_Model):
     holdout_days: int = Field(default=7, ge=1)
     min_rows: int = Field(default=1000, ge=10)
     min_holdout_rows: int = Field(default=200, ge=10)
-    #: Allowed share of positive labels in the training window (GX gate).
+    #: Allowed share of positive labels in the training window (GX gate; classifiers only: a
+    #: regression spec's training set is not checked against them).
     positive_rate_min: float = Field(default=0.01, ge=0.0, le=1.0)
     positive_rate_max: float = Field(default=0.99, ge=0.0, le=1.0)
     #: ``module:function`` returning an unfitted scikit-learn estimator: ``f(spec, params)``.
@@ -195,11 +209,15 @@ class Deployment(_Model):
     #: Share of traffic (sticky by entity id) the challenger answers in canary mode.
     canary_share: float = Field(default=0.2, gt=0.0, lt=1.0)
     require_approval: bool = False
-    #: The metric the champion comparison uses (MLflow's builtin classifier metric names).
+    #: The metric the champion comparison uses (one of the task's: ``domain.tasks.METRICS``). A
+    #: regression spec names its own (``mae``, ``rmse`` or ``r2``): the defaults are a classifier's.
     primary_metric: MetricName = "roc_auc"
-    #: Absolute floors every candidate must clear on its holdout.
+    #: Absolute bounds every candidate must clear on its holdout, in the metric's direction: a
+    #: lower bound for a higher-is-better metric (``roc_auc: 0.58``), an upper bound (a ceiling)
+    #: for an error (``mae: 30`` means a holdout MAE of at most 30).
     floors: dict[MetricName, float] = {"roc_auc": 0.55}
-    #: The candidate must beat the champion on the same holdout by at least this much.
+    #: The candidate must beat the champion on the same holdout by at least this much (in the
+    #: metric's unit and direction: for MAE, a reduction of at least this many units).
     min_gain: float = 0.0
     #: Rows of the fixed, spec-derived probe set.
     probe_rows: int = Field(default=200, ge=10)
@@ -234,6 +252,10 @@ class EarlyWindow(_Model):
     on_inconclusive: Literal["keep", "extend", "rollback"] = "keep"
 
 
+#: The promotion metrics the paired bootstrap supports (``domain.significance.paired_bootstrap``).
+BOOTSTRAP_METRICS = ("roc_auc", "accuracy_score", "f1_score", "mae", "rmse", "r2")
+
+
 class Promotion(_Model):
     """The final call after the early window."""
 
@@ -246,7 +268,8 @@ class Promotion(_Model):
     tolerance: float = Field(default=0.005, ge=0.0)
     #: Paired test of challenger vs champion on the same labelled requests: ``none`` (the
     #: tolerance rule alone), ``delong`` (ROC AUC only) or ``bootstrap`` (roc_auc, accuracy_score,
-    #: f1_score). With a test, a promotion needs a significant gain of at least ``min_gain``.
+    #: f1_score; for a regressor mae, rmse, r2). With a test, a promotion needs a significant gain
+    #: of at least ``min_gain`` (for an error metric, a reduction).
     test: Literal["none", "delong", "bootstrap"] = "none"
     #: One-sided significance level of that test.
     alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
@@ -260,8 +283,8 @@ class Promotion(_Model):
     def _test_fits_metric(self) -> Promotion:
         if self.test == "delong" and self.metric != "roc_auc":
             raise ValueError(f"test 'delong' compares ROC AUCs; metric is {self.metric!r} (use test 'bootstrap')")
-        if self.test == "bootstrap" and self.metric not in ("roc_auc", "accuracy_score", "f1_score"):
-            raise ValueError(f"test 'bootstrap' supports roc_auc, accuracy_score and f1_score, not {self.metric!r}")
+        if self.test == "bootstrap" and self.metric not in BOOTSTRAP_METRICS:
+            raise ValueError(f"test 'bootstrap' supports {', '.join(BOOTSTRAP_METRICS)}, not {self.metric!r}")
         if self.bake_days > 0 and self.test == "none":
             raise ValueError("bake_days > 0 needs a test (delong or bootstrap) to judge the bake period")
         return self
@@ -316,12 +339,14 @@ class Monitoring(_Model):
     #: Realized quality over the trailing days of labelled predictions of the version.
     quality_days: int = Field(default=7, ge=1)
     min_labelled_rows: int = Field(default=300, ge=1)
-    #: Decay when the realized metric falls below the holdout value by more than this.
+    #: Decay when the realized metric is worse than the holdout value by more than this, in the
+    #: metric's unit and direction (ROC AUC: fell by more than 0.05; MAE: rose by more than N units).
     max_quality_drop: float = Field(default=0.05, ge=0.0)
     #: Slow decay: a one-sided Mann-Kendall trend test (alpha 0.05) over the version's realized
     #: quality in its last this-many windows (this one included); 0 turns it off, else at least 5.
     trend_windows: int = Field(default=0, ge=0)
-    #: The trend must also fall faster than this per window (Sen's slope, in metric units).
+    #: The trend must also worsen faster than this per window (Sen's slope, in metric units; for an
+    #: error metric the trend is a rising one).
     trend_min_slope: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
     max_error_rate: float = Field(default=0.01, ge=0.0, le=1.0)
     max_p95_latency_ms: float = Field(default=250.0, gt=0)
@@ -367,6 +392,9 @@ class Spec(_Model):
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)]
     description: str = ""
+    #: What the model predicts: a probability of the target rule (``binary_classification``) or
+    #: the raw outcome itself (``regression``).
+    task: Literal["binary_classification", "regression"] = "binary_classification"
     timezone: str = "UTC"
     source: Source
     entity_id: Name
@@ -399,24 +427,18 @@ class Spec(_Model):
         unknown = sorted((set(self.monitoring.drift_overrides) | set(self.monitoring.drift_exclude)) - set(names))
         if unknown:
             raise ValueError(f"monitoring.drift_overrides / drift_exclude name unknown features: {', '.join(unknown)}")
-        self._drift_methods_fit()
+        drift_methods_fit(self)
+        if self.task == "binary_classification" and self.target.op is None:
+            raise ValueError("target: a binary_classification model needs the rule ('op' and 'value') that makes the label")
+        if self.task == "regression" and self.target.op is not None:
+            raise ValueError("target: a regression model predicts the raw outcome; drop 'op' and 'value'")
+        metrics_fit_task(self)
         numeric = {f.name for f in self.features if f.type != "categorical"}
         for i, check in enumerate(self.checks):
             for col in (check.a, check.b):
                 if col not in numeric:
                     raise ValueError(f"checks[{i}] names {col!r}, which is not a numeric feature")
         return self
-
-    def _drift_methods_fit(self) -> None:
-        """Each drift override's method applies to its feature's kind (``drift.METHODS``)."""
-        from include.mlops.domain.drift import METHODS
-
-        for name, override in self.monitoring.drift_overrides.items():
-            kind = "categorical" if self.feature(name).type == "categorical" else "numeric"
-            if override.method is not None and kind not in METHODS[override.method].kinds:
-                allowed = ", ".join(m for m, test in METHODS.items() if kind in test.kinds)
-                where = f"monitoring.drift_overrides.{name}.method"
-                raise ValueError(f"{where} {override.method!r} does not apply to a {kind} feature (use one of {allowed})")
 
     @property
     def feature_names(self) -> list[str]:
@@ -434,27 +456,6 @@ class Spec(_Model):
         raise KeyError(name)
 
 
-def _where(loc: tuple[Any, ...], raw: Any) -> str:
-    """Render a pydantic error location, naming list items by their ``name`` when they have one."""
-    parts: list[str] = []
-    node = raw
-    for key in loc:
-        if isinstance(key, int):
-            label = str(key)
-            if isinstance(node, list) and 0 <= key < len(node):
-                item = node[key]
-                if isinstance(item, dict) and isinstance(item.get("name"), str):
-                    label = item["name"]
-                node = item
-            else:
-                node = None
-            parts[-1:] = [f"{parts[-1]}[{label}]"] if parts else [f"[{label}]"]
-        else:
-            parts.append(str(key))
-            node = node.get(key) if isinstance(node, dict) else None
-    return ".".join(parts) or "(top level)"
-
-
 def parse_spec(raw: Any, origin: str = "<spec>") -> Spec:
     """Validate an already-parsed mapping into a :class:`Spec`."""
     if not isinstance(raw, dict):
@@ -464,7 +465,7 @@ def parse_spec(raw: Any, origin: str = "<spec>") -> Spec:
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            where = _where(tuple(err["loc"]), raw)
+            where = error_location(tuple(err["loc"]), raw)
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] in ("missing",):
                 lines.append(f"  - {where}: required field is missing")

@@ -181,12 +181,13 @@ def build_suite(spec: Spec, day: date | None, *, training: bool = False, inputs:
         add(E.ExpectTableColumnsToMatchSet(column_set=[*spec.batch_columns, spec.target.name], exact_match=True))
         add(E.ExpectTableRowCountToBeBetween(min_value=spec.training.min_rows, max_value=None))
         add(E.ExpectColumnValuesToNotBeNull(column=spec.target.name))
-        add(E.ExpectColumnValuesToBeInSet(column=spec.target.name, value_set=[0, 1]))
-        add(
-            E.ExpectColumnMeanToBeBetween(
-                column=spec.target.name, min_value=spec.training.positive_rate_min, max_value=spec.training.positive_rate_max
+        if spec.task == "binary_classification":  # a regression target is the raw outcome (range-checked per batch)
+            add(E.ExpectColumnValuesToBeInSet(column=spec.target.name, value_set=[0, 1]))
+            add(
+                E.ExpectColumnMeanToBeBetween(
+                    column=spec.target.name, min_value=spec.training.positive_rate_min, max_value=spec.training.positive_rate_max
+                )
             )
-        )
     elif not inputs:
         add(E.ExpectTableColumnsToMatchSet(column_set=spec.batch_columns, exact_match=True))
         add(E.ExpectTableRowCountToBeBetween(min_value=spec.batch.min_rows, max_value=spec.batch.max_rows))

@@ -246,18 +246,26 @@ def notify_serving(rt: Runtime) -> None:
 
 
 # -- entry points of the deploy_validated_model DAG ----------------------------------------------
-def plan_after_gates(candidate: dict[str, Any], results: list[list[dict[str, Any]]], params: Mapping[str, Any]) -> dict[str, Any]:
+def plan_after_gates(
+    candidate: dict[str, Any], results: list[list[dict[str, Any]]], params: Mapping[str, Any], model: str | None = None
+) -> dict[str, Any]:
     """The run's :class:`Plan` (as a dict) from every gate task's results and the DAG params;
     computed once per run and handed to the task that carries it out."""
     from include.mlops.runtime import load_runtime
 
     flat = [r for rs in results for r in rs]
-    p = plan(load_runtime().spec, Candidate(**candidate), flat, params.get("strategy"), params.get("require_approval"))
+    p = plan(load_runtime(model=model).spec, Candidate(**candidate), flat, params.get("strategy"), params.get("require_approval"))
     return p.to_dict()
 
 
 def deploy_planned(
-    candidate: dict[str, Any], planned: dict[str, Any], reason: str | None, *, dag_id: str | None, run_id: str | None
+    candidate: dict[str, Any],
+    planned: dict[str, Any],
+    reason: str | None,
+    *,
+    dag_id: str | None,
+    run_id: str | None,
+    model: str | None = None,
 ) -> dict[str, Any]:
     """Carry out a ``deploy`` plan; the reason of a first model says it went straight to champion."""
     from include.mlops.runtime import load_runtime
@@ -268,22 +276,28 @@ def deploy_planned(
     why = reason or "validated candidate"
     if c.champion is None:
         why = f"{why}; first model: champion directly"
-    return deploy(load_runtime(), c, p.strategy, why, dag_id, run_id)
+    return deploy(load_runtime(model=model), c, p.strategy, why, dag_id, run_id)
 
 
 def refuse_planned(
-    candidate: dict[str, Any], results: list[list[dict[str, Any]]], planned: dict[str, Any], *, dag_id: str | None, run_id: str | None
+    candidate: dict[str, Any],
+    results: list[list[dict[str, Any]]],
+    planned: dict[str, Any],
+    *,
+    dag_id: str | None,
+    run_id: str | None,
+    model: str | None = None,
 ) -> dict[str, Any]:
     """Carry out a ``refuse`` plan: the failed gates' messages are the refusal's reasons."""
     from include.mlops.runtime import load_runtime
 
     p = Plan(**planned)
     flat = [r for rs in results for r in rs]
-    return refuse(load_runtime(), Candidate(**candidate), p.failed, flat, p.why, dag_id, run_id)
+    return refuse(load_runtime(model=model), Candidate(**candidate), p.failed, flat, p.why, dag_id, run_id)
 
 
 def record_rejection(
-    candidate: dict[str, Any], answer: dict[str, Any] | None, *, dag_id: str | None, run_id: str | None
+    candidate: dict[str, Any], answer: dict[str, Any] | None, *, dag_id: str | None, run_id: str | None, model: str | None = None
 ) -> dict[str, Any] | None:
     """A person's 'Reject' in the approval step (``answer``: its XCom) is a refusal too: recorded,
     nothing else changes. ``None`` when nobody rejected the candidate."""
@@ -294,4 +308,4 @@ def record_rejection(
     user = answer.get("responded_by_user")
     who = user.get("name", "a reviewer") if isinstance(user, dict) else "a reviewer"
     why = f"rejected by {who} in the Airflow UI"
-    return refuse(load_runtime(), Candidate(**candidate), ["approval"], [], why, dag_id, run_id)
+    return refuse(load_runtime(model=model), Candidate(**candidate), ["approval"], [], why, dag_id, run_id)

@@ -12,8 +12,14 @@ Each gate is recorded as a decision with its inputs and a reason code:
   ``deployment.min_gain`` on the primary metric (both evaluated with ``mlflow.models.evaluate`` and
   compared by :func:`beats_champion`, MLflow's ``MetricThreshold`` rule as a pure function the
   backtest shares; the candidate's evaluation logs MLflow's plots, the champion's only its metrics);
-* ``probe``: on the spec's fixed probe set its scores are finite, in [0, 1], not constant,
+* ``probe``: on the spec's fixed probe set its scores (a classifier's probabilities, a regressor's
+  predicted values: ``domain.tasks.scores``) are finite, in [0, 1] for a classifier, not constant,
   deterministic, and equal to the scores recorded at training time (serialization skew).
+
+Metrics go the task's way (``domain.tasks``): a floor of an error metric (MAE, RMSE) is a ceiling,
+and a candidate beats the champion on MAE by being lower. A regressor is evaluated with MLflow's
+``regressor`` evaluator, whose metric names (``mean_absolute_error``...) map to the spec's
+(``mae``...) through ``Metric.mlflow_name``.
 
 ``floors`` and ``beats_champion`` share one evaluation and run as one gate task (``evaluation``).
 """
@@ -30,7 +36,8 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from include.mlops.domain.policy import EVALUATION, gates_of_task
-from include.mlops.domain.spec import LOWER_IS_BETTER, Spec
+from include.mlops.domain.spec import Spec
+from include.mlops.domain.tasks import metric_of
 
 if TYPE_CHECKING:
     from include.mlops.runtime import Runtime
@@ -78,8 +85,12 @@ def gate_loads(rt: Runtime, c: Candidate, timeout: float = 300.0) -> GateResult:
         **os.environ,
         "MLFLOW_TRACKING_URI": rt.settings.mlflow_tracking_uri,
         "MLOPS_OPS_DB_URL": rt.settings.ops_db_url,
-        "MLOPS_SPEC": str(rt.settings.spec_path),
+        # the clean process loads this model's spec as its default model; MLOPS_MODEL_NAME renames
+        # only the deployment's default model
+        "MLOPS_SPEC": str(rt.entry.spec_path if rt.entry else rt.settings.spec_path),
     }
+    if rt.entry is not None and not rt.entry.default:
+        env.pop("MLOPS_MODEL_NAME", None)
     try:
         out = subprocess.run(
             [sys.executable, "-m", "include.mlops.steps.gates", "load-check", c.model, c.version],
@@ -120,7 +131,9 @@ def _load_check(name: str, version: str) -> int:
     except UntrustedModelError as exc:
         print(json.dumps({"reason_code": exc.reason_code, "message": str(exc)}))
         return REFUSED_EXIT
-    scores = model.predict_proba(probe_frame(spec)[spec.feature_names])[:, 1]
+    from include.mlops.domain.tasks import scores as task_scores
+
+    scores = task_scores(spec.task, model, probe_frame(spec)[spec.feature_names])
     print(json.dumps({"rows": len(scores), "seconds": round(time.perf_counter() - started, 3)}))
     return 0
 
@@ -164,11 +177,21 @@ def _eval_frame(rt: Runtime, c: Candidate) -> Any:
     return df[[*rt.spec.feature_names, rt.spec.target.name]].reset_index(drop=True)
 
 
-def _evaluate(model: Any, data: Any, target: str, *, plots: bool = True) -> Any:
+def _evaluate(model: Any, data: Any, target: str, *, plots: bool = True, task: str = "binary_classification") -> Any:
     """``mlflow.models.evaluate`` of a model the loop loaded itself (a ``PyFuncModel`` from
-    :func:`_verified_pyfunc`: MLflow is never handed a URI to deserialize)."""
+    :func:`_verified_pyfunc`: MLflow is never handed a URI to deserialize); a ``regression``
+    task's with MLflow's regressor evaluator (it draws no plots)."""
     import mlflow
 
+    if task == "regression":
+        return mlflow.models.evaluate(
+            model=model,
+            data=data,
+            targets=target,
+            model_type="regressor",
+            evaluators="default",
+            evaluator_config={"log_model_explainability": False, "log_metrics_with_dataset_info": False},
+        )
     return mlflow.models.evaluate(
         model=model,
         data=data,
@@ -177,6 +200,13 @@ def _evaluate(model: Any, data: Any, target: str, *, plots: bool = True) -> Any:
         evaluators="default" if plots else _metrics_only_evaluator(),
         evaluator_config={"log_model_explainability": False, "pos_label": 1, "log_metrics_with_dataset_info": False},
     )
+
+
+def spec_metrics(spec: Spec, mlflow_metrics: dict[str, Any], names: Any) -> dict[str, Any]:
+    """The spec's metrics ``names`` read from an MLflow evaluation's metrics (by their MLflow name)."""
+    from include.mlops.domain.tasks import metric
+
+    return {str(k): mlflow_metrics.get(metric(spec.task, str(k)).mlflow_name) for k in names}
 
 
 #: MLflow's built-in classifier evaluator without its five plots (ROC, precision-recall, lift,
@@ -234,7 +264,7 @@ def gates_by_evaluation(rt: Runtime, c: Candidate, dag_run: str | None = None) -
         run_name=f"gates v{c.version}", tags={"mlops.kind": "gates", "mlops.candidate": c.version, "mlops.dag_run_id": dag_run or ""}
     ):
         with mlflow.start_run(run_name=f"evaluate v{c.version}", nested=True):
-            cand = _evaluate(model, data, rt.spec.target.name)
+            cand = _evaluate(model, data, rt.spec.target.name, task=rt.spec.task)
         return [_gate_floors(rt.spec, cand), _gate_beats_champion(rt.spec, c, data, cand, champion)]
 
 
@@ -248,32 +278,37 @@ def floor_failures(floors: dict[str, float], observed: dict[str, Any]) -> tuple[
     be computed, and a message per metric on the wrong side of its floor."""
     missing = [k for k, v in observed.items() if v is None or (isinstance(v, float) and math.isnan(v))]
     failed = [
-        f"{k} {float(observed[k]):.4f} {'>' if k in LOWER_IS_BETTER else '<'} floor {float(v)}"
+        f"{k} {float(observed[k]):.4f} {'>' if _lower(k) else '<'} {'ceiling' if _lower(k) else 'floor'} {float(v)}"
         for k, v in floors.items()
-        if k not in missing and not passes(float(observed[k]), float(v), greater_is_better=k not in LOWER_IS_BETTER)
+        if k not in missing and not passes(float(observed[k]), float(v), greater_is_better=not _lower(k))
     ]
     return missing, failed
+
+
+def _lower(metric: str) -> bool:
+    """Is smaller better for ``metric`` (an error: log loss, Brier, MAE, RMSE)? (``domain.tasks``)"""
+    return not metric_of(metric).higher_is_better
 
 
 def beats_champion(metric: str, candidate: float, champion: float, min_gain: float) -> bool:
     """The pure ``beats_champion`` comparison (the gate and the backtest): the candidate's metric
     is at least the champion's plus ``min_gain`` (at most minus it when lower is better), as MLflow's
     ``MetricThreshold(min_absolute_change=...)``; with no gain, not worse than the champion."""
-    greater = metric not in LOWER_IS_BETTER
+    greater = not _lower(metric)
     return passes(float(candidate), float(champion) + (min_gain if greater else -min_gain), greater_is_better=greater)
 
 
 def _gate_floors(spec: Spec, cand: Any) -> GateResult:
     """The candidate's evaluation (``cand``) against the spec's absolute metric floors."""
     wanted: dict[str, float] = {str(k): float(v) for k, v in spec.deployment.floors.items()}
-    observed: dict[str, Any] = {k: cand.metrics.get(k) for k in wanted}
+    observed: dict[str, Any] = spec_metrics(spec, cand.metrics, wanted)
     missing, failed = floor_failures(wanted, observed)
     if missing:
         return GateResult("floors", False, "metric_unavailable", f"metrics {missing} could not be computed", {"observed": observed})
     inputs = {"observed": observed, "floors": spec.deployment.floors}
     if failed:
         return GateResult("floors", False, "below_metric_floor", "; ".join(failed), inputs)
-    msg = ", ".join(f"{k} {observed[k]:.4f} {'<=' if k in LOWER_IS_BETTER else '>='} {wanted[k]}" for k in wanted)
+    msg = ", ".join(f"{k} {observed[k]:.4f} {'<=' if _lower(k) else '>='} {wanted[k]}" for k in wanted)
     return GateResult("floors", True, "floors_cleared", msg, inputs)
 
 
@@ -288,8 +323,8 @@ def _gate_beats_champion(spec: Spec, c: Candidate, data: Any, cand: Any, champio
         )
     metric = spec.deployment.primary_metric
     with mlflow.start_run(run_name=f"evaluate champion v{c.champion} on v{c.version}'s holdout", nested=True):
-        base = _evaluate(champion, data, spec.target.name, plots=False)
-    cv, bv = cand.metrics.get(metric), base.metrics.get(metric)
+        base = _evaluate(champion, data, spec.target.name, plots=False, task=spec.task)
+    cv, bv = spec_metrics(spec, cand.metrics, [metric])[metric], spec_metrics(spec, base.metrics, [metric])[metric]
     inputs = {"metric": metric, "candidate": cv, "champion": bv, "champion_version": c.champion, "min_gain": spec.deployment.min_gain}
     gain = spec.deployment.min_gain
     if not beats_champion(metric, cv, bv, gain):
@@ -297,7 +332,8 @@ def _gate_beats_champion(spec: Spec, c: Candidate, data: Any, cand: Any, champio
             "beats_champion",
             False,
             "does_not_beat_champion",
-            f"{metric} {cv:.4f} vs champion v{c.champion} {bv:.4f} on the same holdout; needs a gain of at least {gain}",
+            f"{metric} {cv:.4f} vs champion v{c.champion} {bv:.4f} on the same holdout; needs a gain of at least {gain}"
+            + (" (lower is better)" if _lower(metric) else ""),
             inputs,
         )
     return GateResult(
@@ -313,11 +349,12 @@ def gate_probe(rt: Runtime, c: Candidate) -> GateResult:
 
     from include.mlops.adapters.model_artifacts import load_model_version
     from include.mlops.domain.profiles import probe_frame
+    from include.mlops.domain.tasks import scores as task_scores
 
     probes = probe_frame(rt.spec)
     model = load_model_version(rt.store, rt.spec, c.model, c.version, tracking_uri=rt.settings.mlflow_tracking_uri)
-    first = model.predict_proba(probes[rt.spec.feature_names])[:, 1]
-    second = model.predict_proba(probes[rt.spec.feature_names])[:, 1]
+    first = task_scores(rt.spec.task, model, probes[rt.spec.feature_names])
+    second = task_scores(rt.spec.task, model, probes[rt.spec.feature_names])
     inputs: dict[str, Any] = {
         "rows": len(first),
         "min": float(np.nanmin(first)),
@@ -328,7 +365,7 @@ def gate_probe(rt: Runtime, c: Candidate) -> GateResult:
         return GateResult(
             "probe", False, "probe_not_finite", f"{int((~np.isfinite(first)).sum())} probe scores are NaN or infinite", inputs
         )
-    if first.min() < 0 or first.max() > 1:
+    if rt.spec.task == "binary_classification" and (first.min() < 0 or first.max() > 1):
         return GateResult("probe", False, "probe_out_of_range", "probe scores fall outside [0, 1]", inputs)
     if not np.array_equal(first, second):
         return GateResult("probe", False, "probe_not_deterministic", "two scorings of the same probe rows differ", inputs)
@@ -391,12 +428,15 @@ def record_gates(rt: Runtime, c: Candidate, results: list[GateResult], dag_id: s
 
 
 # -- entry points of the deploy_validated_model DAG's gate tasks ---------------------------------
-def check_gate(name: str, candidate: dict[str, Any], *, dag_id: str | None, run_id: str | None) -> list[GateResult]:
-    """Run one gate task on the candidate (``Candidate.to_dict()``) and record its verdicts."""
+def check_gate(
+    name: str, candidate: dict[str, Any], *, dag_id: str | None, run_id: str | None, model: str | None = None
+) -> list[GateResult]:
+    """Run one gate task on the candidate (``Candidate.to_dict()``) of ``model`` (``None``: the
+    default model) and record its verdicts."""
     from include.mlops.runtime import load_runtime
     from include.mlops.steps.deploy import Candidate
 
-    rt = load_runtime()
+    rt = load_runtime(model=model)
     c = Candidate(**candidate)
     results = run_gate(rt, c, name, run_id)
     record_gates(rt, c, results, dag_id, run_id)

@@ -129,6 +129,7 @@ def realized_decay(rt: Runtime, extra: dict[str, Any]) -> dict[str, Any] | None:
     """The bootstrap decay test (``significance.decay_test``) of the window's labelled requests of
     the version (``monitoring.quality_days`` before the window's end, as monitoring's realized
     quality) against its holdout rows, with ``monitoring.max_quality_drop``; None without the data."""
+    from include.mlops.domain.tasks import truth_column
     from include.mlops.steps.release import holdout_predictions
 
     version, end = extra.get("version"), extra.get("window_end")
@@ -137,9 +138,9 @@ def realized_decay(rt: Runtime, extra: dict[str, Any]) -> dict[str, Any] | None:
     end_dt = datetime.fromisoformat(str(end))
     rows = rt.store.labelled_inference(
         rt.model_name, ["entity_id", "score"], routes=[CHAMPION, CHALLENGER, SHADOW], version=str(version),
-        event_from=end_dt - timedelta(days=rt.spec.monitoring.quality_days), event_to=end_dt,
+        event_from=end_dt - timedelta(days=rt.spec.monitoring.quality_days), event_to=end_dt, truth=truth_column(rt.spec.task),
     )  # fmt: skip
-    seen: dict[Any, tuple[float, int]] = {e: (float(sc), int(y)) for e, sc, y in rows}  # one row per entity
+    seen: dict[Any, tuple[float, float]] = {e: (float(sc), float(y)) for e, sc, y in rows}  # one row per entity
     if len(seen) < rt.spec.monitoring.min_labelled_rows:
         return None
     labels, scores = [y for _, y in seen.values()], [sc for sc, _ in seen.values()]
@@ -151,13 +152,15 @@ def window_decay_test(
 ) -> dict[str, Any] | None:
     """``significance.decay_test`` of a window's labelled scores against the version's holdout rows
     (``monitoring.max_quality_drop``, ``promotion.metric``); None with too few labelled rows
-    (``monitoring.min_labelled_rows``), no holdout, or one class only. The backtest calls it too."""
+    (``monitoring.min_labelled_rows``), no holdout, or one class only. A regressor's (``mae``...)
+    decays by its error rising. The backtest calls it too."""
     from include.mlops.domain.significance import Sample, decay_test
+    from include.mlops.domain.tasks import labels as task_labels
     from include.mlops.steps.paired import TEST_METRICS
 
     if len(labels) < spec.monitoring.min_labelled_rows or holdout is None or not len(holdout):
         return None
-    baseline = Sample(holdout[spec.target.name].astype(int).to_numpy(), holdout["score"].to_numpy())
+    baseline = Sample(task_labels(spec.task, holdout[spec.target.name]), holdout["score"].to_numpy())
     try:
         verdict = decay_test(
             labels, scores, baseline, metric=TEST_METRICS.get(spec.promotion.metric, "roc_auc"),  # type: ignore[arg-type]

@@ -402,7 +402,7 @@ def _accept(d: _Delivery, spec: Spec, store: Store, lake: Lake, report: Path) ->
     assert df is not None and day is not None
     pool_path = _write_pool(df, spec, lake, d.batch_id, day)
     truth = [
-        {"entity_id": str(e), "event_time": t.to_pydatetime(), "label": int(lbl), "outcome": float(o)}
+        {"entity_id": str(e), "event_time": t.to_pydatetime(), "label": int(round(float(lbl))), "outcome": float(o)}
         for e, t, lbl, o in zip(
             df[spec.entity_id],
             df[spec.time_column],
@@ -423,7 +423,8 @@ def _accept(d: _Delivery, spec: Spec, store: Store, lake: Lake, report: Path) ->
 def _write_pool(df: Any, spec: Spec, lake: Lake, batch_id: int, day: date) -> Path:
     """Write the accepted rows with the derived label into the day's pool partition."""
     out = df[spec.batch_columns].copy()
-    out[spec.target.name] = spec.target.derive(out[spec.target.source_column]).astype("int8")
+    derived = spec.target.derive(out[spec.target.source_column])  # a regressor's target: the outcome itself
+    out[spec.target.name] = derived.astype("float64") if spec.task == "regression" else derived.astype("int8")
     buf = io.BytesIO()
     out.to_parquet(buf, index=False)
     path = lake.pool_partition(day.isoformat()) / f"batch-{batch_id:06d}.parquet"
@@ -472,22 +473,24 @@ def notify_landing(lake: Lake) -> Path:
 MAX_INGEST_TASKS = 2
 
 
-def find_batch_groups(max_chunks: int = MAX_INGEST_TASKS) -> list[list[str]]:
-    """File names waiting in the landing folder, in at most ``max_chunks`` chunks of whole days
-    (one mapped task per chunk)."""
+def find_batch_groups(max_chunks: int = MAX_INGEST_TASKS, model: str | None = None) -> list[list[str]]:
+    """File names waiting in ``model``'s landing folder (``None``: the default model's), in at most
+    ``max_chunks`` chunks of whole days (one mapped task per chunk)."""
     from include.mlops.runtime import load_runtime
 
-    rt = load_runtime()
+    rt = load_runtime(model=model)
     groups = group_by_day(discover(rt.lake))
     chunks = chunk_groups(groups, max_chunks)
     log.info("%s file(s) waiting in %s: %s day(s) in %s chunk(s)", sum(map(len, groups)), rt.lake.landing, len(groups), len(chunks))
     return chunks
 
 
-def ingest_files(file_names: list[str], *, dag_id: str | None = None, run_id: str | None = None) -> list[dict[str, Any]]:
-    """Ingest one day group; returns one small dict per delivery."""
+def ingest_files(
+    file_names: list[str], *, dag_id: str | None = None, run_id: str | None = None, model: str | None = None
+) -> list[dict[str, Any]]:
+    """Ingest one day group of ``model`` (``None``: the default model); returns one small dict per delivery."""
     from include.mlops.runtime import load_runtime
 
-    rt = load_runtime()
+    rt = load_runtime(model=model)
     results = ingest_group(file_names, rt.spec, rt.store, rt.lake, model=rt.model_name, dag_id=dag_id, run_id=run_id)
     return [r.to_dict() for r in results]

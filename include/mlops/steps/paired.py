@@ -7,7 +7,8 @@ period offline with *both* versions' registry artifacts (:func:`paired_scores`):
 same features as logged at serving time, the scores serving would have given (the probe-set check
 keeps live and registry scores equal). A week of requests is a few thousand rows: well under a
 second per model. :func:`compare` runs ``promotion.test`` (``domain.significance``'s DeLong test or
-paired bootstrap) on them.
+paired bootstrap; for a regressor the paired bootstrap of MAE, RMSE or R2) on them. A regressor's
+labels are the outcomes (``ground_truth.outcome``), its scores the predicted values.
 """
 
 from __future__ import annotations
@@ -55,8 +56,12 @@ def paired_scores(
     import pandas as pd
 
     from include.mlops.adapters.model_artifacts import load_model_version
+    from include.mlops.domain.tasks import labels, scores, truth_column
 
-    rows = rt.store.labelled_inference(rt.model_name, ["entity_id", "features", "event_time"], routes=list(routes), created_from=since)
+    task = rt.spec.task
+    rows = rt.store.labelled_inference(
+        rt.model_name, ["entity_id", "features", "event_time"], routes=list(routes), created_from=since, truth=truth_column(task)
+    )
     if not rows:
         return PairedScores(np.zeros(0, dtype=int), {v: np.zeros(0) for v in versions})
     df = pd.DataFrame(
@@ -65,35 +70,37 @@ def paired_scores(
     x = df.reindex(columns=rt.spec.feature_names)
     uri = rt.settings.mlflow_tracking_uri
     models = {v: load_model_version(rt.store, rt.spec, rt.model_name, v, tracking_uri=uri) for v in versions}
-    scores = {v: np.asarray(m.predict_proba(x)[:, 1]) for v, m in models.items()}
+    by_version = {v: scores(task, m, x) for v, m in models.items()}
     times = pd.to_datetime(df["_t"])
-    return PairedScores(df["_y"].astype(int).to_numpy(), scores, times.min().to_pydatetime(), times.max().to_pydatetime())
+    return PairedScores(labels(task, df["_y"]), by_version, times.min().to_pydatetime(), times.max().to_pydatetime())
 
 
 def realized_quality(rt: Runtime, since: datetime, champion: str, challenger: str, paired: PairedScores | None = None) -> Realized | None:
     """Both versions scored offline (registry artifacts) on the same labelled requests of the window."""
     import numpy as np
 
-    from include.mlops.domain.spec import LOWER_IS_BETTER
-    from include.mlops.steps.training import classification_metrics
+    from include.mlops.domain.tasks import evaluate
+    from include.mlops.domain.tasks import metric as task_metric
 
     metric = rt.spec.promotion.metric
+    higher = task_metric(rt.spec.task, metric).higher_is_better
     paired = paired or paired_scores(rt, since, (champion, challenger))
     if not paired.rows:
-        return Realized(0, metric, None, None, metric not in LOWER_IS_BETTER)
-    values = {v: classification_metrics(paired.labels, paired.scores[v]).get(metric) for v in (champion, challenger)}
+        return Realized(0, metric, None, None, higher)
+    values = {v: evaluate(rt.spec.task, paired.labels, paired.scores[v]).get(metric) for v in (champion, challenger)}
     c, n = values[champion], values[challenger]
     ok = [v for v in (c, n) if v is not None and not np.isnan(v)]
-    return Realized(paired.rows, metric, c if len(ok) == 2 else None, n if len(ok) == 2 else None, metric not in LOWER_IS_BETTER)
+    return Realized(paired.rows, metric, c if len(ok) == 2 else None, n if len(ok) == 2 else None, higher)
 
 
 #: ``promotion.metric`` -> the metric name of ``domain.significance``
-TEST_METRICS = {"roc_auc": "roc_auc", "accuracy_score": "accuracy", "f1_score": "f1"}
+TEST_METRICS = {"roc_auc": "roc_auc", "accuracy_score": "accuracy", "f1_score": "f1", "mae": "mae", "rmse": "rmse", "r2": "r2"}
 
 
 def compare(rt: Runtime, paired: PairedScores, champion: str, challenger: str, *, min_gain: float) -> PairedComparison | None:
-    """``promotion.test`` on the paired scores (``difference = challenger - champion``); None when
-    the test is off, there are no rows, or the metric is undefined on them (one class only)."""
+    """``promotion.test`` on the paired scores (``difference``: the challenger's gain, in the
+    metric's direction: for MAE ``champion - challenger``); None when the test is off, there are no
+    rows, or the metric is undefined on them (one class only, or constant outcomes)."""
     from include.mlops.domain.significance import delong_test, paired_bootstrap
 
     p = rt.spec.promotion

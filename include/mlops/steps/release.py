@@ -166,22 +166,24 @@ def holdout_predictions(rt: Runtime, version: str) -> pd.DataFrame | None:
         return None
 
 
-def _psi_report(reference: pd.DataFrame, current: pd.DataFrame, html: Path | None) -> dict[str, float]:
-    """Evidently PSI of score and predicted class; saves the HTML report when ``html`` is given."""
+def _psi_report(reference: pd.DataFrame, current: pd.DataFrame, html: Path | None, *, classes: bool = True) -> dict[str, float | None]:
+    """Evidently PSI of the score and of the predicted class (``classes``; a regressor's prediction is
+    its score, so only the score's); saves the HTML report when ``html`` is given."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import ValueDrift
 
-    dd = DataDefinition(numerical_columns=["score"], categorical_columns=["prediction"])
-    report = Report([ValueDrift(column="score", method="psi", threshold=0.2), ValueDrift(column="prediction", method="psi", threshold=0.2)])
+    cols = ["score", "prediction"] if classes else ["score"]
+    dd = DataDefinition(numerical_columns=["score"], categorical_columns=cols[1:])
+    report = Report([ValueDrift(column=c, method="psi", threshold=0.2) for c in cols])
     snap = report.run(
-        Dataset.from_pandas(current[["score", "prediction"]], data_definition=dd),
-        Dataset.from_pandas(reference[["score", "prediction"]], data_definition=dd),
+        Dataset.from_pandas(current[cols].astype({"score": float}), data_definition=dd),
+        Dataset.from_pandas(reference[cols].astype({"score": float}), data_definition=dd),
     )
     if html is not None:
         html.parent.mkdir(parents=True, exist_ok=True)
         snap.save_html(str(html))
     values = [float(m["value"]) for m in snap.dict()["metrics"]]
-    return {"score": values[0], "prediction": values[1]}
+    return {"score": values[0], "prediction": values[1] if classes else None}
 
 
 def judge(rt: Runtime, rel: Release, start_metrics: dict[str, float] | None, report_dir: Path) -> tuple[Verdict, dict[str, Any]]:
@@ -194,16 +196,17 @@ def judge(rt: Runtime, rel: Release, start_metrics: dict[str, float] | None, rep
     champ = champ_all[champ_all["status"] == "ok"]
     scored = new[new["status"] == "ok"].dropna(subset=["score"])
     extra: dict[str, Any] = {}
+    classes = rt.spec.task == "binary_classification"
     psi_holdout = psi_champion = None
     if len(scored):
         holdout = _holdout_predictions(rt, rel)
         if holdout is not None and len(holdout):
-            psi = _psi_report(holdout, scored, report_dir / "vs_holdout.html")
+            psi = _psi_report(holdout, scored, report_dir / "vs_holdout.html", classes=classes)
             psi_holdout = psi["score"]
             extra["class_psi_vs_holdout"] = psi["prediction"]
             extra["report_vs_holdout"] = str(report_dir / "vs_holdout.html")
         if len(champ) >= 20:
-            psi = _psi_report(champ.dropna(subset=["score"]), scored, report_dir / "vs_champion.html")
+            psi = _psi_report(champ.dropna(subset=["score"]), scored, report_dir / "vs_champion.html", classes=classes)
             psi_champion = psi["score"]
             extra["class_psi_vs_champion"] = psi["prediction"]
             extra["report_vs_champion"] = str(report_dir / "vs_champion.html")

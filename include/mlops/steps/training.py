@@ -34,26 +34,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def classification_metrics(y: np.ndarray, scores: np.ndarray) -> dict[str, float]:
-    """Holdout metrics, named like MLflow's builtin classifier metrics."""
-    import numpy as np
-    from sklearn.metrics import accuracy_score, average_precision_score, brier_score_loss, f1_score, log_loss, roc_auc_score
-
-    y = np.asarray(y).astype(int)
-    pred = (scores >= 0.5).astype(int)
-    both = len(set(y.tolist())) == 2
-    return {
-        "roc_auc": float(roc_auc_score(y, scores)) if both else float("nan"),
-        "precision_recall_auc": float(average_precision_score(y, scores)) if both else float("nan"),
-        "log_loss": float(log_loss(y, np.clip(scores, 1e-7, 1 - 1e-7), labels=[0, 1])),
-        "brier_score": float(brier_score_loss(y, scores)),
-        "accuracy_score": float(accuracy_score(y, pred)),
-        "f1_score": float(f1_score(y, pred, zero_division=0)),
-        "positive_rate": float(y.mean()) if len(y) else float("nan"),
-        "predicted_positive_rate": float(pred.mean()) if len(pred) else float("nan"),
-    }
-
-
 def pip_requirements() -> list[str]:
     """Exact versions of what the model needs at load time (skips MLflow's slow inference)."""
     return [f"{name}=={pkg_version(name)}" for name in ("scikit-learn", "pandas", "numpy", "scipy", "skops", "mlflow")]
@@ -194,8 +174,10 @@ class _Sets:
 
     @classmethod
     def of(cls, spec: Spec, train: pd.DataFrame, train_batches: list[int], holdout: pd.DataFrame, holdout_batches: list[int]) -> _Sets:
+        from include.mlops.domain.tasks import labels
+
         features, target = spec.feature_names, spec.target.name
-        y_train, y_hold = train[target].astype(int).to_numpy(), holdout[target].astype(int).to_numpy()
+        y_train, y_hold = labels(spec.task, train[target]), labels(spec.task, holdout[target])
         return cls(train, holdout, train_batches, holdout_batches, train[features], y_train, holdout[features], y_hold)
 
 
@@ -224,23 +206,32 @@ def _log_setup(spec: Spec, window: Window, sets: _Sets, *, reason: str, dag_id: 
             "train_rows": len(sets.train),
             "holdout_rows": len(sets.holdout),
             "features": ",".join(spec.feature_names),
-            "target": f"{spec.target.source_column} {spec.target.op} {spec.target.value:g}",
+            "task": spec.task,
+            "target": target_rule(spec),
         }
     )
 
 
+def target_rule(spec: Spec) -> str:
+    """The target in words: the classifier's rule (``arr_delay > 15``) or the regressor's outcome."""
+    t = spec.target
+    return t.source_column if t.op is None else f"{t.source_column} {t.op} {float(t.value or 0.0):g}"
+
+
 def _fit(spec: Spec, sets: _Sets) -> tuple[Any, np.ndarray, dict[str, float]]:
-    """Fit the spec's pipeline; log holdout and training metrics. Returns the pipeline, its
-    holdout scores and its holdout metrics."""
+    """Fit the spec's pipeline; log holdout and training metrics (the task's: ``domain.tasks``).
+    Returns the pipeline, its holdout scores and its holdout metrics."""
     import mlflow
 
     from include.mlops.domain.pipelines import build_pipeline
+    from include.mlops.domain.tasks import evaluate
+    from include.mlops.domain.tasks import scores as task_scores
 
     pipe = build_pipeline(spec)
     pipe.fit(sets.x_train, sets.y_train)
-    scores = pipe.predict_proba(sets.x_hold)[:, 1]
-    metrics = classification_metrics(sets.y_hold, scores)
-    train_metrics = classification_metrics(sets.y_train, pipe.predict_proba(sets.x_train)[:, 1])
+    scores = task_scores(spec.task, pipe, sets.x_hold)
+    metrics = evaluate(spec.task, sets.y_hold, scores)
+    train_metrics = evaluate(spec.task, sets.y_train, task_scores(spec.task, pipe, sets.x_train))
     mlflow.log_metrics({**metrics, **{f"train_{k}": v for k, v in train_metrics.items()}})
     log.info("trained on %s rows, holdout %s rows: %s", len(sets.train), len(sets.holdout), metrics)
     return pipe, scores, metrics
@@ -252,6 +243,8 @@ def _log_reference(spec: Spec, pipe: Any, sets: _Sets, scores: np.ndarray, out: 
     import mlflow
 
     from include.mlops.domain.profiles import build_profile, probe_frame
+    from include.mlops.domain.tasks import predictions
+    from include.mlops.domain.tasks import scores as task_scores
     from include.mlops.steps.monitoring.reference import CALIBRATION_FILE
     from include.mlops.steps.training_reference import calibrates_score, reference_statistics
 
@@ -261,7 +254,7 @@ def _log_reference(spec: Spec, pipe: Any, sets: _Sets, scores: np.ndarray, out: 
     (ref / "profile.json").write_text(json.dumps(profile, indent=1))
     # Precomputed once per version: every monitoring run compares against these statistics (and
     # the calibrated thresholds, when monitoring.drift_calibration is on).
-    train_scores = pipe.predict_proba(sets.x_train)[:, 1] if calibrates_score(spec) else None
+    train_scores = task_scores(spec.task, pipe, sets.x_train) if calibrates_score(spec) else None
     stats, calibration = reference_statistics(spec, sets.train, scores, train_scores)
     (ref / "drift_stats.json").write_text(json.dumps(stats))
     if calibration is not None:
@@ -270,11 +263,11 @@ def _log_reference(spec: Spec, pipe: Any, sets: _Sets, scores: np.ndarray, out: 
     sample.to_parquet(ref / "sample.parquet", index=False)
     preds = sets.holdout[[spec.entity_id, spec.time_column, spec.target.name]].copy()
     preds["score"] = scores
-    preds["prediction"] = (scores >= 0.5).astype(int)
+    preds["prediction"] = predictions(spec.task, scores)
     preds.to_parquet(ref / "holdout_predictions.parquet", index=False)
     probes = probe_frame(spec)
     probe_scores = probes[[spec.entity_id]].copy()
-    probe_scores["score"] = pipe.predict_proba(probes[spec.feature_names])[:, 1]
+    probe_scores["score"] = task_scores(spec.task, pipe, probes[spec.feature_names])
     probe_scores.to_parquet(ref / "probe_scores.parquet", index=False)
     mlflow.log_artifacts(str(ref), "reference")
     hold_dir = out / "holdout"
@@ -327,6 +320,11 @@ def _record_digest(rt: Runtime, client: Any, version: str, run_id: str | None) -
     )
 
 
+#: The holdout metric a version is tagged and described with (the first its metrics have): ROC AUC
+#: for a classifier, MAE for a regressor; and its name for people.
+HEADLINE_METRICS = {"roc_auc": "ROC AUC", "mae": "MAE"}
+
+
 def _tag_version(
     client: Any,
     model: str,
@@ -339,19 +337,19 @@ def _tag_version(
 ) -> None:
     from include.mlops.adapters.registry import TAG_DAG_RUN, TAG_REASON, TAG_STATUS
 
+    headline = next((m for m in HEADLINE_METRICS if m in metrics), None)
     for key, value in {
         TAG_STATUS: "candidate",
         TAG_REASON: reason,
         TAG_DAG_RUN: run_id or "",
         "mlops.window": json.dumps(window),
-        "mlops.holdout_roc_auc": f"{metrics['roc_auc']:.4f}",
+        **({f"mlops.holdout_{headline}": f"{float(metrics[headline]):.4f}"} if headline else {}),
     }.items():
         client.set_model_version_tag(model, version, key, value)
     label = f"{window.get('train_start')}..{window.get('train_end')} (holdout {window.get('holdout_start')}..{window.get('holdout_end')})"
     rows = params.get("train_rows")
-    client.update_model_version(
-        model, version, description=f"Trained on {label}, {rows} rows ({reason}). Holdout ROC AUC {metrics['roc_auc']:.4f}."
-    )
+    score = f" Holdout {HEADLINE_METRICS[headline]} {float(metrics[headline]):.4f}." if headline else ""
+    client.update_model_version(model, version, description=f"Trained on {label}, {rows} rows ({reason}).{score}")
 
 
 def _summary(
@@ -365,7 +363,7 @@ def _summary(
     holdout_rows: int | None = None,
     label_rate: float | None = None,
 ) -> dict[str, Any]:
-    keep = ("roc_auc", "precision_recall_auc", "log_loss", "brier_score", "accuracy_score")
+    keep = ("roc_auc", "precision_recall_auc", "log_loss", "brier_score", "accuracy_score", "mae", "rmse", "r2", "mean_target")
     return {
         "model": model,
         "version": version,
@@ -391,12 +389,13 @@ def _allowed_pipeline(rt: Runtime, name: str) -> Spec:
         raise TrainingRefused("pipeline_not_allowed", str(exc), {"pipeline": name[:200], "allowed": exc.allowed}) from None
 
 
-def run_training(params: dict[str, Any], *, dag_id: str | None, run_id: str | None) -> dict[str, Any]:
-    """Train from DAG params (dates as ISO strings or empty); records the decision either way."""
+def run_training(params: dict[str, Any], *, dag_id: str | None, run_id: str | None, model: str | None = None) -> dict[str, Any]:
+    """Train ``model`` (``None``: the default model) from DAG params (dates as ISO strings or empty);
+    records the decision either way."""
     from include.mlops.adapters.alerts import mark_alerted, raise_alert
     from include.mlops.runtime import load_runtime
 
-    rt = load_runtime()
+    rt = load_runtime(model=model)
 
     def _day(key: str) -> date | None:
         value = params.get(key)

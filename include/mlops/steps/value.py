@@ -3,8 +3,9 @@ have given them on the same rows.
 
 The rows are the labelled requests as served (:meth:`Store.labelled_inference` on the champion and
 challenger routes: what users actually got; shadow scores are not served), one per entity (its first
-scoring). On those rows, per calendar month of event time and overall (the mean of the monthly ROC
-AUCs, and the rows):
+scoring). On those rows, per calendar month of event time and overall (the mean of the monthly
+values of the spec's ``promotion.metric``: ROC AUC for the flights classifier, MAE for a regressor,
+whose labels are the outcomes; and the rows):
 
 * ``served``: the scores users got (the inference log's ``score``);
 * ``first_champion``: the first version ever made champion (the deployment ledger) scoring the same
@@ -83,19 +84,22 @@ class MonthValue:
 
 @dataclass(frozen=True)
 class LoopValue:
-    """Per-month ROC AUC of each column on the same served, labelled rows, and the overall line."""
+    """Per-month metric (``metric``, ROC AUC unless the spec names another) of each column on the
+    same served, labelled rows, and the overall line."""
 
     model: str
     first_champion: str | None
     rows: int
     months: list[MonthValue] = field(default_factory=list)
-    #: Per column: the mean of its monthly AUCs (None when a month lacks it), plus ``rows`` and ``months``.
+    #: Per column: the mean of its monthly values (None when a month lacks one), plus ``rows`` and ``months``.
     overall: dict[str, Any] = field(default_factory=dict)
     #: The counterfactual schedule: every how many days, how many refits, or why it is missing.
     scheduled: dict[str, Any] | None = None
     served_versions: list[str] = field(default_factory=list)
     #: Why there is no comparison (too few rows, no champion yet), else None.
     note: str | None = None
+    #: The metric of every cell (the spec's ``promotion.metric``).
+    metric: str = "roc_auc"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,7 +111,8 @@ class LoopValue:
 
     def table(self) -> str:
         """A fixed-width text table: one row per month, the mean of the months last."""
-        head = f"realized value of the loop ({self.model}): ROC AUC on the {self.rows} labelled requests as served"
+        name = "ROC AUC" if self.metric == "roc_auc" else self.metric + (" (lower is better)" if self.metric in ("mae", "rmse") else "")
+        head = f"realized value of the loop ({self.model}): {name} on the {self.rows} labelled requests as served"
         if self.note:
             return f"{head}\n  {self.note}"
         cols = [c for c in COLUMNS if c != "scheduled" or (self.scheduled or {}).get("retrains") is not None]
@@ -148,8 +153,11 @@ def served_rows(rt: Runtime, *, event_from: datetime | None = None) -> pd.DataFr
     ``_y`` (label), ``_score`` (the served score), ``_version``."""
     import pandas as pd
 
+    from include.mlops.domain.tasks import truth_column
+
     cols = ["id", "entity_id", "event_time", "score", "model_version", "features"]
-    rows = rt.store.labelled_inference(rt.model_name, cols, routes=[CHAMPION, CHALLENGER], event_from=event_from)
+    truth = truth_column(rt.spec.task)
+    rows = rt.store.labelled_inference(rt.model_name, cols, routes=[CHAMPION, CHALLENGER], event_from=event_from, truth=truth)
     records = [
         {**(json.loads(f) if isinstance(f, str) else f or {}), "_id": i, "_e": str(e), "_t": t, "_score": s, "_version": str(v), "_y": y}
         for i, e, t, s, v, f, y in rows
@@ -158,7 +166,7 @@ def served_rows(rt: Runtime, *, event_from: datetime | None = None) -> pd.DataFr
     out = pd.DataFrame(records) if records else pd.DataFrame(columns=["_id", "_e", "_t", "_score", "_version", "_y"])
     out = out.sort_values("_id", kind="stable").drop_duplicates("_e")
     out["_t"] = pd.to_datetime(out["_t"])
-    out["_y"] = out["_y"].astype(int)
+    out["_y"] = out["_y"].astype(float if truth == "outcome" else int)
     return out.sort_values(["_t", "_e"], kind="stable").reset_index(drop=True)
 
 
@@ -167,16 +175,22 @@ def features(spec: Spec, served: pd.DataFrame) -> pd.DataFrame:
 
 
 # -- the columns -----------------------------------------------------------------------------------
-def _auc(y: np.ndarray, s: np.ndarray) -> float | None:
-    from include.mlops.domain.resampling import roc_auc
+def _auc(y: np.ndarray, s: np.ndarray, metric: str = "roc_auc") -> float | None:
+    """``metric`` of scores ``s`` against labels ``y`` (ROC AUC by default; a regressor's ``mae``,
+    ``rmse`` or ``r2`` of predicted values against outcomes), None where it is undefined."""
+    from include.mlops.domain.resampling import REGRESSION_METRICS, roc_auc
+    from include.mlops.domain.tasks import evaluate
 
-    if y.size == 0 or y.min() == y.max():
+    if y.size == 0 or (metric not in REGRESSION_METRICS and y.min() == y.max()):
         return None
-    return round(float(roc_auc(y, s)), 4)
+    if metric == "roc_auc":
+        return round(float(roc_auc(y, s)), 4)
+    value = evaluate("regression" if metric in REGRESSION_METRICS else "binary_classification", y, s).get(metric)
+    return None if value is None or value != value else round(float(value), 4)
 
 
-def monthly(served: pd.DataFrame, scores: dict[str, np.ndarray]) -> tuple[list[MonthValue], dict[str, Any]]:
-    """Per calendar month of event time: each column's ROC AUC; overall: the mean of the months."""
+def monthly(served: pd.DataFrame, scores: dict[str, np.ndarray], metric: str = "roc_auc") -> tuple[list[MonthValue], dict[str, Any]]:
+    """Per calendar month of event time: each column's ``metric``; overall: the mean of the months."""
     import numpy as np
 
     y = served["_y"].to_numpy()
@@ -184,7 +198,7 @@ def monthly(served: pd.DataFrame, scores: dict[str, np.ndarray]) -> tuple[list[M
     out = []
     for m in sorted(set(month)):
         idx = np.flatnonzero(month == m)
-        values = {c: _auc(y[idx], scores[c][idx]) if c in scores else None for c in COLUMNS}
+        values = {c: _auc(y[idx], scores[c][idx], metric) if c in scores else None for c in COLUMNS}
         out.append(MonthValue(m, int(idx.size), **values))
     return out, overall(out)
 
@@ -200,10 +214,12 @@ def overall(months: list[MonthValue]) -> dict[str, Any]:
     return out
 
 
-def score_with(model: Any, x: pd.DataFrame) -> np.ndarray:
+def score_with(model: Any, x: pd.DataFrame, task: str = "binary_classification") -> np.ndarray:
     import numpy as np
 
-    return np.asarray(model.predict_proba(x)[:, 1], dtype=float) if len(x) else np.zeros(0)
+    from include.mlops.domain.tasks import scores
+
+    return scores(task, model, x) if len(x) else np.zeros(0)  # type: ignore[arg-type]
 
 
 def scheduled_scores(spec: Spec, pool: pd.DataFrame, served: pd.DataFrame, every_days: int = SCHEDULE_DAYS) -> tuple[np.ndarray, int]:
@@ -233,7 +249,7 @@ def scheduled_scores(spec: Spec, pool: pd.DataFrame, served: pd.DataFrame, every
         if i + 1 < len(segments):
             mask &= days < np.datetime64(day_start(segments[i + 1].since))
         if mask.any():
-            out[mask] = score_with(seg.fitted.pipe, x[mask])
+            out[mask] = score_with(seg.fitted.pipe, x[mask], spec.task)
     refits = len({id(s.fitted) for s in segments[1:]} - {id(first)})
     return out, refits
 
@@ -250,7 +266,8 @@ def read_pool(lake: Lake) -> pd.DataFrame:
 
 def served_columns(rt: Runtime, champion: str, served: pd.DataFrame, load: Any) -> dict[str, np.ndarray]:
     """The served scores and the first champion's offline scores of the same rows."""
-    first = score_with(load(rt, champion), features(rt.spec, served)) if len(served) else served["_score"].to_numpy(dtype=float)
+    x = features(rt.spec, served)
+    first = score_with(load(rt, champion), x, rt.spec.task) if len(served) else served["_score"].to_numpy(dtype=float)
     return {"served": served["_score"].to_numpy(dtype=float), "first_champion": first}
 
 
@@ -261,7 +278,13 @@ def compute_value(rt: Runtime, *, scheduled: bool = True, event_from: datetime |
 
     champion = first_champion(rt)
     served = served_rows(rt, event_from=event_from)
-    base = LoopValue(rt.model_name, champion, len(served), served_versions=sorted(set(served["_version"]), key=_version_key))
+    base = LoopValue(
+        rt.model_name,
+        champion,
+        len(served),
+        served_versions=sorted(set(served["_version"]), key=_version_key),
+        metric=rt.spec.promotion.metric,
+    )
     if champion is None:
         return replace(base, note="no champion yet: nothing was served")
     if len(served) < MIN_ROWS:
@@ -275,7 +298,7 @@ def compute_value(rt: Runtime, *, scheduled: bool = True, event_from: datetime |
         except (TrainingRefused, ValueError) as exc:
             log.warning("the scheduled-retraining column is left out: %s", exc)
             plan = {"every_days": SCHEDULE_DAYS, "retrains": None, "reason": str(exc)}
-    months, total = monthly(served, scores)
+    months, total = monthly(served, scores, rt.spec.promotion.metric)
     return replace(base, months=months, overall=total, scheduled=plan)
 
 
@@ -314,11 +337,13 @@ def refresh_value(rt: Runtime, since: datetime | None = None, *, load: Any = loa
     else:
         start = datetime.combine(since.date().replace(day=1), datetime.min.time())
         served = served_rows(rt, event_from=start)
-        fresh, _ = monthly(served, served_columns(rt, champion, served, load))
+        fresh, _ = monthly(served, served_columns(rt, champion, served, load), rt.spec.promotion.metric)
         months = [m for m in stored.months if m.month < f"{start:%Y-%m}"] + fresh
         versions = sorted(set(stored.served_versions) | set(served["_version"]), key=_version_key)
         rows = sum(m.rows for m in months)
-        value = LoopValue(rt.model_name, champion, rows, months, overall(months), stored.scheduled, versions)
+        value = LoopValue(
+            rt.model_name, champion, rows, months, overall(months), stored.scheduled, versions, metric=rt.spec.promotion.metric
+        )
     if all(m.scheduled is None for m in value.months):
         value = replace(value, scheduled=None)
     write_value(rt.lake, value)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Connection, and_, delete, func, insert, select, update
 
@@ -143,13 +143,15 @@ class InferenceQueries(StoreBase):
         event_from: datetime | None = None,
         event_to: datetime | None = None,
         created_from: datetime | None = None,
+        truth: Literal["label", "outcome"] = "label",
     ) -> list[tuple[Any, ...]]:
         """Successful predictions joined to their ground truth (by entity): ``columns`` of the
         inference log then the label, for these routes, one version (optional), event time in
         [``event_from``, ``event_to``) and created at or after ``created_from`` (each optional).
-        An entity scored more than once appears once per scoring."""
+        An entity scored more than once appears once per scoring. ``truth``: the derived 0/1
+        ``label`` (a classifier's), or the raw ``outcome`` (a regressor's target itself)."""
         q = (
-            select(*(inference_log.c[c] for c in columns), ground_truth.c.label)
+            select(*(inference_log.c[c] for c in columns), ground_truth.c[truth])
             .join(
                 ground_truth,
                 and_(ground_truth.c.entity_id == inference_log.c.entity_id, ground_truth.c.model_name == inference_log.c.model_name),

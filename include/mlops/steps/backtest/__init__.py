@@ -83,7 +83,9 @@ def run_backtest(spec: Spec, raw: pd.DataFrame, *, start: date | None = None, en
             "training_window_days": spec.training.window_days,
             "holdout_days": spec.training.holdout_days,
         },
-        "auc": report.monthly_auc(h.labels, scores, spans, lo),
+        # the spec's promotion.metric per month (key "auc" for every task: the flights' ROC AUC as before)
+        "auc": report.monthly_auc(h.labels, scores, spans, lo, spec.promotion.metric),
+        **({} if spec.promotion.metric == "roc_auc" else {"metric": spec.promotion.metric}),
         "retrains": {"loop": state.counts.get("retrains", 0), "frozen": 0, "weekly": len(weekly) - 1, "monthly": len(monthly) - 1},
         "oracle_choices": dict(zip([m for m, _, _ in spans], chosen, strict=True)),
         "loop": {
@@ -91,7 +93,7 @@ def run_backtest(spec: Spec, raw: pd.DataFrame, *, start: date | None = None, en
             "versions": {
                 v: {
                     "window": f.window.to_dict(),
-                    "holdout_roc_auc": round(f.metrics["roc_auc"], 4),
+                    f"holdout_{spec.deployment.primary_metric}": round(f.metrics[spec.deployment.primary_metric], 4),
                     "calibrated": f.reference.calibration is not None,
                 }
                 for v, f in state.versions.items()

@@ -93,15 +93,25 @@ def oracle_scores(
     import numpy as np
 
     from include.mlops.domain.resampling import roc_auc
+    from include.mlops.domain.tasks import evaluate, metric_of
 
     h = trainer.history
+    spec = h.spec
+
+    def quality(y: np.ndarray, s: np.ndarray) -> float:
+        """Higher is better: ROC AUC for a classifier, the promotion metric's gain over 0 for a regressor."""
+        if spec.task != "regression":
+            return float(roc_auc(y, s))
+        m = metric_of(spec.promotion.metric)
+        return m.gain(float(evaluate(spec.task, y, s)[m.name]), 0.0)
+
     out = np.full(len(h.frame) - lo, np.nan)
     chosen = []
     for _, a, b in month_spans:
         month_start = h.frame[h.spec.time_column].iloc[a].normalize().date()
         pool = list({id(s.fitted): s.fitted for s in weekly if s.since <= month_start}.values())
         sample = np.arange(a, b, ORACLE_STEP)
-        best = max(pool, key=lambda f: roc_auc(h.labels[sample], trainer.scores_at(f, sample)))
+        best = max(pool, key=lambda f: quality(h.labels[sample], trainer.scores_at(f, sample)))
         out[a - lo : b - lo] = trainer.scores(best, a, b)
         chosen.append(best.key)
     return out, chosen

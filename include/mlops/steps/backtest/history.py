@@ -62,7 +62,8 @@ class History:
         frame = frame.sort_values([spec.time_column, spec.entity_id], kind="stable").reset_index(drop=True)
         if frame.empty:
             raise ValueError("no labelled rows in the history between the dates given")
-        frame[spec.target.name] = spec.target.derive(frame[spec.target.source_column]).astype(int)
+        derived = spec.target.derive(frame[spec.target.source_column])
+        frame[spec.target.name] = derived.astype(float) if spec.task == "regression" else derived.astype(int)
         day = frame[spec.time_column].dt.normalize()
         first, last = day.iloc[0].date(), day.iloc[-1].date()
         days = [first + timedelta(days=i) for i in range((last - first).days + 1)]

@@ -328,15 +328,15 @@ class Loop:
     def gates(self, version: str, fitted: Fitted) -> list[dict[str, Any]]:
         """The offline gates' verdicts: ``floors`` and ``beats_champion`` by the gates' own
         comparisons on the candidate's holdout; the artifact gates pass (nothing to load here)."""
+        from include.mlops.domain.tasks import evaluate
         from include.mlops.steps.gates import beats_champion, floor_failures
-        from include.mlops.steps.training import classification_metrics
 
         dep = self.spec.deployment
         floors = {str(k): float(v) for k, v in dep.floors.items()}
         missing, failed = floor_failures(floors, {k: fitted.metrics.get(k) for k in floors})
         lo, hi = fitted.holdout_span
         metric = dep.primary_metric
-        champ_value = classification_metrics(self.h.labels[lo:hi], self.scores(self.st.champion, lo, hi)).get(metric)
+        champ_value = evaluate(self.spec.task, self.h.labels[lo:hi], self.scores(self.st.champion, lo, hi)).get(metric)
         beats = champ_value is not None and beats_champion(metric, fitted.metrics[metric], float(champ_value), dep.min_gain)
         return [
             {"gate": "loads", "passed": True, "reason_code": "not_replayed"},

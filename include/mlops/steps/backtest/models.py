@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
+from include.mlops.domain.tasks import scores as task_scores
 from include.mlops.steps.backtest.history import SCORE, History
 from include.mlops.steps.monitoring.reference import Reference
 from include.mlops.steps.training_window import Window, check_rows, plan_window
@@ -76,7 +77,7 @@ class Trainer:
         import numpy as np
 
         from include.mlops.domain.pipelines import build_pipeline
-        from include.mlops.steps.training import classification_metrics
+        from include.mlops.domain.tasks import evaluate
         from include.mlops.steps.training_reference import calibrates_score, reference_statistics
 
         h, spec = self.history, self.history.spec
@@ -93,7 +94,7 @@ class Trainer:
         holdout = h.frame.iloc[hold_span[0] : hold_span[1]][[spec.entity_id, spec.time_column, spec.target.name]].copy()
         fitted = Fitted(window, pipe, {}, None, len(train), len(holdout), hold_span, scores, scored)  # type: ignore[arg-type]
         holdout[SCORE] = self.scores(fitted, *hold_span)
-        fitted.metrics = classification_metrics(holdout[spec.target.name].to_numpy(), holdout[SCORE].to_numpy())
+        fitted.metrics = evaluate(spec.task, holdout[spec.target.name].to_numpy(), holdout[SCORE].to_numpy())
         stats: dict[str, Any] = {}
         calibration = None
         if self.references:
@@ -102,7 +103,8 @@ class Trainer:
         sample = train[spec.feature_names].head(0)
         fitted.reference = Reference(window.label, "backtest", stats, sample, holdout, fitted.metrics, calibration)
         self.fits[window] = fitted
-        log.info("fitted %s: %d rows, holdout %s %.4f", window.label, len(train), spec.deployment.primary_metric, fitted.metrics["roc_auc"])
+        primary = spec.deployment.primary_metric
+        log.info("fitted %s: %d rows, holdout %s %.4f", window.label, len(train), primary, fitted.metrics[primary])
         return fitted
 
     def scores(self, fitted: Fitted, lo: int, hi: int) -> np.ndarray:
@@ -117,7 +119,7 @@ class Trainer:
             a = int(todo[0])
             b = min(len(fitted.scores), max(int(todo[-1]) + 1, a + SCORE_AHEAD))
             x = self.history.frame.iloc[a:b][self.history.spec.feature_names]
-            fitted.scores[a:b] = fitted.pipe.predict_proba(x)[:, 1]
+            fitted.scores[a:b] = task_scores(self.history.spec.task, fitted.pipe, x)
             fitted.scored[a:b] = True
             self.score_seconds += time.perf_counter() - started
         return fitted.scores[lo:hi]
@@ -127,7 +129,8 @@ class Trainer:
         todo = rows[~fitted.scored[rows]]
         if todo.size:
             started = time.perf_counter()
-            fitted.scores[todo] = fitted.pipe.predict_proba(self.history.frame.iloc[todo][self.history.spec.feature_names])[:, 1]
+            x = self.history.frame.iloc[todo][self.history.spec.feature_names]
+            fitted.scores[todo] = task_scores(self.history.spec.task, fitted.pipe, x)
             fitted.scored[todo] = True
             self.score_seconds += time.perf_counter() - started
         return fitted.scores[rows]

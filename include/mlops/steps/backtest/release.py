@@ -223,12 +223,13 @@ def realized_of(loop: Loop, paired: PairedScores, champion: str, challenger: str
     """Champion and new version on the same labelled rows (``steps.paired.realized_quality``)."""
     import numpy as np
 
-    from include.mlops.domain.spec import LOWER_IS_BETTER
-    from include.mlops.steps.training import classification_metrics
+    from include.mlops.domain.tasks import evaluate
+    from include.mlops.domain.tasks import metric as task_metric
 
     metric = loop.spec.promotion.metric
+    higher = task_metric(loop.spec.task, metric).higher_is_better
     if not paired.rows:
-        return Realized(0, metric, None, None, metric not in LOWER_IS_BETTER)
-    values = [classification_metrics(paired.labels, paired.scores[v]).get(metric) for v in (champion, challenger)]
+        return Realized(0, metric, None, None, higher)
+    values = [evaluate(loop.spec.task, paired.labels, paired.scores[v]).get(metric) for v in (champion, challenger)]
     ok = all(v is not None and not np.isnan(v) for v in values)
-    return Realized(paired.rows, metric, values[0] if ok else None, values[1] if ok else None, metric not in LOWER_IS_BETTER)
+    return Realized(paired.rows, metric, values[0] if ok else None, values[1] if ok else None, higher)

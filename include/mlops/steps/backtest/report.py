@@ -1,5 +1,6 @@
-"""The backtest's comparison: per-month ROC AUC of each policy on the same rows, their means, the
-loop's counts; as a dict (the JSON), a text table and a PNG plot."""
+"""The backtest's comparison: per-month ROC AUC (or the spec's ``promotion.metric``: a regressor's
+MAE) of each policy on the same rows, their means, the loop's counts; as a dict (the JSON), a text
+table and a PNG plot."""
 
 from __future__ import annotations
 
@@ -22,22 +23,37 @@ LABELS = {
 }
 
 
-def monthly_auc(labels: np.ndarray, scores: dict[str, np.ndarray], month_spans: list[tuple[str, int, int]], lo: int) -> dict[str, Any]:
-    """Per policy: ROC AUC per month (rows ``a..b`` of the history, offset ``lo`` in the score
-    arrays) and the mean over months."""
-    from include.mlops.domain.resampling import roc_auc
+def monthly_auc(
+    labels: np.ndarray, scores: dict[str, np.ndarray], month_spans: list[tuple[str, int, int]], lo: int, metric: str = "roc_auc"
+) -> dict[str, Any]:
+    """Per policy: ``metric`` (ROC AUC unless named) per month (rows ``a..b`` of the history, offset
+    ``lo`` in the score arrays) and the mean over months."""
+    from include.mlops.domain.resampling import point_metric, roc_auc
+
+    def value(y: np.ndarray, s: np.ndarray) -> float:
+        return float(roc_auc(y, s)) if metric == "roc_auc" else float(point_metric(_RESAMPLING.get(metric, metric), y, s))
 
     out: dict[str, Any] = {}
     for name, s in scores.items():
-        per = {m: round(float(roc_auc(labels[a:b], s[a - lo : b - lo])), 4) for m, a, b in month_spans}
+        per = {m: round(value(labels[a:b], s[a - lo : b - lo]), 4) for m, a, b in month_spans}
         values = [v for v in per.values() if not math.isnan(v)]
         out[name] = {"months": per, "mean": round(sum(values) / len(values), 4) if values else None}
     return out
 
 
+#: ``promotion.metric`` -> its name in ``domain.resampling``
+_RESAMPLING = {"accuracy_score": "accuracy", "f1_score": "f1"}
+
+
+def _cell(v: float, metric: str) -> str:
+    """A month's value in 5 characters: ``.682`` for a metric in [0, 1], ``25.13`` for an error."""
+    return f"{v:>5.3f}"[1:].rjust(5) if metric in ("roc_auc", "accuracy_score", "f1_score") else f"{v:>5.2f}"[:5].rjust(5)
+
+
 def table(result: dict[str, Any]) -> str:
     """The comparison as a fixed-width text table (one row per policy, one column per month)."""
     auc = result["auc"]
+    metric = result.get("metric", "roc_auc")
     month_names = list(next(iter(auc.values()))["months"])
     head = f"{'policy':<38} {'mean':>6} " + " ".join(f"{m[-2:]:>5}" for m in month_names) + f" {'fits':>5}"
     lines = [head, "-" * len(head)]
@@ -45,9 +61,10 @@ def table(result: dict[str, Any]) -> str:
         if name not in auc:
             continue
         row = auc[name]
-        cells = " ".join(f"{row['months'][m]:>5.3f}"[1:].rjust(5) for m in month_names)
+        cells = " ".join(_cell(row["months"][m], metric) for m in month_names)
         fits = result["retrains"].get(name, "")
-        lines.append(f"{LABELS[name]:<38} {row['mean']:>6.4f} {cells} {fits!s:>5}")
+        mean = f"{row['mean']:>6.4f}" if metric in ("roc_auc", "accuracy_score", "f1_score") else f"{row['mean']:>6.2f}"
+        lines.append(f"{LABELS[name]:<38} {mean} {cells} {fits!s:>5}")
     c = result["loop"]["counts"]
     lines.append("")
     lines.append(
@@ -95,7 +112,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
             month = d["at"][:7]
             if month in month_names:
                 ax.axvline(month_names.index(month), color="0.85", zorder=0)
-    ax.set_ylabel("ROC AUC (month)")
+    metric = result.get("metric", "roc_auc")
+    ax.set_ylabel(f"{'ROC AUC' if metric == 'roc_auc' else metric} (month)")
     ax.set_title(f"{result['spec']}: served quality per month (grey: a promotion in that month)")
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3)

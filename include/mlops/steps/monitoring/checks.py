@@ -21,7 +21,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from include.mlops.steps.monitoring.export import labelled
 from include.mlops.steps.monitoring.reference import Reference, artifact_probe_scores, load_reference
@@ -144,7 +144,7 @@ def check_drift(s: Summary, spec: Spec, ok: pd.DataFrame, ref: Reference) -> Non
     feature_results = [r for r in results if r.column in spec.feature_names and r.column not in mon.drift_exclude]
     judge_dataset_drift(s, drift.dataset_drift(feature_results, share=mon.dataset_drift_share), feature_results)
     s.drift["thresholds"] = "calibrated" if ref.calibration is not None else "fixed"
-    judge_prediction_drift(s, {r.column: r for r in results}.get("score"), ok, ref)
+    judge_prediction_drift(s, {r.column: r for r in results}.get("score"), ok, ref, task=spec.task)
 
 
 def drift_results(spec: Spec, ok: pd.DataFrame, ref: Reference) -> list[ColumnDrift]:
@@ -192,15 +192,21 @@ def judge_dataset_drift(s: Summary, ds: DatasetDrift, feature_results: list[Colu
         )
 
 
-def judge_prediction_drift(s: Summary, sr: ColumnDrift | None, ok: pd.DataFrame, ref: Reference) -> None:
+def judge_prediction_drift(
+    s: Summary, sr: ColumnDrift | None, ok: pd.DataFrame, ref: Reference, *, task: str = "binary_classification"
+) -> None:
+    """Prediction drift: the score (a classifier's probability, a regressor's predicted value) is a
+    numeric column like any other, tested against the holdout predictions (``drift_results``)."""
     s.prediction = {
         "score_method": sr.method if sr else None,
         "score_drift": number_or_none(sr.score) if sr else None,
         "drifted": bool(sr.drifted) if sr else False,
-        "positive_rate": float((ok["score"] >= 0.5).mean()) if len(ok) else None,
-        "holdout_positive_rate": float((ref.holdout["score"] >= 0.5).mean()),
         "mean_score": float(ok["score"].mean()) if len(ok) else None,
+        "holdout_mean_score": number_or_none(ref.holdout["score"].mean()),
     }
+    if task == "binary_classification":
+        s.prediction["positive_rate"] = float((ok["score"] >= 0.5).mean()) if len(ok) else None
+        s.prediction["holdout_positive_rate"] = float((ref.holdout["score"] >= 0.5).mean())
     if sr is not None and sr.drifted:
         s.add(
             "drift",
@@ -274,6 +280,9 @@ def check_estimated_quality(s: Summary, spec: Spec, ok: pd.DataFrame, ref: Refer
     from include.mlops.domain.performance_estimation import estimate_performance, fit_cbpe
 
     target = spec.target.name
+    if spec.task != "binary_classification":
+        s.quality["estimated"] = {"status": "not_applicable", "reason": NO_CBPE}
+        return
     if "score" not in ok.columns or target not in ref.holdout.columns or "score" not in ref.holdout.columns:
         return
     try:
@@ -285,6 +294,10 @@ def check_estimated_quality(s: Summary, spec: Spec, ok: pd.DataFrame, ref: Refer
     figures = {"value": auc.value, "lower": auc.lower, "upper": auc.upper, "reference": auc.reference, "change": auc.change}
     finite = {k: (float(v) if v is not None and math.isfinite(v) else None) for k, v in figures.items()}
     s.quality["estimated"] = {"method": "cbpe", "metric": "roc_auc", **finite}
+
+
+#: Why a regressor's window has no estimate without labels.
+NO_CBPE = "not applicable to regression: CBPE estimates a classifier's metrics from its calibrated probabilities"
 
 
 def estimated_impact(s: Summary) -> str:
@@ -318,22 +331,38 @@ def judge_trend(s: Summary, earlier: list[float], mon: Monitoring) -> None:
     live = s.quality.get("live")
     if mon.trend_windows == 0 or live is None or math.isnan(live):
         return
-    verdict = trend_test([*earlier, float(live)], last=mon.trend_windows, min_slope=mon.trend_min_slope)
+    verdict = trend_test(
+        [*earlier, float(live)], last=mon.trend_windows, min_slope=mon.trend_min_slope, direction=_worsening(s.quality["metric"])
+    )
     # JSON-safe: the verdict's open bounds (too few windows) are infinite, which PostgreSQL's json refuses
     s.quality["trend_test"] = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in verdict.to_dict().items()}
     if verdict.significant:
+        way = "falling" if verdict.direction == "decreasing" else "rising"
         s.add(
             "decay",
             "quality_trend",
-            f"{s.quality['metric']} falling over the last {verdict.windows} windows (Sen slope {verdict.sen_slope:+.4f} per window, "
+            f"{s.quality['metric']} {way} over the last {verdict.windows} windows (Sen slope {verdict.sen_slope:+.4f} per window, "
             f"Mann-Kendall p {verdict.p_value:.3g})",
         )
 
 
+def _worsening(metric: str) -> Literal["decreasing", "increasing"]:
+    """The trend that is a decay of ``metric``: falling ROC AUC or R2, rising MAE or RMSE."""
+    from include.mlops.domain.tasks import metric_of
+
+    return "decreasing" if metric_of(metric).higher_is_better else "increasing"
+
+
 def judge_decay(s: Summary, mon: Monitoring) -> None:
-    """The decay rule on ``s.quality`` (pure: monitoring and the backtest call it)."""
+    """The decay rule on ``s.quality`` (pure: monitoring and the backtest call it): the live metric
+    is worse than the holdout value by more than ``max_quality_drop``, in the metric's direction and
+    unit (an error metric such as MAE decays by rising)."""
+    from include.mlops.domain.tasks import metric_of
+
     live, base = s.quality.get("live"), s.quality.get("holdout")
-    if live is not None and base is not None and not math.isnan(live) and base - live > mon.max_quality_drop:
+    if live is None or base is None or math.isnan(live):
+        return
+    if metric_of(s.quality["metric"]).drop(float(live), float(base)) > mon.max_quality_drop:
         s.add(
             "decay",
             "quality_decay",
@@ -351,7 +380,7 @@ def quality_of(df: pd.DataFrame, spec: Spec, holdout_metrics: dict[str, float]) 
     metrics (pure: monitoring and the backtest call it)."""
     import numpy as np
 
-    from include.mlops.steps.training import classification_metrics
+    from include.mlops.domain.tasks import evaluate, labels
 
     mon = spec.monitoring
     metric = spec.promotion.metric
@@ -359,7 +388,7 @@ def quality_of(df: pd.DataFrame, spec: Spec, holdout_metrics: dict[str, float]) 
     if len(df) < mon.min_labelled_rows:
         out["status"] = "waiting_for_labels"
         return out
-    m = classification_metrics(df["label"].astype(int).to_numpy(), df["score"].astype(float).to_numpy())
+    m = evaluate(spec.task, labels(spec.task, df["label"]), df["score"].astype(float).to_numpy())
     out.update(
         status="measured", live=m.get(metric), live_metrics={k: v for k, v in m.items() if not (isinstance(v, float) and np.isnan(v))}
     )
@@ -390,9 +419,10 @@ def probe_consistency(rt: Runtime) -> dict[str, Any]:
     quiet_model_imports()
     probes = probe_frame(rt.spec)
     rows = json.loads(probes.to_json(orient="records"))
+    route = "/predict" if rt.entry is None or rt.entry.default else rt.entry.route  # this model's route
     try:
         resp = httpx.post(
-            f"{rt.settings.serving_url}/predict",
+            f"{rt.settings.serving_url}{route}",
             json={"rows": rows, "request_id": f"probe-{utcnow():%Y%m%d%H%M%S}"},
             headers=rt.settings.serving_headers(),
             timeout=30.0,

@@ -104,13 +104,21 @@ def latest_event_day(rt: Runtime) -> date | None:
 
 
 def labelled(rt: Runtime, version: str, end: datetime) -> pd.DataFrame:
-    """Scored rows of ``version`` joined to their labels, over the ``quality_days`` before ``end``
+    """Scored rows of ``version`` joined to their labels (a regressor's: the outcomes), over the ``quality_days`` before ``end``
     (probe traffic excluded; one row per entity)."""
     import pandas as pd
 
+    from include.mlops.domain.tasks import truth_column
+
     start = end - timedelta(days=rt.spec.monitoring.quality_days)
     rows = rt.store.labelled_inference(
-        rt.model_name, ["entity_id", "score"], routes=["champion", "challenger", "shadow"], version=version, event_from=start, event_to=end
+        rt.model_name,
+        ["entity_id", "score"],
+        routes=["champion", "challenger", "shadow"],
+        version=version,
+        event_from=start,
+        event_to=end,
+        truth=truth_column(rt.spec.task),
     )
     df = pd.DataFrame(rows, columns=["entity_id", "score", "label"]).drop_duplicates("entity_id")
     return df[~df["entity_id"].astype(str).str.startswith(PROBE_PREFIX)]

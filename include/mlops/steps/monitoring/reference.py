@@ -113,7 +113,9 @@ def artifact_probe_scores(rt: Runtime, version: str, probes: pd.DataFrame) -> An
     if cache.exists():
         return np.load(cache)
     model = load_model_version(rt.store, rt.spec, rt.model_name, version, tracking_uri=rt.settings.mlflow_tracking_uri)
-    scores = np.asarray(model.predict_proba(probes[rt.spec.feature_names])[:, 1], dtype=float)
+    from include.mlops.domain.tasks import scores as task_scores
+
+    scores = np.asarray(task_scores(rt.spec.task, model, probes[rt.spec.feature_names]), dtype=float)
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp.npy")
     np.save(tmp, scores)

@@ -142,6 +142,8 @@ def evidently_snapshots(rt: Runtime, s: Summary, scored: pd.DataFrame, ref: Refe
         tags=[f"v{s.version}", s.role, "system"],
     )
     snaps = [drift_snap, model_snap]
+    if rt.spec.task == "regression":
+        return snaps + _regression_quality(rt, labelled, when=when, metadata=meta, tags=[f"v{s.version}", s.role, "quality"])
     if labelled is not None and len(labelled) >= rt.spec.monitoring.min_labelled_rows and labelled["label"].nunique() == 2:
         qdf = labelled[["label", "score"]].astype({"label": int, "score": float})
         qdd = data_definition(["score"], classification=("label", "score"))
@@ -155,6 +157,19 @@ def evidently_snapshots(rt: Runtime, s: Summary, scored: pd.DataFrame, ref: Refe
             )
         )
     return snaps
+
+
+def _regression_quality(rt: Runtime, labelled: pd.DataFrame | None, *, when: Any, metadata: Any, tags: list[str]) -> list[Any]:
+    """A regressor's realized quality snapshot (Evidently's MAE and RMSE of the predicted values
+    against the outcomes), once the window has enough labelled rows."""
+    from evidently import DataDefinition, Dataset, Regression, Report
+    from evidently.metrics import MAE, RMSE
+
+    if labelled is None or len(labelled) < rt.spec.monitoring.min_labelled_rows:
+        return []
+    qdf = labelled[["label", "score"]].astype(float)
+    qdd = DataDefinition(numerical_columns=["label", "score"], regression=[Regression(target="label", prediction="score")])
+    return [Report([MAE(), RMSE()]).run(Dataset.from_pandas(qdf, data_definition=qdd), None, timestamp=when, metadata=metadata, tags=tags)]
 
 
 def _workspace(rt: Runtime) -> Any:
