@@ -326,3 +326,55 @@ def row_payload(spec: Any, X: Any, i: int, entity_id: str) -> dict[str, Any]:
         else:
             row[str(name)] = value
     return row
+
+
+#: Name of the regression model the multi-model serving tests add beside the default classifier.
+REGRESSION_MODEL = "flights_delay_minutes"
+
+
+def write_regression_spec(folder: Path, name: str = REGRESSION_MODEL) -> Path:
+    """A regression spec (the flights features, the raw arrival delay in minutes as the target) in
+    ``folder``, the way a second model of a deployment is added: a spec file in ``MLOPS_SPECS``."""
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "include/specs/flights.yaml").read_text())
+    raw["name"] = name
+    raw["task"] = "regression"
+    raw["description"] = "Arrival delay in minutes (a regression model served beside the classifier)."
+    raw["target"] = {k: v for k, v in raw["target"].items() if k not in ("op", "value")}
+    raw["target"]["description"] = "arrival delay, minutes"
+    raw["deployment"].update(primary_metric="mae", floors={})
+    raw["promotion"]["metric"] = "mae"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def train_tiny_regressor(spec: Any, seed: int = 0, rows: int = 400, max_iter: int = 15) -> tuple[Any, Any]:
+    """A small fitted regression pipeline (ordinal-encoded categoricals + HistGradientBoostingRegressor,
+    the default pipeline's shape) predicting the raw outcome of synthetic rows."""
+    from datetime import date
+
+    import numpy as np
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OrdinalEncoder
+
+    from tests.helpers import make_batch
+
+    df = pd.concat([make_batch(spec, date(2013, 3, d), n=rows // 4, seed=seed) for d in range(1, 5)], ignore_index=True)
+    X = df[spec.feature_names]
+    y = df[spec.target.source_column].astype(float) + X["sched_hour"] * 2.0  # something to learn
+    cats = [f.name for f in spec.features if f.type == "categorical"]
+    nums = [f.name for f in spec.features if f.type != "categorical"]
+    encoder = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-1, dtype=np.float64)
+    pre = ColumnTransformer([("cat", encoder, cats), ("num", "passthrough", nums)], verbose_feature_names_out=False)
+    reg = HistGradientBoostingRegressor(
+        categorical_features=list(range(len(cats))), max_iter=max_iter, max_leaf_nodes=15, random_state=seed, early_stopping=False
+    )
+    model = Pipeline([("pre", pre), ("reg", reg)])
+    model.fit(X, y)
+    return model, X

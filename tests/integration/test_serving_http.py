@@ -230,10 +230,11 @@ def test_requests_valid_and_malformed_limits_and_no_champion(spec, mlflow_server
     assert [r["entity_id"] for r in errors] == ["early-1"]
 
     _, metrics = http("GET", f"{serving.url}/metrics")
-    assert f'mlops_serving_rows_total{{model_version="{version}",route="champion",status="ok"}} 22.0' in metrics
-    assert 'mlops_serving_requests_total{status="422"}' in metrics and 'mlops_serving_requests_total{status="413"} 2.0' in metrics
+    assert f'mlops_serving_rows_total{{model="{name}",model_version="{version}",route="champion",status="ok"}} 22.0' in metrics
+    assert f'mlops_serving_requests_total{{model="{name}",status="422"}}' in metrics
+    assert f'mlops_serving_requests_total{{model="{name}",status="413"}} 2.0' in metrics
     assert "mlops_serving_request_latency_seconds_bucket" in metrics and "process_resident_memory_bytes" in metrics
-    assert f'mlops_serving_model_loads_total{{alias="champion",result="success",version="{version}"}} 1.0' in metrics
+    assert f'mlops_serving_model_loads_total{{alias="champion",model="{name}",result="success",version="{version}"}} 1.0' in metrics
     assert "mlops_serving_inference_log_queue_depth" in metrics
 
 
@@ -360,8 +361,8 @@ def test_hot_swap_under_load_and_failed_load_keeps_the_last_good_model(spec, mlf
     assert err["alias"] == "champion" and err["version"] == v3 and err["error"]
     assert health["last_load_error"]["version"] == v3
     _, metrics = http("GET", f"{serving.url}/metrics")
-    assert f'mlops_serving_model_loads_total{{alias="champion",result="failure",version="{v3}"}}' in metrics
-    assert f'mlops_serving_model_info{{alias="champion",version="{v2}"}} 1.0' in metrics
+    assert f'mlops_serving_model_loads_total{{alias="champion",model="{name}",result="failure",version="{v3}"}}' in metrics
+    assert f'mlops_serving_model_info{{alias="champion",model="{name}",version="{v2}"}} 1.0' in metrics
 
     # /admin/reload retries the failed version now and reports what serves.
     status, body = http("POST", f"{serving.url}/admin/reload", headers={"Authorization": "Bearer swap-admin"})

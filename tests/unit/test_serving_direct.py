@@ -168,7 +168,7 @@ def test_a_pipeline_without_categorical_columns_and_an_unreadable_one_never_fail
     direct, why = compile_direct(numeric_only, spec, frames)
     assert direct is not None, why
 
-    def surprised(estimator, names):
+    def surprised(estimator, names, task="binary_classification"):
         raise KeyError("something build() did not foresee")
 
     monkeypatch.setattr(direct_mod, "build", surprised)

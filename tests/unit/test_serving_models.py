@@ -81,8 +81,8 @@ def test_a_failed_load_keeps_the_last_good_model_and_is_reported(reg, manager):
     assert manager.poll(force=True).champion.version == "3"  # /admin/reload retries now
     assert manager.health()["load_errors"] == []
     text = manager._metrics.render().decode()
-    assert 'mlops_serving_model_loads_total{alias="champion",result="failure",version="3"} 1.0' in text
-    assert 'mlops_serving_model_info{alias="champion",version="3"} 1.0' in text
+    assert 'mlops_serving_model_loads_total{alias="champion",model="m",result="failure",version="3"} 1.0' in text
+    assert 'mlops_serving_model_info{alias="champion",model="m",version="3"} 1.0' in text
     assert 'version="1"} 1.0' not in text.split("mlops_serving_model_info")[-1]
 
 

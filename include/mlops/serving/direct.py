@@ -15,6 +15,10 @@ feature, an unknown category, nulls where the spec allows them, numbers across t
 compares both paths' probabilities bit for bit. Any other pipeline shape, or any difference,
 keeps the generic path (``predict_proba`` on a DataFrame) and says why in ``/health``.
 ``MLOPS_SERVING_DIRECT_INPUT=0`` turns it off.
+
+A regression model (the spec's ``task``) is served the same way with ``predict`` in place of
+``predict_proba``: the final estimator's own ``predict`` on the same matrix, used only when it gives
+the pipeline's predicted values bit for bit on the check rows.
 """
 
 from __future__ import annotations
@@ -85,9 +89,13 @@ class DirectInput:
     def predict_proba(self, rows: Sequence[Row]) -> Any:
         return self.final.predict_proba(self.matrix(rows))
 
+    def predict(self, rows: Sequence[Row]) -> Any:
+        return self.final.predict(self.matrix(rows))
 
-def build(model: Any, feature_names: Sequence[str]) -> DirectInput:
-    """The direct path for ``model``; raises :class:`Unsupported` with the reason."""
+
+def build(model: Any, feature_names: Sequence[str], task: str = "binary_classification") -> DirectInput:
+    """The direct path for ``model`` (a ``task`` model: it needs ``predict_proba``, or ``predict``
+    for a regressor); raises :class:`Unsupported` with the reason."""
     import numpy as np
     from sklearn.compose import ColumnTransformer
     from sklearn.pipeline import Pipeline
@@ -105,8 +113,9 @@ def build(model: Any, feature_names: Sequence[str]) -> DirectInput:
         raise Unsupported("the ColumnTransformer's output is sparse")
     if getattr(pre, "_sklearn_output_config", {}).get("transform", "default") != "default" or hasattr(final, "feature_names_in_"):
         raise Unsupported("the final estimator was fitted on a DataFrame (set_output), not on the NumPy matrix")
-    if not hasattr(final, "predict_proba"):
-        raise Unsupported(f"{type(final).__name__} has no predict_proba")
+    method = "predict" if task == "regression" else "predict_proba"
+    if not hasattr(final, method):
+        raise Unsupported(f"{type(final).__name__} has no {method}")
     position = {name: i for i, name in enumerate(feature_names)}
     encoded: list[_Encoded] = []
     order: list[tuple[str, int]] = []
@@ -162,16 +171,21 @@ def check_rows(spec: Spec, probe: tuple[Any, ...]) -> list[tuple[Any, ...]]:
     return rows
 
 
+def _output(task: str, model: Any, x: Any) -> Any:
+    """What the check compares: every column of ``predict_proba``, or a regressor's ``predict``."""
+    return model.predict(x) if task == "regression" else model.predict_proba(x)
+
+
 def compile_direct(model: Any, spec: Spec, frames: FrameBuilder) -> tuple[DirectInput | None, str]:
-    """``(direct path, "")`` when it reproduces ``model.predict_proba`` exactly on the check rows,
-    else ``(None, why)``."""
+    """``(direct path, "")`` when it reproduces ``model.predict_proba`` (a regressor's ``predict``)
+    exactly on the check rows, else ``(None, why)``."""
     import numpy as np
     from threadpoolctl import threadpool_limits
 
     from include.mlops.serving.schema import Row
 
     try:
-        direct = build(model, spec.feature_names)
+        direct = build(model, spec.feature_names, spec.task)
     except Unsupported as exc:
         return None, str(exc)
     except Exception as exc:  # a shape build() did not foresee: the DataFrame path, never a failed load
@@ -179,10 +193,10 @@ def compile_direct(model: Any, spec: Spec, frames: FrameBuilder) -> tuple[Direct
     rows = [Row(f"check-{i}", None, values) for i, values in enumerate(check_rows(spec, frames.probe_row(spec)))]
     try:
         with threadpool_limits(limits=1):  # as on the predictor thread
-            expected = np.asarray(model.predict_proba(frames.frame(rows)))
-            got = np.asarray(direct.predict_proba(rows))
-            one = [np.asarray(direct.predict_proba([r])) for r in rows[-3:]]  # single rows too: the 1-client path
-            one_expected = [np.asarray(model.predict_proba(frames.frame([r]))) for r in rows[-3:]]
+            expected = np.asarray(_output(spec.task, model, frames.frame(rows)))
+            got = np.asarray(_output(spec.task, direct, rows))
+            one = [np.asarray(_output(spec.task, direct, [r])) for r in rows[-3:]]  # single rows too: the 1-client path
+            one_expected = [np.asarray(_output(spec.task, model, frames.frame([r]))) for r in rows[-3:]]
     except Exception as exc:
         return None, f"the direct path failed on the check rows: {type(exc).__name__}: {exc}"[:500]
     if (
@@ -190,5 +204,6 @@ def compile_direct(model: Any, spec: Spec, frames: FrameBuilder) -> tuple[Direct
         or not np.array_equal(got, expected)
         or not all(a.shape == b.shape and np.array_equal(a, b) for a, b in zip(one, one_expected, strict=True))
     ):
-        return None, "the direct path's probabilities differ from the pipeline's on the check rows"
+        what = "predicted values" if spec.task == "regression" else "probabilities"
+        return None, f"the direct path's {what} differ from the pipeline's on the check rows"
     return direct, ""

@@ -4,12 +4,18 @@ A private :class:`~prometheus_client.CollectorRegistry` keeps two apps in one pr
 colliding and lets ``/metrics`` show exactly the serving metrics plus the process collector (CPU
 seconds, resident memory, open files). With several uvicorn workers each worker has its own
 numbers; scrape each worker, or run one worker per replica (the default).
+
+One process serves every model of the deployment (:mod:`.deployment`): the per-model series carry a
+``model`` label (the registered model name); a model's code writes them through its
+:class:`ModelMetrics`, which binds that label. The inference-log writer is shared, so its series
+have no model label.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 
@@ -27,42 +33,56 @@ class ServingMetrics:
         # Which process answered this scrape: with several uvicorn workers each has its own counters,
         # and a scraper (the load test, or Prometheus without multiprocess mode) tells them apart by it.
         Gauge("mlops_serving_worker_pid", "Process id of the serving worker that answered this scrape.", registry=r).set(os.getpid())
-        self.requests = Counter("mlops_serving_requests", "HTTP requests to /predict by response status code.", ["status"], registry=r)
+        self.requests = Counter(
+            "mlops_serving_requests",
+            "HTTP requests to a model's predict route by model and response status code.",
+            ["model", "status"],
+            registry=r,
+        )
         self.rows = Counter(
             "mlops_serving_rows",
-            "Rows handled by /predict by outcome (ok | error | rejected), model version and route (champion | challenger | shadow).",
-            ["status", "model_version", "route"],
+            "Rows handled by a predict route by model, outcome (ok | error | rejected), model version and route "
+            "(champion | challenger | shadow).",
+            ["model", "status", "model_version", "route"],
             registry=r,
         )
         self.latency = Histogram(
             "mlops_serving_request_latency_seconds",
-            "Time from a /predict request's arrival to its answer, by response status code.",
-            ["status"],
+            "Time from a predict request's arrival to its answer, by model and response status code.",
+            ["model", "status"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.predict_seconds = Histogram(
             "mlops_serving_predict_seconds",
-            "Time of one predict_proba call (one micro-batch) by model version.",
-            ["model_version"],
+            "Time of one model call (predict_proba, or predict for a regressor; one micro-batch) by model and version.",
+            ["model", "model_version"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.batch_rows = Histogram(
-            "mlops_serving_batch_rows", "Rows scored together in one micro-batch.", buckets=BATCH_BUCKETS, registry=r
+            "mlops_serving_batch_rows", "Rows scored together in one micro-batch, by model.", ["model"], buckets=BATCH_BUCKETS, registry=r
         )
         self.model_loads = Counter(
             "mlops_serving_model_loads",
-            "Model load attempts by alias, version and result (success | failure).",
-            ["alias", "version", "result"],
+            "Model load attempts by model, alias, version and result (success | failure).",
+            ["model", "alias", "version", "result"],
             registry=r,
         )
         self.model_serving = Gauge(
-            "mlops_serving_model_info", "1 for each (alias, version) this process is serving right now.", ["alias", "version"], registry=r
+            "mlops_serving_model_info",
+            "1 for each (model, alias, version) this process is serving right now.",
+            ["model", "alias", "version"],
+            registry=r,
         )
-        self.polls = Counter("mlops_serving_registry_polls", "Registry polls by result (ok | error).", ["result"], registry=r)
+        self.polls = Counter(
+            "mlops_serving_registry_polls", "Registry polls by model and result (ok | error).", ["model", "result"], registry=r
+        )
         self.last_poll = Gauge(
-            "mlops_serving_last_successful_poll_timestamp_seconds", "Unix time of the last successful registry poll.", registry=r
+            "mlops_serving_last_successful_poll_timestamp_seconds",
+            "Unix time of the last successful registry poll, by model.",
+            ["model"],
+            registry=r,
         )
         self.log_written = Counter("mlops_serving_inference_log_written", "Inference-log records written to the ops store.", registry=r)
         self.log_write_errors = Counter(
@@ -81,12 +101,59 @@ class ServingMetrics:
     def track_queue(self, depth: Callable[[], float]) -> None:
         self.log_queue.set_function(depth)
 
-    def set_serving(self, serving: dict[str, str | None]) -> None:
-        """Publish which version each alias serves (removes the old series)."""
-        self.model_serving.clear()
-        for alias, version in serving.items():
-            if version is not None:
-                self.model_serving.labels(alias=alias, version=version).set(1)
+    def for_model(self, model: str) -> ModelMetrics:
+        """The per-model series of ``model`` (its ``model`` label bound)."""
+        return ModelMetrics(self, model)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _Bound:
+    """A labelled metric with its ``model`` label already set: ``.labels(**the others)``."""
+
+    __slots__ = ("_metric", "_model")
+
+    def __init__(self, metric: Any, model: str):
+        self._metric = metric
+        self._model = model
+
+    def labels(self, **labels: str) -> Any:
+        return self._metric.labels(model=self._model, **labels)
+
+
+class ModelMetrics:
+    """What one model's code (its manager, scorer and service) writes: the shared metrics with the
+    ``model`` label bound; the inference-log series (shared) pass through unchanged."""
+
+    def __init__(self, shared: ServingMetrics, model: str):
+        self.shared = shared
+        self.model = model
+        self.requests = _Bound(shared.requests, model)
+        self.rows = _Bound(shared.rows, model)
+        self.latency = _Bound(shared.latency, model)
+        self.predict_seconds = _Bound(shared.predict_seconds, model)
+        self.batch_rows = shared.batch_rows.labels(model=model)
+        self.model_loads = _Bound(shared.model_loads, model)
+        self.polls = _Bound(shared.polls, model)
+        self.last_poll = shared.last_poll.labels(model=model)
+        self.log_written = shared.log_written
+        self.log_write_errors = shared.log_write_errors
+        self.log_dropped = shared.log_dropped
+        self.log_dead_lettered = shared.log_dead_lettered
+        self._serving: list[tuple[str, str]] = []
+
+    def for_model(self, model: str) -> ModelMetrics:
+        return self if model == self.model else self.shared.for_model(model)
+
+    def set_serving(self, serving: dict[str, str | None]) -> None:
+        """Publish which version each alias of this model serves (removes this model's old series)."""
+        gauge = self.shared.model_serving
+        for alias, version in self._serving:
+            gauge.remove(self.model, alias, version)
+        self._serving = [(alias, version) for alias, version in serving.items() if version is not None]
+        for alias, version in self._serving:
+            gauge.labels(model=self.model, alias=alias, version=version).set(1)
+
+    def render(self) -> bytes:
+        return self.shared.render()

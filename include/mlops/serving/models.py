@@ -15,6 +15,10 @@ When a version cannot be loaded (missing or corrupt artifact, refused as untrust
 the alias keeps its last good model, the failure is reported in ``/health`` and counted in the
 ``mlops_serving_model_loads`` metric, and the version is retried after ``retry_failed_seconds``
 (or at once on ``/admin/reload``). With no champion loaded at all, ``/predict`` answers 503.
+
+Each model of the deployment has its own manager (its own registered model, aliases and poller
+thread); ``/health`` reports, per model, the versions it holds in memory and their size as
+pickled bytes (:func:`pickled_bytes`, an estimate of the memory the model objects take).
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ from include.mlops.domain.routing import bucket, goes_to_challenger
 
 if TYPE_CHECKING:
     from include.mlops.adapters.registry import ServingConfig
-    from include.mlops.serving.metrics import ServingMetrics
+    from include.mlops.domain.spec import Spec
+    from include.mlops.serving.metrics import ModelMetrics, ServingMetrics
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +52,8 @@ class LoadedModel:
     direct: Any = None
     #: Why the direct path is not used (empty when it is).
     direct_note: str = ""
+    #: Size of the model object pickled (protocol 5): an estimate of the memory it takes (None: not picklable).
+    pickle_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -93,11 +100,12 @@ class LoadFailure:
         return {"alias": self.alias, "version": self.version, "error": self.error, "at": self.at.isoformat(timespec="seconds")}
 
 
-def load_sklearn(model_name: str, version: str) -> Any:
+def load_sklearn(model_name: str, version: str, spec: Spec | None = None) -> Any:
     """The registered scikit-learn model ``model_name`` version ``version``, loaded as data only
     (:func:`include.mlops.adapters.model_artifacts.load_model_version`: skops with the loop's trust
     list, the sha256 recorded at registration); a refused version raises ``UntrustedModelError``
-    and, like a corrupt one, the alias keeps its last good model and ``/health`` says why."""
+    and, like a corrupt one, the alias keeps its last good model and ``/health`` says why. ``spec``
+    (whose trust list applies) is the model's own; ``None``: the default model's (``MLOPS_SPEC``)."""
     from include.mlops.adapters.model_artifacts import load_model_version
     from include.mlops.adapters.store import Store
     from include.mlops.domain.spec import load_spec
@@ -105,7 +113,21 @@ def load_sklearn(model_name: str, version: str) -> Any:
 
     settings = get_settings()
     store = Store.open(settings.ops_db_url)
-    return load_model_version(store, load_spec(settings.spec_path), model_name, version, tracking_uri=settings.mlflow_tracking_uri)
+    spec = spec if spec is not None else load_spec(settings.spec_path)
+    return load_model_version(store, spec, model_name, version, tracking_uri=settings.mlflow_tracking_uri)
+
+
+def pickled_bytes(model: Any) -> int | None:
+    """The size of ``model`` pickled (protocol 5, out-of-band buffers counted): close to the memory
+    its arrays take, cheap enough at load time; None when the object cannot be pickled."""
+    import pickle
+
+    buffers: list[pickle.PickleBuffer] = []
+    try:
+        data = pickle.dumps(model, protocol=5, buffer_callback=buffers.append)
+    except Exception:
+        return None
+    return len(data) + sum(memoryview(b).nbytes for b in buffers)
 
 
 def _now() -> datetime:
@@ -124,15 +146,21 @@ class ModelManager:
         probe: Callable[[Any], tuple[Any, str] | None] | None = None,
         poll_seconds: float = 2.0,
         retry_failed_seconds: float = 30.0,
-        metrics: ServingMetrics | None = None,
+        metrics: ServingMetrics | ModelMetrics | None = None,
+        spec: Spec | None = None,
     ):
         self.model_name = model_name
         self._config = config
-        self._loader = loader or (lambda version: load_sklearn(model_name, version))
+        #: no spec: the default model (load_sklearn reads MLOPS_SPEC); else the model's own trust list
+        self._loader = loader or (
+            (lambda version: load_sklearn(model_name, version))
+            if spec is None
+            else (lambda version: load_sklearn(model_name, version, spec))
+        )
         self._probe = probe
         self.poll_seconds = poll_seconds
         self.retry_failed_seconds = retry_failed_seconds
-        self._metrics = metrics
+        self._metrics = metrics.for_model(model_name) if metrics is not None else None
         self._state = ServingState()
         self._cache: dict[str, LoadedModel] = {}
         self._failures: dict[str, LoadFailure] = {}
@@ -148,6 +176,11 @@ class ModelManager:
     @property
     def state(self) -> ServingState:
         return self._state
+
+    @property
+    def started(self) -> bool:
+        """The poller thread runs (a lazily loaded model's manager starts on its first request)."""
+        return self._thread is not None
 
     # -- polling --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -240,7 +273,7 @@ class ModelManager:
             log.error("cannot load %s version %s for %s (%s): %s", self.model_name, wanted, alias, keeping, failure.error)
             return current
         direct, note = prepared if prepared is not None else (None, "")
-        loaded = LoadedModel(wanted, model, _now(), time.perf_counter() - started, direct, note)
+        loaded = LoadedModel(wanted, model, _now(), time.perf_counter() - started, direct, note, pickled_bytes(model))
         self._failures.pop(wanted, None)
         self._cache[wanted] = loaded
         if self._metrics:
@@ -298,9 +331,44 @@ class ModelManager:
             "last_load_error": self.last_load_error.as_dict() if self.last_load_error else None,
             "load_errors": pending_failures,
             "swaps": self.swaps,
+            "memory": self.memory(),
             "input_path": {
                 m.version: "direct" if m.direct is not None else f"dataframe ({m.direct_note})" if m.direct_note else "dataframe"
                 for m in (state.champion, state.challenger)
                 if m is not None
             },
         }
+
+    def memory(self) -> dict[str, Any]:
+        """What the versions held in memory (serving, and the previous champion kept for a rollback)
+        take, as pickled bytes (:func:`pickled_bytes`)."""
+        held = {m.version: m.pickle_bytes for m in list(self._cache.values())}
+        return {
+            "held_versions": sorted(held),
+            "model_pickle_bytes": sum(b for b in held.values() if b is not None),
+            "model_pickle_bytes_by_version": held,
+        }
+
+
+def check_model(model: Any, probe: Any, task: str = "binary_classification") -> None:
+    """A freshly loaded model must score the probe rows (a DataFrame): a classifier two probabilities
+    per row, finite, in [0, 1]; a regressor (the spec's ``task``) one finite value per row."""
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    method = "predict" if task == "regression" else "predict_proba"
+    if not hasattr(model, method):
+        raise TypeError(f"{type(model).__name__} has no {method} (the spec's task is {task})")
+    n = len(probe)
+    with threadpool_limits(limits=1):  # as on the predictor thread
+        out = np.asarray(getattr(model, method)(probe))
+    if task == "regression":
+        if out.shape != (n,):
+            raise ValueError(f"predict on the probe rows returned shape {out.shape}, expected ({n},)")
+        if not np.issubdtype(out.dtype, np.number) or not np.all(np.isfinite(out)):
+            raise ValueError(f"predict on the probe rows returned {out.tolist()[:5]}, not finite numbers")
+        return
+    if out.ndim != 2 or out.shape[0] != n or out.shape[1] < 2:
+        raise ValueError(f"predict_proba on the probe row returned shape {out.shape}, expected ({n}, 2)")
+    if not np.all(np.isfinite(out)) or out.min() < 0 or out.max() > 1:
+        raise ValueError(f"predict_proba on the probe row returned {out.tolist()}, not probabilities")

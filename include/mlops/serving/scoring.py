@@ -11,7 +11,9 @@ scored it, even while a hot swap happens.
 * shadow: the champion scores and answers every row; the challenger scores the same rows and its
   result is logged as a second record with route ``shadow`` (its failure never reaches the client).
 
-Score = ``predict_proba(X)[:, 1]``, prediction = ``int(score >= 0.5)``.
+What a score and a prediction are depends on the spec's ``task`` (:mod:`include.mlops.domain.tasks`):
+for a classifier score = ``predict_proba(X)[:, 1]`` and prediction = ``int(score >= 0.5)``; for a
+regressor score = prediction = ``predict(X)``, the predicted value.
 
 Each outcome carries ``model_ms``: the duration of the ``predict_proba`` call (input building
 included) of the version that scored the row, so champion and challenger are timed on their own
@@ -33,20 +35,30 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from include.mlops.domain.tasks import scores as task_scores
 from include.mlops.serving.routing import CHALLENGER, CHAMPION, SHADOW
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from include.mlops.domain.spec import Spec
+    from include.mlops.domain.tasks import Task
     from include.mlops.serving.batching import Job
-    from include.mlops.serving.metrics import ServingMetrics
+    from include.mlops.serving.metrics import ModelMetrics
     from include.mlops.serving.models import LoadedModel, ModelManager, ServingState
     from include.mlops.serving.schema import Row
 
 log = logging.getLogger(__name__)
 
 THRESHOLD = 0.5
+
+
+def _class(score: float) -> int:
+    return int(score >= THRESHOLD)
+
+
+def _value(score: float) -> float:
+    return score
 
 
 class NoChampion(Exception):
@@ -67,7 +79,7 @@ class Outcome:
         version: str,
         route: str,
         score: float | None = None,
-        prediction: int | None = None,
+        prediction: float | None = None,
         status: str = "ok",
         error: str | None = None,
         error_type: str | None = None,
@@ -130,11 +142,15 @@ class Scorer:
         self,
         manager: ModelManager,
         frames: FrameBuilder,
-        metrics: ServingMetrics | None = None,
+        metrics: ModelMetrics | None = None,
         salt: str = "",
         probe: Sequence[Row] = (),
+        task: Task = "binary_classification",
     ):
         self.manager = manager
+        self.task: Task = task
+        #: score -> what the API answers as the prediction: the class at 0.5, or the value itself
+        self._label: Any = _value if task == "regression" else _class
         self.frames = frames
         self.metrics = metrics
         self.salt = salt
@@ -145,15 +161,15 @@ class Scorer:
     def _predict(self, model: LoadedModel, rows: Sequence[Row]) -> tuple[list[float], float]:
         """The scores of ``rows`` by ``model`` and the call's duration in milliseconds."""
         started = time.perf_counter()
-        # the direct path gives the same probabilities without the DataFrame (checked at load)
+        # the direct path gives the same scores without the DataFrame (checked at load)
         direct = model.direct
-        proba = direct.predict_proba(rows) if direct is not None else model.model.predict_proba(self.frames.frame(rows))
+        out = task_scores(self.task, direct, rows) if direct is not None else task_scores(self.task, model.model, self.frames.frame(rows))
         elapsed = time.perf_counter() - started
         if self.metrics:
             self.metrics.predict_seconds.labels(model_version=model.version).observe(elapsed)
-        scores = proba[:, 1].tolist()
+        scores = out.tolist()
         if len(scores) != len(rows):
-            raise ValueError(f"predict_proba returned {len(scores)} scores for {len(rows)} rows")
+            raise ValueError(f"the model returned {len(scores)} scores for {len(rows)} rows")
         return scores, elapsed * 1000
 
     def __call__(self, jobs: list[Job]) -> None:
@@ -230,7 +246,7 @@ class Scorer:
                     fallbacks = {i: Outcome(challenger.version, CHALLENGER, status="error", error=failed) for i in picked}
                 else:
                     for i, s in zip(picked, scores, strict=True):
-                        outcomes[i] = Outcome(challenger.version, CHALLENGER, s, int(s >= THRESHOLD), model_ms=ms)
+                        outcomes[i] = Outcome(challenger.version, CHALLENGER, s, self._label(s), model_ms=ms)
                     chosen = set(picked)
                     to_champion = [i for i in to_champion if i not in chosen]
 
@@ -246,7 +262,7 @@ class Scorer:
                     outcomes[i] = Outcome(champion.version, CHAMPION, status="error", error=msg, error_type=type(exc).__name__)
             else:
                 for i, s in zip(to_champion, scores, strict=True):
-                    outcomes[i] = Outcome(champion.version, CHAMPION, s, int(s >= THRESHOLD), model_ms=ms)
+                    outcomes[i] = Outcome(champion.version, CHAMPION, s, self._label(s), model_ms=ms)
         for i, failed_canary in fallbacks.items():
             out = outcomes[i]
             if out is not None:
@@ -261,7 +277,7 @@ class Scorer:
                 msg = f"shadow model failed: {type(exc).__name__}: {exc}"[:2000]
                 shadows = [Outcome(challenger.version, SHADOW, status="error", error=msg) for _ in rows]
             else:
-                shadows = [Outcome(challenger.version, SHADOW, s, int(s >= THRESHOLD), model_ms=ms) for s in scores]
+                shadows = [Outcome(challenger.version, SHADOW, s, self._label(s), model_ms=ms) for s in scores]
             for out, shadow in zip(outcomes, shadows, strict=True):
                 if out is not None:
                     out.extra = shadow

@@ -1,5 +1,7 @@
-"""What the serving endpoints share: the request schema, the loaded models, the micro-batcher, the
-inference-log writer and the metrics (:class:`ServingService`); :mod:`.app` puts HTTP in front of it."""
+"""One model's serving: its request schema, loaded models, micro-batcher, inference-log records and
+metrics (:class:`ServingService`). :mod:`.deployment` holds one per model of the deployment (they
+share the metrics registry and the inference-log writer, :mod:`.sink`); :mod:`.app` puts HTTP in
+front of them. A service built alone (tests) owns its own writer."""
 
 from __future__ import annotations
 
@@ -19,22 +21,21 @@ from fastapi import Request
 from include.mlops.domain.clock import utcnow
 from include.mlops.domain.spec import Spec
 from include.mlops.serving.batching import MicroBatcher, QueueFull
-from include.mlops.serving.deadletter import DeadLetter
-from include.mlops.serving.journal import Journal, recover
-from include.mlops.serving.logwriter import InferenceLogWriter, Record
+from include.mlops.serving.bodies import read_asgi_body, read_request_body
 from include.mlops.serving.metrics import ServingMetrics
-from include.mlops.serving.models import ModelManager
+from include.mlops.serving.models import ModelManager, check_model
 from include.mlops.serving.routing import CHALLENGER, CHAMPION
 from include.mlops.serving.schema import FieldError, ParsedRequest, RequestRejected, RequestSchema, Row
 from include.mlops.serving.scoring import FrameBuilder, NoChampion, Outcome, Scorer, Unscorable
+from include.mlops.serving.sink import LogSink
 from include.mlops.settings import Settings
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from sqlalchemy import Engine
 
     from include.mlops.adapters.registry import ServingConfig
+    from include.mlops.serving.deadletter import DeadLetter
+    from include.mlops.serving.logwriter import InferenceLogWriter, Record
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def configure_logging(level: str) -> None:
         logger.addHandler(handler)
 
 
-def _single_threaded_math() -> None:
+def single_threaded_math() -> None:
     """Run the model's OpenMP / BLAS code on the calling thread alone (the predictor thread, the event loop).
 
     A micro-batch is small (tens of rows): HistGradientBoosting's per-tree OpenMP fork/join costs
@@ -84,7 +85,7 @@ def _single_threaded_math() -> None:
     threadpool_limits(limits=1)  # not a context manager: it stays in force for this thread
 
 
-def _freeze_heap() -> None:
+def freeze_heap() -> None:
     """Move every object alive now (imported libraries, the loaded models) out of the garbage collector's sight.
 
     The process holds millions of long-lived objects (MLflow, scikit-learn, pandas, the models); a
@@ -97,38 +98,41 @@ def _freeze_heap() -> None:
     gc.freeze()
 
 
-def _open_engine(url: str) -> Engine:
-    """The ops store's engine, migrated when reachable; the log writer retries when it is not (yet)."""
-    from include.mlops.adapters.store import Store, get_engine
-
-    try:
-        return Store.open(url).engine
-    except Exception as exc:
-        log.warning("ops store %s is not available at start-up (%s); inference-log writes will be retried", url, exc)
-        return get_engine(url)
-
-
-def _open_journal(folder: Path | None, engine: Engine, dead_letter: DeadLetter | None = None) -> Journal | None:
-    """Replay what killed processes left in the journal folder, then open this process's file."""
-    if folder is None:
-        return None
-    try:
-        recover(folder, engine, dead_letter)  # logs what it recovered
-    except Exception as exc:  # the ops store may be down: the files stay for the next start
-        log.warning("inference log journal in %s not replayed now (%s); the next start tries again", folder, exc)
-    journal = Journal(folder)
-    journal.open()
-    return journal
-
-
 class ServingService:
-    """Everything the endpoints share: schema, models, batcher, log writer and metrics."""
+    """One model's endpoints: schema, models, batcher, inference-log records and metrics.
 
-    def __init__(self, settings: Settings, spec: Spec, *, config: Callable[[], ServingConfig] | None = None, engine: Engine | None = None):
+    ``model_name`` (default: ``MLOPS_MODEL_NAME`` or the spec's name) is the registered model;
+    ``default`` says whether it is the deployment's default model (its loader reads ``MLOPS_SPEC``,
+    else this spec's trust list applies). ``metrics`` and ``sink`` are the process's shared ones;
+    without them the service makes its own and :meth:`start` / :meth:`stop` run them.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        spec: Spec,
+        *,
+        config: Callable[[], ServingConfig] | None = None,
+        engine: Engine | None = None,
+        model_name: str | None = None,
+        default: bool = True,
+        route: str | None = None,
+        metrics: ServingMetrics | None = None,
+        sink: LogSink | None = None,
+    ):
         self.settings = settings
         self.spec = spec
-        self.model_name = settings.model_name_override or spec.name
-        self.metrics = ServingMetrics()
+        self.model_name = model_name or settings.model_name_override or spec.name
+        self.default = default
+        self.route = route or f"/models/{self.model_name}/predict"
+        shared = metrics if metrics is not None else ServingMetrics()
+        self.metrics = shared.for_model(self.model_name)
+        self.sink = sink if sink is not None else LogSink(settings, shared, engine)
+        self._owns_sink = sink is None
+        #: True once the first registry read and load are done and the poller runs (see :meth:`load`)
+        self.loaded = False
+        self._loading: asyncio.Future[None] | None = None
+        self._stopping = False
         self.schema = RequestSchema(spec, max_rows=settings.serving_max_rows)
         self.frames = FrameBuilder(spec)
         probe = self.frames.frame([self._probe_row()])
@@ -138,12 +142,11 @@ class ServingService:
             probe=lambda model: self._accept_model(model, probe),
             poll_seconds=settings.serving_poll_seconds,
             metrics=self.metrics,
+            spec=None if default else spec,
         )
         self._client: Any = None
-        self._engine = engine
-        self.writer: InferenceLogWriter | None = None
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict", initializer=_single_threaded_math)
-        self.scorer = Scorer(self.manager, self.frames, self.metrics, salt=self.model_name, probe=[self._probe_row()])
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict", initializer=single_threaded_math)
+        self.scorer = Scorer(self.manager, self.frames, self.metrics, salt=self.model_name, probe=[self._probe_row()], task=spec.task)
         batch_rows = max(MAX_BATCH_ROWS, settings.serving_max_rows)
         self.batcher = MicroBatcher(
             self.scorer,
@@ -153,9 +156,18 @@ class ServingService:
             inline_when_alone=True,
             max_queued_rows=MAX_QUEUED_BATCHES * batch_rows,
         )
-        self.dead_letter = DeadLetter(settings.home / "serving-dead-letter")
         self.tz = ZoneInfo(spec.timezone)
+        #: the log's ``prediction`` column holds a class; a regressor's value is its ``score``
+        self.logs_prediction = spec.task != "regression"
         self.started_at = utcnow()
+
+    @property
+    def writer(self) -> InferenceLogWriter | None:
+        return self.sink.writer
+
+    @property
+    def dead_letter(self) -> DeadLetter:
+        return self.sink.dead_letter
 
     def _probe_row(self) -> Row:
         return Row("probe", None, self.frames.probe_row(self.spec))
@@ -165,28 +177,13 @@ class ServingService:
         reproduces it exactly, then freeze both with the rest of the long-lived heap."""
         from include.mlops.serving.direct import compile_direct
 
-        self._check_model(model, probe)
+        check_model(model, probe, self.spec.task)
         if self.settings.serving_direct_input:
             direct, note = compile_direct(model, self.spec, self.frames)
         else:
             direct, note = None, "turned off (MLOPS_SERVING_DIRECT_INPUT=off)"
-        _freeze_heap()
+        freeze_heap()
         return direct, note
-
-    @staticmethod
-    def _check_model(model: Any, probe: Any) -> None:
-        """A freshly loaded model must score the probe row: two probabilities, finite, in [0, 1]."""
-        import numpy as np
-        from threadpoolctl import threadpool_limits
-
-        if not hasattr(model, "predict_proba"):
-            raise TypeError(f"{type(model).__name__} has no predict_proba")
-        with threadpool_limits(limits=1):  # as on the predictor thread
-            proba = np.asarray(model.predict_proba(probe))
-        if proba.ndim != 2 or proba.shape[0] != 1 or proba.shape[1] < 2:
-            raise ValueError(f"predict_proba on the probe row returned shape {proba.shape}, expected (1, 2)")
-        if not np.all(np.isfinite(proba)) or proba.min() < 0 or proba.max() > 1:
-            raise ValueError(f"predict_proba on the probe row returned {proba.tolist()}, not probabilities")
 
     def _registry_config(self) -> ServingConfig:
         from include.mlops.adapters.registry import mlflow_client, serving_config
@@ -197,14 +194,21 @@ class ServingService:
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
-        _single_threaded_math()  # the event loop thread scores a lone request itself
-        _freeze_heap()
-        engine = self._engine if self._engine is not None else await asyncio.to_thread(_open_engine, self.settings.ops_db_url)
-        journal = await asyncio.to_thread(_open_journal, self.settings.serving_journal_dir, engine, self.dead_letter)
-        # Drain within the stack's stop grace (uvicorn gets 10 s for in-flight requests, then this).
-        self.writer = InferenceLogWriter(engine, metrics=self.metrics, drain_timeout=8.0, journal=journal, dead_letter=self.dead_letter)
-        self.metrics.track_queue(lambda: float(self.writer.depth) if self.writer else 0.0)
-        self.writer.start()
+        """Start serving now: the inference-log writer (when this service owns it), then :meth:`load`."""
+        single_threaded_math()  # the event loop thread scores a lone request itself
+        freeze_heap()
+        if self._owns_sink:
+            await self.sink.start()
+        await self.load()
+
+    async def load(self) -> None:
+        """Read the registry and load what serves, then poll it in the background. Concurrent
+        callers (the first requests of a lazily loaded model) wait for the same load."""
+        if self._loading is None:
+            self._loading = asyncio.ensure_future(self._load())
+        await asyncio.shield(self._loading)
+
+    async def _load(self) -> None:
         # Take traffic only once the first registry read has loaded what serves: a worker that
         # uvicorn restarts beside a live one would otherwise answer 503 until its model is in.
         first = asyncio.ensure_future(asyncio.to_thread(self.manager.poll))
@@ -212,61 +216,34 @@ class ServingService:
             await asyncio.wait_for(asyncio.shield(first), timeout=FIRST_LOAD_WAIT_S)
         except TimeoutError:
             log.warning("the first registry read and model load took over %.0f s; taking requests (503 until done)", FIRST_LOAD_WAIT_S)
+        except Exception:  # the poller tries again; requests get 503 with the reason meanwhile
+            log.exception("the first registry read for %s failed unexpectedly", self.model_name)
+        if self._stopping:
+            return
         self.manager.start()
+        self.loaded = True
         log.info("serving %s on %s (registry %s)", self.model_name, self.settings.serving_url, self.settings.mlflow_tracking_uri)
 
     async def stop(self) -> None:
-        """Graceful shutdown: stop polling, score what is queued, then write every log record."""
+        """Graceful shutdown: stop polling, score what is queued, then (when owned) write every log record."""
+        self._stopping = True
         self.manager.stop()
         await self.batcher.close()
         self.executor.shutdown(wait=True)
-        if self.writer is not None:
-            lost = await asyncio.to_thread(self.writer.close)
-            log.info("serving stopped: %d inference-log records written, %d lost", self.writer.written, lost)
+        if self._owns_sink:
+            await self.sink.stop()
 
     # -- requests -------------------------------------------------------------------------------
     async def read_body(self, request: Request) -> bytes:
-        limit = self.settings.serving_max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise RequestRejected(413, [FieldError(None, None, self._too_large(int(declared)))])
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise RequestRejected(413, [FieldError(None, None, self._too_large(size, at_least=True))])
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await read_request_body(request, self.settings.serving_max_body_bytes)
 
     async def read_asgi_body(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]]) -> bytes:
-        """The request body straight from the ASGI ``receive`` channel, within the size limit."""
-        limit = self.settings.serving_max_body_bytes
-        for key, value in scope["headers"]:
-            if key == b"content-length" and value.isdigit() and int(value) > limit:
-                raise RequestRejected(413, [FieldError(None, None, self._too_large(int(value)))])
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ConnectionAbortedError("the client went away before sending the whole body")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise RequestRejected(413, [FieldError(None, None, self._too_large(size, at_least=True))])
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-    def _too_large(self, size: int, at_least: bool = False) -> str:
-        return (
-            f"request body of {'more than ' if at_least else ''}{size} bytes is over the limit of "
-            f"{self.settings.serving_max_body_bytes} bytes (MLOPS_SERVING_MAX_BODY_BYTES)"
-        )
+        return await read_asgi_body(scope, receive, self.settings.serving_max_body_bytes)
 
     async def predict(self, read_body: Callable[[], Awaitable[bytes]]) -> Answer:
-        """Answer one ``/predict`` request: (HTTP status, JSON body)."""
+        """Answer one predict request: (HTTP status, JSON body). A model not loaded yet loads first."""
+        if not self.loaded:
+            await self.load()
         started = time.perf_counter()
         created = utcnow()
         parsed: ParsedRequest | None = None
@@ -323,7 +300,7 @@ class ServingService:
                         event_time=event_time,
                         features=features,
                         score=o.score,
-                        prediction=o.prediction,
+                        prediction=o.prediction if self.logs_prediction else None,
                         error=o.error,
                         model_ms=o.model_ms,
                     )
@@ -354,8 +331,7 @@ class ServingService:
         return self._failed(parsed, started, created, 500, internal_error(request_id), detail=detail, request_id=request_id)
 
     def _log(self, records: list[Record]) -> None:
-        if self.writer is not None:
-            self.writer.submit(records)
+        self.sink.submit(records)
 
     def _record(
         self,
@@ -370,7 +346,7 @@ class ServingService:
         event_time: datetime | None = None,
         features: dict[str, Any] | None = None,
         score: float | None = None,
-        prediction: int | None = None,
+        prediction: float | None = None,
         error: str | None = None,
         model_ms: float | None = None,
     ) -> Record:
@@ -468,21 +444,29 @@ class ServingService:
 
     def health(self) -> dict[str, Any]:
         """``status`` is ``degraded`` when the inference-log writer thread is not running (after start)."""
-        writer = self.writer
-        alive = writer.alive if writer else None
+        sink = self.sink.health()
         return {
-            "status": "degraded" if alive is False else "ok",
+            "status": "degraded" if sink["writer_alive"] is False else "ok",
             **self.manager.health(),
-            "inference_log": {
-                "writer_alive": alive,
-                "queue_depth": writer.depth if writer else 0,
-                "written": writer.written if writer else 0,
-                "dropped": writer.dropped if writer else 0,
-                "dead_letter": self.dead_letter.total,
-                "dead_letter_file": str(self.dead_letter.path),
-            },
+            "inference_log": sink,
             "batches": self.batcher.batches,
             "queued_requests": self.batcher.queued,
             "refused_busy": self.batcher.refused,
             "started_at": self.started_at.isoformat(timespec="seconds") + "Z",
+        }
+
+    def model_health(self) -> dict[str, Any]:
+        """This model's entry in ``/health``'s ``models``: ``loaded`` is whether its first registry read
+        and load are done (a model other than the default loads on its first request), ``ready``
+        whether a champion serves, ``memory`` what its models in memory take (pickled bytes)."""
+        routes = ["/predict", self.route] if self.default else [self.route]
+        return {
+            "default": self.default,
+            "task": self.spec.task,
+            "routes": routes,
+            "loaded": self.loaded,
+            **self.manager.health(),
+            "batches": self.batcher.batches,
+            "queued_requests": self.batcher.queued,
+            "refused_busy": self.batcher.refused,
         }
