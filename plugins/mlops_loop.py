@@ -2,7 +2,14 @@
 
 A FastAPI app mounted in Airflow's API server under ``/mlops-loop`` (server-rendered, behind
 Airflow's own authentication: the UI session cookie or a bearer token) and a navigation entry
-that shows it in the Airflow UI. The page itself is built by ``include.mlops.ui.status_page``.
+that shows it in the Airflow UI. The pages are built by ``include.mlops.ui``:
+
+* ``/mlops-loop/``: the overview of every model of the deployment (and the spec files left out,
+  with why), followed by the default model's page: the navigation entry and every link made when
+  the deployment had one model still show what they showed;
+* ``/mlops-loop/models/<name>``: one model's page (404 for a model the deployment does not have);
+* ``/mlops-loop/api/models``, ``/mlops-loop/api/models/<name>/status``: the same as JSON
+  (``/mlops-loop/api/status`` stays the default model's).
 
 Report files (``/files``) are served on Airflow's origin, so they are isolated from it: an HTML
 report (Evidently's, which needs its inline scripts) comes with a ``Content-Security-Policy``
@@ -65,27 +72,55 @@ def _login_redirect(request: Request) -> Response:
 
 @app.exception_handler(HTTPException)
 async def _unauthorized(request: Request, exc: HTTPException) -> Response:
-    if exc.status_code in (401, 403) and "text/html" in request.headers.get("accept", ""):
+    browser = "text/html" in request.headers.get("accept", "")
+    if exc.status_code in (401, 403) and browser:
         return _login_redirect(request)
+    if exc.status_code == 404 and browser:
+        from include.mlops.ui.status_page import not_found
+
+        return HTMLResponse(not_found(str(exc.detail)), status_code=404)
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
 
 
 User = Annotated[Any, Depends(_authenticated)]
 
 
-def _runtime() -> Any:
+def _runtime(model: str | None = None) -> Any:
+    """The runtime of ``model`` (``None``: the deployment's default model)."""
     from include.mlops.runtime import load_runtime
 
-    return load_runtime()
+    return load_runtime(model=model)
+
+
+def _model_runtime(name: str) -> Any:
+    """The runtime of the deployment's model ``name``; 404 when there is no such model."""
+    from include.mlops.ui.overview import find_model
+
+    if find_model(name) is None:
+        raise HTTPException(status_code=404, detail=f"no model {name!r} in this deployment")
+    return _runtime(name)
 
 
 @app.get("/", response_class=HTMLResponse)
 async def page(user: User) -> HTMLResponse:
     from starlette.concurrency import run_in_threadpool
 
-    from include.mlops.ui.status_page import gather, render
+    from include.mlops.ui.overview import gather_overview, render_home
+    from include.mlops.ui.status_page import gather
 
     status = await run_in_threadpool(lambda: gather(_runtime()))
+    overview = await run_in_threadpool(lambda: gather_overview(health=False))
+    overview.serving = status.serving  # one /health call per view
+    return HTMLResponse(render_home(overview, status))
+
+
+@app.get("/models/{name}", response_class=HTMLResponse)
+async def model_page(name: str, user: User) -> HTMLResponse:
+    from starlette.concurrency import run_in_threadpool
+
+    from include.mlops.ui.status_page import gather, render
+
+    status = await run_in_threadpool(lambda: gather(_model_runtime(name)))
     return HTMLResponse(render(status))
 
 
@@ -96,6 +131,27 @@ async def status_json(user: User) -> JSONResponse:
     from include.mlops.ui.status_page import as_json, gather
 
     status = await run_in_threadpool(lambda: gather(_runtime()))
+    return JSONResponse(as_json(status))
+
+
+@app.get("/api/models")
+async def overview_json(user: User) -> JSONResponse:
+    from starlette.concurrency import run_in_threadpool
+
+    from include.mlops.ui.overview import gather_overview
+    from include.mlops.ui.overview import overview_json as as_json
+
+    overview = await run_in_threadpool(gather_overview)
+    return JSONResponse(as_json(overview))
+
+
+@app.get("/api/models/{name}/status")
+async def model_status_json(name: str, user: User) -> JSONResponse:
+    from starlette.concurrency import run_in_threadpool
+
+    from include.mlops.ui.status_page import as_json, gather
+
+    status = await run_in_threadpool(lambda: gather(_model_runtime(name)))
     return JSONResponse(as_json(status))
 
 

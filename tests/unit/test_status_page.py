@@ -1,15 +1,26 @@
-"""The loop status page, rendered from a real (SQLite) ops store with MLflow and serving unreachable:
+"""One model's status page, rendered from a real (SQLite) ops store with MLflow and serving unreachable:
 who serves, the ledger, decisions with reason codes, quarantine and alerts, all escaped; report
-links never leave the lake's reports folder. The page behind Airflow's login, in headless
-Chromium, is tested in tests/e2e/test_demo_live.py."""
+links never leave the lake's reports folder. The overview of several models is in
+test_status_overview.py; the page behind Airflow's login, in headless Chromium, is tested in
+tests/e2e/test_demo_live.py."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
+
 from include.mlops.adapters.alerts import raise_alert
 from include.mlops.adapters.store import Decision
 from include.mlops.ui.status_page import as_json, gather, render, safe_report_path
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_down_fast(monkeypatch):
+    """MLflow is not running here: the page says so after one refused connection, not after retries."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 
 
 def _ledger(rt, alias, frm, to, action, reason, n):
@@ -63,6 +74,7 @@ def test_the_page_tells_who_serves_what_was_decided_and_what_is_wrong(runtime):
     assert "<script>alert(1)</script>" not in page and "&lt;script&gt;" in page
     assert "outcomes_2013-02-11.csv" in page
     assert "check_early_window" in page  # the decision links to its Airflow run
+    assert "default model" in page and "/dags?tags=model%3Aflights_late_arrival" in page  # its DAGs, by tag
     json.dumps(as_json(status))  # the JSON view serialises every field
 
 

@@ -1,10 +1,14 @@
-"""The loop status page: one server-rendered page that tells, at a glance, who serves, what the
+"""One model's status page: one server-rendered page that tells, at a glance, who serves, what the
 loop decided and why, and what is wrong right now.
 
-:func:`gather` reads the ops store, the monitoring summaries, MLflow's aliases and the serving
-API's ``/health``; :func:`render` turns that into HTML. The Airflow plugin
-(``plugins/mlops_loop.py``) mounts both behind Airflow's authentication; nothing here imports
-Airflow.
+:func:`gather` reads the ops store (every query filtered by the model), the monitoring summaries,
+MLflow's aliases and the serving API's ``/health``; :func:`render` turns that into HTML. Figures are
+in the model's own metric: ``spec.promotion.metric``, which monitoring's realized quality and the
+realized value use (ROC AUC for the flights classifier, e.g. MAE for a regression model; a stored
+figure that names its metric is shown in that one). What only a classifier has (the CBPE estimate)
+says "not applicable" for a regression model. The overview of every model is :mod:`.overview`; the
+Airflow plugin (``plugins/mlops_loop.py``) mounts both behind Airflow's authentication; nothing
+here imports Airflow.
 """
 
 from __future__ import annotations
@@ -20,14 +24,17 @@ from urllib.parse import quote
 
 from include.mlops.domain.clock import utcnow
 from include.mlops.domain.roles import CANARY, CHALLENGER, CHAMPION
+from include.mlops.domain.tasks import METRICS
+from include.mlops.ui import urls
 
 if TYPE_CHECKING:
     from include.mlops.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-PREFIX = "/mlops-loop"
+PREFIX = urls.PREFIX
 WINDOWS_SHOWN = 12
+REGRESSION = "regression"
 
 
 @dataclass
@@ -46,9 +53,14 @@ class Status:
     links: dict[str, str] = field(default_factory=dict)
     #: The loop's realized value per month (``steps.value``, stored by the monitoring pass), or None.
     value: dict[str, Any] | None = None
+    #: the spec's ``task`` and the metric its realized figures are in (``promotion.metric``)
+    task: str = "binary_classification"
+    metric: str = "roc_auc"
+    #: the deployment's default model (unprefixed DAG ids, ``POST /predict``)
+    default: bool = True
 
 
-def _serving_health(url: str) -> dict[str, Any] | None:
+def serving_health(url: str) -> dict[str, Any] | None:
     import httpx
 
     try:
@@ -58,13 +70,13 @@ def _serving_health(url: str) -> dict[str, Any] | None:
         return {"error": f"unreachable ({type(exc).__name__})"}
 
 
-def _windows(rt: Runtime, decisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The latest monitoring windows of the champion(s), with drift per feature and quality (as
-    last revised by late labels)."""
+def champion_windows(rt: Runtime, decisions: list[dict[str, Any]], limit: int = WINDOWS_SHOWN) -> list[dict[str, Any]]:
+    """The latest ``limit`` monitoring windows of the champion(s), oldest first, with drift per
+    feature and quality (as last revised by late labels)."""
     from include.mlops.steps.monitoring.revision import revised_summary
 
     revisions = rt.store.latest_window_quality(rt.model_name)
-    out = []
+    out: list[dict[str, Any]] = []
     for d in reversed(decisions):
         if d["kind"] != "monitor" or (d["inputs"] or {}).get("role") != CHAMPION:
             continue
@@ -76,7 +88,7 @@ def _windows(rt: Runtime, decisions: list[dict[str, Any]]) -> list[dict[str, Any
         if summary is None:
             continue
         out.append(revised_summary(summary, d, revisions))
-        if len(out) >= WINDOWS_SHOWN:
+        if len(out) >= limit:
             break
     return list(reversed(out))
 
@@ -102,17 +114,18 @@ def gather(rt: Runtime) -> Status:
     quarantine = store.list_quarantine(model)
     batches = store.list_batches(model)
     value = read_value(rt.lake)
+    default = rt.entry.default if rt.entry is not None else True
     return Status(
         model=model,
         generated_at=utcnow(),
         champion=champion,
         challenger=challenger,
-        serving=_serving_health(s.serving_url),
+        serving=serving_health(s.serving_url),
         ledger=ledger[-30:],
         decisions=decisions[-40:],
         quarantine=quarantine[-20:],
         alerts=sorted(alerts, key=lambda a: ({"critical": 0, "warning": 1}.get(a["severity"], 2), -a["id"]))[:30],
-        windows=_windows(rt, decisions),
+        windows=champion_windows(rt, decisions),
         counts={
             "accepted_batches": sum(b["status"] == "accepted" for b in batches),
             "quarantined_batches": sum(b["status"] == "quarantined" for b in batches),
@@ -125,8 +138,14 @@ def gather(rt: Runtime) -> Status:
             "mlflow_model": f"{s.mlflow_url}/#/models/{quote(model)}",
             "evidently": s.evidently_url,
             "mlflow_aliases": json.dumps(mode.get("aliases", {})) if "aliases" in mode else mode.get("error", ""),
+            "dags": urls.model_dags(s.airflow_url, model),
+            "page": urls.model_page(model),
+            "json": urls.model_json(model),
         },
         value=value.to_dict() if value else None,
+        task=rt.spec.task,
+        metric=rt.spec.promotion.metric,
+        default=default,
     )
 
 
@@ -155,7 +174,7 @@ def _version_link(s: Status, version: Any) -> str:
 def _file_link(path: str | None, label: str = "report") -> str:
     if not path:
         return ""
-    return f'<a href="{PREFIX}/files?path={quote(path)}" target="_blank">{e(label)}</a>'
+    return f'<a href="{e(urls.report_file(path))}" target="_blank">{e(label)}</a>'
 
 
 _OUTCOME_CLASS = {
@@ -232,10 +251,29 @@ def _drift_table(s: Status) -> str:
     reports = "".join(f"<td>{_file_link(w.get('report'))}</td>" for w in s.windows)
     return (
         f"<table class=grid><tr>{head}</tr><tr><td><b>outcome</b></td>{outcome}</tr>"
-        f"<tr><td><b>realized {e(str((s.windows[-1].get('quality') or {}).get('metric', 'quality')))}</b></td>{quality}</tr>"
-        f"{''.join(rows)}<tr><td>Evidently</td>{reports}</tr></table>"
+        f"<tr><td><b>realized {e(str((s.windows[-1].get('quality') or {}).get('metric') or s.metric))}</b></td>{quality}</tr>"
+        f"{_estimated_row(s)}{''.join(rows)}<tr><td>Evidently</td>{reports}</tr></table>"
         "<p class=small>Cells: drift score of each feature (method in the tooltip); red = drifted. Columns: event-time windows.</p>"
     )
+
+
+def _estimated_row(s: Status) -> str:
+    """CBPE's label-free ROC AUC estimate per window: a classifier's only (its scores are probabilities)."""
+    if s.task == REGRESSION:
+        label = "<td><b>estimated without labels</b><br><span class=small>CBPE</span></td>"
+        why = "not applicable: CBPE estimates a classifier's ROC AUC from its probabilities; a regression model waits for labels"
+        return f"<tr>{label}<td colspan={len(s.windows)} class=muted>{e(why)}</td></tr>"
+    label = "<td><b>estimated roc_auc</b><br><span class=small>CBPE, without labels</span></td>"
+    cells = []
+    for w in s.windows:
+        est = (w.get("quality") or {}).get("estimated") or {}
+        value, low, high = est.get("value"), est.get("lower"), est.get("upper")
+        if not isinstance(value, float):
+            cells.append(f"<td class=muted title='{e(str(est.get('reason') or 'no estimate'))}'>&ndash;</td>")
+            continue
+        band = f" title='{low:.3f} to {high:.3f}'" if isinstance(low, float) and isinstance(high, float) else ""
+        cells.append(f"<td{band}>{value:.3f}</td>")
+    return f"<tr>{label}{''.join(cells)}</tr>"
 
 
 def _quality_cell(q: dict[str, Any]) -> str:
@@ -252,6 +290,14 @@ def _quality_cell(q: dict[str, Any]) -> str:
     return f"<td{bad or ('' if isinstance(live, float) else ' class=muted')}{title}>{value}{small}</td>"
 
 
+def higher_better(metric: str) -> bool:
+    """Which way ``metric`` is better (``domain.tasks``; an unknown name reads as higher-is-better)."""
+    for metrics in METRICS.values():
+        if metric in metrics:
+            return metrics[metric].higher_is_better
+    return True
+
+
 def _value_table(s: Status) -> str:
     """Served vs the first champion (and scheduled retraining when computed) per month, on the same
     labelled served rows."""
@@ -261,27 +307,32 @@ def _value_table(s: Status) -> str:
     if v.get("note"):
         return f"<p class=muted>{e(v['note'])}</p>"
     months, total = v.get("months") or [], v.get("overall") or {}
+    name = str(v.get("metric") or s.metric)
+    higher_is_better = higher_better(name)
     scheduled = any(m.get("scheduled") is not None for m in months)
     cols = ["served", "first_champion"] + (["scheduled"] if scheduled else [])
     names = {"served": "served", "first_champion": f"first champion v{v.get('first_champion')}", "scheduled": "scheduled, every 7 days"}
 
-    def auc(x: Any) -> str:
+    def fig(x: Any) -> str:
         return "<td class=muted>&ndash;</td>" if x is None else f"<td>{float(x):.4f}</td>"
 
     def gain(row: dict[str, Any]) -> str:
         a, b = row.get("served"), row.get("first_champion")
         if a is None or b is None:
             return "<td class=muted>&ndash;</td>"
-        return f"<td class='{'cok' if a >= b else 'cbad'}'>{a - b:+.4f}</td>"
+        better = a >= b if higher_is_better else a <= b
+        return f"<td class='{'cok' if better else 'cbad'}'>{a - b:+.4f}</td>"
 
-    rows = [f"<tr><td>{e(m['month'])}</td><td>{m['rows']}</td>{''.join(auc(m.get(c)) for c in cols)}{gain(m)}</tr>" for m in months]
+    rows = [f"<tr><td>{e(m['month'])}</td><td>{m['rows']}</td>{''.join(fig(m.get(c)) for c in cols)}{gain(m)}</tr>" for m in months]
     rows.append(
-        f"<tr><td><b>mean of months</b></td><td>{total.get('rows', '')}</td>{''.join(auc(total.get(c)) for c in cols)}{gain(total)}</tr>"
+        f"<tr><td><b>mean of months</b></td><td>{total.get('rows', '')}</td>{''.join(fig(total.get(c)) for c in cols)}{gain(total)}</tr>"
     )
     head = "".join(f"<th>{e(h)}</th>" for h in ["month (event time)", "labelled rows", *(names[c] for c in cols), "served - first"])
+    title = "ROC AUC" if name == "roc_auc" else name
     return (
-        f"<table class=grid><tr>{head}</tr>{''.join(rows)}</table><p class=small>ROC AUC per month on the labelled requests as "
-        "served (one per entity): the scores users got, the first champion scoring the same rows offline"
+        f"<table class=grid><tr>{head}</tr>{''.join(rows)}</table><p class=small>{e(title)} per month "
+        f"({'higher' if higher_is_better else 'lower'} is better) on the labelled requests as "
+        "served (one per entity): the predictions users got, the first champion predicting the same rows offline"
         + (
             ", and the spec's pipeline refitted every 7 days on the labels the loop had (computed at the end of <code>make demo</code>)"
             if scheduled
@@ -304,7 +355,7 @@ th{font-size:12px;color:#475467;background:#f9fafb}
 .bad{background:#fee4e2;color:#b42318}.warn{background:#fef0c7;color:#b54708}.b.muted{background:#f2f4f7}
 .cbad{background:#fee4e2;color:#b42318;font-weight:600}.cok{color:#475467}
 .sev-critical{color:#b42318;font-weight:600}.sev-warning{color:#b54708}
-a{color:#175cd3;text-decoration:none}a:hover{text-decoration:underline}
+.pre{white-space:pre-wrap}a{color:#175cd3;text-decoration:none}a:hover{text-decoration:underline}
 """
 
 
@@ -312,7 +363,44 @@ DECISION_HEADERS = ["time (UTC)", "kind", "subject", "outcome", "reason code", "
 QUARANTINE_HEADERS = ["time (UTC)", "file", "reason codes", "reasons", "report"]
 
 
+def document(title: str, body: str, refresh: bool = True) -> str:
+    """A whole page: ``body`` (already escaped HTML) with the shared style, refreshed every 30 s."""
+    again = '<meta http-equiv="refresh" content="30">' if refresh else ""
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{e(title)}</title>
+{again}<style>{CSS}</style></head><body>
+{body}
+</body></html>"""
+
+
+def not_found(detail: str) -> str:
+    """The page a browser gets for an address with no model behind it."""
+    return document(
+        "MLOps loop: not found",
+        f'<h1>Not found</h1><p>{e(detail)}</p><p><a href="{e(urls.home())}">All models of the deployment</a></p>',
+        refresh=False,
+    )
+
+
 def render(s: Status) -> str:
+    """The model's page."""
+    return document(f"MLOps loop: {s.model}", render_body(s))
+
+
+def _heading(s: Status) -> str:
+    kind = "regression" if s.task == REGRESSION else "binary classification"
+    default = " <span class='b muted'>default model</span>" if s.default else ""
+    dags = s.links.get("dags")
+    return f"""<h1>MLOps loop: {e(s.model)}{default}</h1>
+<p class=small>{e(kind)}, figures in {e(s.metric)} &middot; generated {_t(s.generated_at)} UTC &middot; refreshes every 30 s &middot;
+<a href="{e(urls.home())}">all models</a> &middot;
+{f'<a href="{e(dags)}" target="_top">DAGs (tag {e(urls.model_tag(s.model))})</a> &middot;' if dags else ""}
+<a href="{e(s.links["mlflow_model"])}" target="_blank">MLflow model</a> &middot;
+<a href="{e(s.links["evidently"])}" target="_blank">Evidently dashboards</a> &middot;
+<a href="{e(s.links.get("json") or PREFIX + "/api/status")}" target="_blank">JSON</a></p>"""
+
+
+def render_body(s: Status) -> str:
+    """The model's page without the document around it (the overview shows the default model's)."""
     ledger_rows = [
         f"<tr><td>{_t(r['created_at'])}</td><td>{e(r['alias'])}</td>"
         f"<td>{_version_link(s, r['from_version'])} &rarr; {_version_link(s, r['to_version'])}</td>"
@@ -338,21 +426,14 @@ def render(s: Status) -> str:
         f"<td>{a['count']}</td><td>{_t(a['first_seen'])}</td><td>{_t(a['last_seen'])}</td></tr>"
         for a in s.alerts
     ]
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>MLOps loop: {e(s.model)}</title>
-<meta http-equiv="refresh" content="30"><style>{CSS}</style></head><body>
-<h1>MLOps loop: {e(s.model)}</h1>
-<p class=small>generated {_t(s.generated_at)} UTC &middot; refreshes every 30 s &middot;
-<a href="{e(s.links["mlflow_model"])}" target="_blank">MLflow model</a> &middot;
-<a href="{e(s.links["evidently"])}" target="_blank">Evidently dashboards</a> &middot;
-<a href="{PREFIX}/api/status" target="_blank">JSON</a></p>
+    return f"""{_heading(s)}
 {_serving_card(s)}
 <h2>Open alerts</h2>{_table(["severity", "kind", "message", "count", "first seen", "last seen"], alert_rows, "no open alert")}
 <h2>Drift and quality over recent windows (champion)</h2>{_drift_table(s)}
 <h2>Realized value: what users got vs the first champion</h2>{_value_table(s)}
 <h2>Deployment ledger</h2>{_table(["time (UTC)", "alias", "versions", "action", "by", "reason"], ledger_rows, "no alias change yet")}
 <h2>Latest decisions</h2>{_table(DECISION_HEADERS, decision_rows, "no decision yet")}
-<h2>Quarantined batches</h2>{_table(QUARANTINE_HEADERS, quarantine_rows, "no batch quarantined")}
-</body></html>"""
+<h2>Quarantined batches</h2>{_table(QUARANTINE_HEADERS, quarantine_rows, "no batch quarantined")}"""
 
 
 def as_json(s: Status) -> dict[str, Any]:
