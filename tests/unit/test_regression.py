@@ -386,3 +386,17 @@ def test_promotion_evidence_of_a_regressor_pairs_both_versions_on_the_outcomes(t
     test = compare(rt, paired, "1", "2", min_gain=0.0)
     assert test is not None and test.metric == "mae" and test.method == "paired_bootstrap"
     assert test.difference == pytest.approx(realized.champion - realized.challenger) and test.significant
+
+
+def test_a_regression_spec_that_names_no_metric_is_judged_on_mae():
+    """The metric defaults follow the task: without primary_metric, floors and promotion.metric a
+    regression spec loads, judged on MAE with no floor (a classifier's defaults stay roc_auc)."""
+    raw = regression_spec().model_dump(mode="json")
+    raw.pop("promotion")
+    for key in ("primary_metric", "floors"):
+        raw["deployment"].pop(key)
+    spec = parse_spec(raw)
+    assert (spec.deployment.primary_metric, spec.deployment.floors, spec.promotion.metric) == ("mae", {}, "mae")
+    raw["deployment"]["primary_metric"] = "roc_auc"  # named, so not replaced: a clear error instead
+    with pytest.raises(SpecError, match="not a regression metric"):
+        parse_spec(raw)

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from include.mlops.domain.spec_errors import drift_methods_fit, error_location, metrics_fit_task
+from include.mlops.domain.spec_errors import drift_methods_fit, error_location, metrics_fit_task, task_defaults
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)]
 
@@ -411,6 +411,11 @@ class Spec(_Model):
     promotion: Promotion = Promotion()
     monitoring: Monitoring = Monitoring()
     retraining: Retraining = Retraining()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_defaults(cls, data: Any) -> Any:
+        return task_defaults(data)
 
     @model_validator(mode="after")
     def _names(self) -> Spec:

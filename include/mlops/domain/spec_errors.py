@@ -55,3 +55,19 @@ def drift_methods_fit(self: Spec) -> None:
             allowed = ", ".join(m for m, test in METHODS.items() if kind in test.kinds)
             where = f"monitoring.drift_overrides.{name}.method"
             raise ValueError(f"{where} {override.method!r} does not apply to a {kind} feature (use one of {allowed})")
+
+
+def task_defaults(data: Any) -> Any:
+    """The metric defaults follow the task: a regression spec that names no metric is judged on MAE,
+    with no holdout floor (a floor of an error is in the target's unit, so only the spec can set it).
+    A metric the spec names is kept, and checked by :func:`metrics_fit_task`."""
+    if not isinstance(data, dict) or data.get("task") != "regression":
+        return data
+    data = dict(data)
+    for section, defaults in (("deployment", {"primary_metric": "mae", "floors": {}}), ("promotion", {"metric": "mae"})):
+        given = data.get(section)
+        if given is None:
+            given = {}
+        if isinstance(given, dict):
+            data[section] = {**defaults, **given}
+    return data
