@@ -197,6 +197,23 @@ def test_an_unknown_model_is_a_404_naming_the_models(two_models, spec, classifie
         assert wrong.status_code == 422 and "required feature is missing" in wrong.text
 
 
+def test_with_an_api_key_an_unknown_model_is_a_401_that_names_no_model(tmp_path, monkeypatch, reg_spec):
+    from fastapi.testclient import TestClient
+
+    from include.mlops.serving.app import create_app
+    from include.mlops.settings import get_settings
+
+    folder = tmp_path / "specs"
+    write_regression_spec(folder)
+    env = {"MLOPS_HOME": str(tmp_path), "MLOPS_OPS_DB_URL": ops_db_url(tmp_path), "MLOPS_SPECS": str(folder)}
+    app = create_app(get_settings({**env, "MLOPS_SERVING_API_KEY": "k3y", "MLOPS_SERVING_POLL_SECONDS": "60"}))
+    with TestClient(app) as client:
+        denied = client.post("/models/nope/predict", json={})
+        assert denied.status_code == 401 and REGRESSION_MODEL not in denied.text and "X-API-Key" in denied.text
+        known = client.post("/models/nope/predict", json={}, headers={"X-API-Key": "k3y"})
+        assert known.status_code == 404 and REGRESSION_MODEL in known.json()["models"]
+
+
 def test_health_lists_every_model_loaded_lazily_with_its_memory(two_models, spec, reg_spec, regressors):
     from fastapi.testclient import TestClient
 

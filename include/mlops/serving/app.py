@@ -95,7 +95,10 @@ def create_app(settings: Settings | None = None, spec: Spec | None = None) -> Pr
         _predict_route(app, settings, model, model.route, f"Score with model {model.model_name} ({model.spec.task})")
 
     @app.post("/models/{name}/predict", summary="Any other model name: 404, naming the models of this deployment")
-    async def unknown_model(name: str) -> Response:
+    async def unknown_model(name: str, request: Request) -> Response:
+        denied = api_key_denied(settings, request.headers.get("x-api-key"))
+        if denied:  # the model names are for clients with the key
+            return Response(denied, status_code=401, media_type=JSON)
         return _json(UnknownModel(name, deployment.names).body(), 404)
 
     _other_routes(app, settings, deployment)
