@@ -50,11 +50,66 @@ def newest_threads(busy: bool) -> tuple[Path | None, dict[str, Any] | None]:
     return (None, None)
 
 
-def _row(serving: dict[str, Any] | None, server: str, scenario: str) -> dict[str, Any] | None:
+#: The serving benchmark's labels of its two-model deployment (``benchmarks/serving/bench.py``).
+TWO_MODELS = "serving API, two models loaded"
+ALONE = "single-row, 8 clients"
+TOGETHER = "single-row, 4+4 clients, both routes at once"
+ANCHOR = "mlflow models serve"
+
+
+def _row(serving: dict[str, Any] | None, server: str, scenario: str, model: str | None = None) -> dict[str, Any] | None:
+    """The result of ``server`` in ``scenario``; with ``model``, only that model's (results written
+    before the benchmark named the model have none: ``model`` None matches them)."""
     for r in (serving or {}).get("results", []):
-        if r["server"] == server and r["scenario"] == scenario:
+        if r["server"] == server and r["scenario"] == scenario and (model is None or r.get("model") == model):
             return dict(r)
     return None
+
+
+def two_model_rows(data: dict[str, Any], src: str) -> list[list[str]]:
+    """Rows of the serving API with two models loaded in one process: per model, 8 single-row
+    clients on its route alone against ``mlflow models serve`` on the same model in the same run,
+    then both routes at once, then the memory. None for a result without that part."""
+    two = data.get("two_models") or {}
+    models: dict[str, Any] = two.get("models") or {}
+    rows = []
+    for name, m in models.items():
+        ours = _row(data, TWO_MODELS, ALONE, name)
+        if not ours:
+            continue
+        anchor = _row(data, ANCHOR, ALONE, name)
+        ratio = f" ({ours['req_per_s'] / anchor['req_per_s']:.0f}x)" if anchor and anchor["req_per_s"] else ""
+        memory = f"; {m['model_pickle_bytes'] / 2**20:.1f} MiB in memory" if m.get("model_pickle_bytes") is not None else ""
+        rows.append(
+            [
+                "serving API",
+                f"two models loaded in one process: {name} ({m['task']}, `{m['route']}`), single-row requests, 8 clients",
+                f"{ours['req_per_s']:.0f} req/s, p99 {ours['p99_ms']:.1f} ms{ratio}{memory}",
+                f"{anchor['req_per_s']:.0f} req/s (`{ANCHOR}`, same model)" if anchor else "(anchor not run)",
+                src,
+            ]
+        )
+    together = [(name, _row(data, TWO_MODELS, TOGETHER, name)) for name in models]
+    if rows and all(r for _, r in together):
+        figure = "; ".join(f"{name} {r['req_per_s']:.0f} req/s, p99 {r['p99_ms']:.1f} ms" for name, r in together if r)
+        figure += f" ({sum(r['req_per_s'] for _, r in together if r):.0f} req/s in all)"
+        clients = " + ".join(str(r["clients"]) for _, r in together if r)
+        rows.append(["serving API", f"two models loaded: both routes at once, {clients} single-row clients", figure, "p99 <= 50 ms", src])
+    rss = two.get("process_rss_mb") or {}
+    if rows and rss.get("models_loaded") is not None:
+        per_model = ", ".join(
+            f"{name} {m['model_pickle_bytes'] / 2**20:.1f} MiB" for name, m in models.items() if m.get("model_pickle_bytes") is not None
+        )
+        rows.append(
+            [
+                "serving API",
+                "two models loaded: process RSS (per model: its models pickled, from `/health`)",
+                f"{rss['models_loaded']:.0f} MiB ({per_model})",
+                f"{rss['default_model_only']:.0f} MiB with the default model only loaded",
+                src,
+            ]
+        )
+    return rows
 
 
 def serving_rows(path: Path | None, data: dict[str, Any] | None) -> list[list[str]]:
@@ -62,12 +117,13 @@ def serving_rows(path: Path | None, data: dict[str, Any] | None) -> list[list[st
     if data is None:
         return [["serving API", "(no result: run `make bench-serving`)", "", "", src]]
     rows = []
-    ours8, anchor8 = _row(data, "serving API", "single-row, 8 clients"), _row(data, "mlflow models serve", "single-row, 8 clients")
+    default = data.get("default_model")  # None in results written before the benchmark named its models
+    ours8, anchor8 = _row(data, "serving API", ALONE, default), _row(data, ANCHOR, ALONE, default)
     if ours8:
         anchor = f"{anchor8['req_per_s']:.0f} req/s (`mlflow models serve`)" if anchor8 else "(anchor not run)"
         figure = f"{ours8['req_per_s']:.0f} req/s, p99 {ours8['p99_ms']:.1f} ms"
         rows.append(["serving API", "single-row requests, 8 clients", figure, anchor, src])
-    ours1 = _row(data, "serving API", "single-row, 1 client")
+    ours1 = _row(data, "serving API", "single-row, 1 client", default)
     floor = data.get("floor", {})
     if ours1 and floor.get("raw_1thread_1_p50_ms"):
         raw = floor["raw_1thread_1_p50_ms"]
@@ -96,6 +152,12 @@ def serving_rows(path: Path | None, data: dict[str, Any] | None) -> list[list[st
     if log:
         figure = f"{log['lost']} lost of {log['rows_answered_by_api']:,} answered"
         rows.append(["serving API", "inference log after load + SIGTERM", figure, "0 lost", src])
+    two_rows = two_model_rows(data, src)
+    rows += two_rows
+    two_log = (data.get("two_models") or {}).get("inference_log") or {}
+    if two_rows and two_log:
+        figure = "; ".join(f"{name} {e['lost']} lost of {e['rows_answered_by_api']:,} answered" for name, e in two_log.items())
+        rows.append(["serving API", "two models loaded: inference log after load + SIGTERM", figure, "0 lost", src])
     return rows
 
 
