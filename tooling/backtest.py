@@ -1,6 +1,7 @@
 """``make backtest``: replay a spec's labelled history through the loop's own decision code, in
 event time, without Airflow, MLflow or servers, and compare it with frozen, scheduled and oracle
-policies (docs/backtest.md).
+policies (docs/backtest.md). Without ``--spec``, every model of the deployment (``MLOPS_SPEC`` and
+the specs of ``MLOPS_SPECS``), one after the other.
 
     python -m tooling.backtest [--spec include/specs/flights.yaml] [--start 2013-01-01] [--end 2013-12-31]
                                [--out .local/backtest/<spec>] [--calibration on|off]
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
     from include.mlops.domain.spec import Spec
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_SPEC = ROOT / "include" / "specs" / "flights.yaml"
 
 
 def load_history(spec: Spec, spec_path: Path) -> pd.DataFrame:
@@ -75,14 +75,16 @@ def with_overrides(spec: Spec, assignments: list[str]) -> Spec:
 
 def main(argv: list[str] | None = None) -> int:
     from include.mlops.domain.spec import load_spec
-    from include.mlops.steps.backtest import run_backtest
-    from include.mlops.steps.backtest.report import table, write
 
     parser = argparse.ArgumentParser(prog="make backtest", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--spec", type=Path, default=DEFAULT_SPEC, help="the spec file (default: the flights demo's)")
+    parser.add_argument(
+        "--spec", type=Path, default=None, help="the spec file (default: every model of the deployment, include/specs/*.yaml)"
+    )
     parser.add_argument("--start", type=date.fromisoformat, default=None, help="first day of the history to use (default: all)")
     parser.add_argument("--end", type=date.fromisoformat, default=None, help="last day of the history to use (default: all)")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: .local/backtest/<spec name>)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output folder (default: .local/backtest/<spec name>; several models: <out>/<spec name>)"
+    )
     parser.add_argument(
         "--calibration",
         choices=("spec", "on", "off"),
@@ -99,17 +101,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    spec = with_overrides(load_spec(args.spec), args.set)
+    if args.spec is not None:
+        specs = [(args.spec, load_spec(args.spec))]
+    else:
+        from include.mlops.catalog import load_catalog
+
+        catalog = load_catalog()
+        for path, error in catalog.errors.items():
+            print(f"left out {path}: {error}", file=sys.stderr)
+        specs = [(m.spec_path, m.spec) for m in catalog.models]
+    for i, (path, loaded) in enumerate(specs):
+        if len(specs) > 1:
+            print(f"{'' if i == 0 else chr(10)}##### {loaded.name} ({loaded.task}, {path.name})", flush=True)
+        out = args.out / loaded.name if args.out is not None and len(specs) > 1 else args.out
+        backtest_one(args, loaded, path, out)
+    return 0
+
+
+def backtest_one(args: argparse.Namespace, spec: Spec, spec_path: Path, out: Path | None) -> None:
+    from include.mlops.steps.backtest import run_backtest
+    from include.mlops.steps.backtest.report import table, write
+
+    spec = with_overrides(spec, args.set)
     if args.calibration != "spec":
         calibration = spec.monitoring.drift_calibration.model_copy(update={"enabled": args.calibration == "on"})
         spec = spec.model_copy(update={"monitoring": spec.monitoring.model_copy(update={"drift_calibration": calibration})})
-    raw = load_history(spec, args.spec)
+    raw = load_history(spec, spec_path)
     result = run_backtest(spec, raw, start=args.start, end=args.end)
-    out = args.out or ROOT / ".local" / "backtest" / spec.name
-    paths = write(result, out)
+    paths = write(result, out or ROOT / ".local" / "backtest" / spec.name)
     print(table(result))
-    print(f"\nwritten: {', '.join(str(p) for p in paths.values())}")
-    return 0
+    print(f"\nwritten: {', '.join(str(p) for p in paths.values())}", flush=True)
 
 
 if __name__ == "__main__":

@@ -142,10 +142,10 @@ def wait_until(check: Any, timeout: float, what: str, poll: float = 2.0) -> Any:
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def wait_for_dags(client: AirflowClient) -> None:
+def wait_for_dags(client: AirflowClient, dag_ids: list[str] | None = None) -> None:
     def ready() -> bool:
         try:
-            return all(not client.dag(d)["is_paused"] for d in DAG_IDS)
+            return all(not client.dag(d)["is_paused"] for d in dag_ids or DAG_IDS)
         except Exception:
             return False
 
@@ -160,11 +160,11 @@ def asset_id(client: AirflowClient, name: str) -> int:
     raise LookupError(f"asset {name} is not known to Airflow yet")
 
 
-def idle(client: AirflowClient) -> bool:
+def idle(client: AirflowClient, dag_ids: list[str] | None = None) -> bool:
     """No DAG run of the loop is queued or running, but an early window: with the replay over, no
     traffic comes to fill it (it ends inconclusive at its ``max_minutes``, or on more traffic)."""
-    for d in DAG_IDS:
-        if d == "check_early_window":
+    for d in dag_ids or DAG_IDS:
+        if d.rpartition(".")[2] == "check_early_window":
             continue
         for r in client.runs(d, limit=5):
             if r["state"] in ("queued", "running"):
@@ -194,11 +194,11 @@ def request_rows(day_df: pd.DataFrame, rt: Runtime) -> list[dict[str, Any]]:
     return rows
 
 
-def send_traffic(http: Any, s: Settings, rows: list[dict[str, Any]], tally: Tally, chunk: int = 100) -> None:
+def send_traffic(http: Any, s: Settings, rows: list[dict[str, Any]], tally: Tally, chunk: int = 100, route: str = "/predict") -> None:
     for i in range(0, len(rows), chunk):
         part = rows[i : i + chunk]
         try:
-            resp = http.post(f"{s.serving_url}/predict", json={"rows": part}, headers=s.serving_headers(), timeout=60.0)
+            resp = http.post(f"{s.serving_url}{route}", json={"rows": part}, headers=s.serving_headers(), timeout=60.0)
             status = resp.status_code
         except Exception as exc:
             status = 0
@@ -211,11 +211,15 @@ def send_traffic(http: Any, s: Settings, rows: list[dict[str, Any]], tally: Tall
 
 
 # -- the run ------------------------------------------------------------------------------------
-def serving_now(http: Any, url: str) -> str:
+def serving_now(http: Any, url: str, model: str | None = None) -> str:
+    """What the serving API says it serves: the default model's, or ``model``'s (from ``/health``'s
+    per-model section)."""
     try:
         h = http.get(f"{url}/health", timeout=5.0).json()
     except Exception:
         return "serving: unreachable"
+    if model is not None:
+        h = (h.get("models") or {}).get(model) or {}
     serving = h.get("serving") or {}
     text = f"champion v{serving.get('champion')}"
     if serving.get("challenger"):
@@ -232,63 +236,105 @@ def last_decision(rt: Runtime) -> str:
 
 
 @dataclass
+class Feed:
+    """One model the demo drives: its runtime, window asset and drills, and where its windows are.
+    The default model's feed comes first; every other model of the deployment gets one too (its
+    traffic goes to its own route, its label batches to its own landing folder)."""
+
+    rt: Runtime
+    window_asset: int
+    drills: Drills
+    judging: datetime | None = None  # the end of the last window announced
+    closed: ClosedWindow | None = None  # closed, not announced yet
+    window_start: datetime | None = None  # the open window's start
+
+    def dag(self, step: str) -> str:
+        return self.rt.entry.dag_id(step) if self.rt.entry else step
+
+    @property
+    def default(self) -> bool:
+        return self.rt.entry is None or self.rt.entry.default
+
+    @property
+    def route(self) -> str:
+        return "/predict" if self.default or self.rt.entry is None else self.rt.entry.route
+
+    @property
+    def name(self) -> str:
+        return self.rt.model_name
+
+
+@dataclass
 class Demo:
     """One demo run: the stack it drives, the plan and what it noticed (see :func:`run`)."""
 
     args: argparse.Namespace
     s: Settings
-    rt: Runtime
+    feeds: list[Feed]
     client: AirflowClient
     http: Any
     flights: pd.DataFrame
     plan: Plan
     tally: Tally
     out_dir: Path
-    window_asset: int
     started: float
-    drills: Drills = field(init=False)
-    judging: datetime | None = None  # the end of the last window announced
-    closed: ClosedWindow | None = None  # closed, not announced yet
 
-    def __post_init__(self) -> None:
-        self.drills = Drills(self.plan)
+    @property
+    def rt(self) -> Runtime:
+        """The default model's runtime."""
+        return self.feeds[0].rt
+
+    @property
+    def drills(self) -> Drills:
+        return self.feeds[0].drills
 
     def bootstrap(self) -> None:
-        """1. January's labels (and the first week of February: the first model's holdout), then the first model."""
+        """1. January's labels (and the first week of February: the first model's holdout), then the
+        first model of every model, trained at once."""
         from include.mlops.steps.ingest import notify_landing
         from tooling.replay import write_day
 
-        rt, plan, tally = self.rt, self.plan, self.tally
-        for i in range((plan.first_traffic - plan.start).days):
-            write_day(rt, self.flights, plan.start + timedelta(days=i))
-        notify_landing(rt.lake)
-        tally.note(plan.start, "landed the label batches of January and Feb 1-7")
-        wait_until(lambda: not any(p for p in rt.lake.landing.glob("outcomes_*")), 600, "the bootstrap batches to be ingested")
-        run_id = self.client.trigger(
-            "train_candidate",
-            {"train_start": str(plan.start), "train_end": str(plan.start + timedelta(days=30)), "reason": "first model: January 2013"},
-        )
-        tally.note(plan.start, "train_candidate triggered for the first model", run_id=run_id)
-        champion = wait_until(lambda: _alias(rt, CHAMPION), 900, "the first champion")
-        tally.note(plan.first_traffic, f"first champion v{champion} serving")
+        plan, tally = self.plan, self.tally
+        for feed in self.feeds:
+            for i in range((plan.first_traffic - plan.start).days):
+                write_day(feed.rt, self.flights, plan.start + timedelta(days=i))
+            notify_landing(feed.rt.lake)
+        tally.note(plan.start, f"landed the label batches of January and Feb 1-7 for {', '.join(f.name for f in self.feeds)}")
+        for feed in self.feeds:
+            wait_until(
+                lambda f=feed: not any(p for p in f.rt.lake.landing.glob("outcomes_*")),
+                600,
+                f"{feed.name}'s bootstrap batches to be ingested",
+            )
+        for feed in self.feeds:
+            run_id = self.client.trigger(
+                feed.dag("train_candidate"),
+                {"train_start": str(plan.start), "train_end": str(plan.start + timedelta(days=30)), "reason": "first model: January 2013"},
+            )
+            tally.note(plan.start, f"{feed.dag('train_candidate')} triggered for the first model", run_id=run_id)
+        for feed in self.feeds:
+            champion = wait_until(lambda f=feed: _alias(f.rt, CHAMPION), 900, f"the first champion of {feed.name}")
+            tally.note(plan.first_traffic, f"first champion of {feed.name} v{champion} serving")
         wait_until(
             lambda: "champion v" in serving_now(self.http, self.s.serving_url) and "None" not in serving_now(self.http, self.s.serving_url),
             120,
             "serving to load it",
         )
 
-    def announce(self, w: ClosedWindow) -> None:
+    def announce(self, feed: Feed, w: ClosedWindow) -> None:
         """Signal a closed window once its label batches are ingested and the window before it is judged."""
-        _wait_ingested(self.rt, w.labels, self.args.window_timeout)
-        if self.judging is not None:  # backpressure: the previous window must be judged first
-            _wait_judged(self.rt, self.judging, self.args.window_timeout, self.tally)
+        _wait_ingested(feed.rt, w.labels, self.args.window_timeout)
+        if feed.judging is not None:  # backpressure: the previous window must be judged first
+            _wait_judged(feed.rt, feed.judging, self.args.window_timeout, self.tally)
         self.client.request(
             "POST",
             "/assets/events",
-            json={"asset_id": self.window_asset, "extra": {"window_start": w.start.isoformat(), "window_end": w.end.isoformat()}},
+            json={"asset_id": feed.window_asset, "extra": {"window_start": w.start.isoformat(), "window_end": w.end.isoformat()}},
         )
-        print(f"{w.last_day}  {serving_now(self.http, self.s.serving_url):45}  last decision: {last_decision(self.rt)}", flush=True)
-        self.judging = w.end
+        state = serving_now(self.http, self.s.serving_url, None if feed.default else feed.name)
+        prefix = "" if len(self.feeds) == 1 else f"{feed.name[:24]:24} "
+        print(f"{w.last_day}  {prefix}{state:45}  last decision: {last_decision(feed.rt)}", flush=True)
+        feed.judging = w.end
 
     def replay(self) -> None:
         """2. the replay: as fast as the loop keeps up. A window closes when its last day's traffic is
@@ -296,105 +342,130 @@ class Demo:
         needs them) and the window before it is judged. The next days' traffic goes on meanwhile,
         so the ingest overlaps the replay; at most one closed window waits (backpressure)."""
         plan = self.plan
-        window_start = datetime.combine(plan.first_traffic, datetime.min.time())
+        for feed in self.feeds:
+            feed.window_start = datetime.combine(plan.first_traffic, datetime.min.time())
         day = plan.first_traffic
         extended = False
         while day <= plan.end:
             t0 = time.monotonic()
-            window_start = self.replay_day(day, window_start)
-            if day == plan.end and self.drills.rollback_waiting() and day < self.drills.last_day:
+            closed = [self.replay_day(feed, day) for feed in self.feeds]
+            if self.args.lockstep and any(closed):
+                self.settle_windows()
+            for feed in self.feeds:
+                feed.drills.maybe_start(day, feed, self.client, self.tally)
+            waiting = [f.drills for f in self.feeds if f.drills.rollback_waiting() and day < f.drills.last_day]
+            if day == plan.end and waiting:
                 # the manual rollback needs a champion served before the current one: when no
                 # promotion happened in the range, go on a day at a time until one does (bounded)
                 plan.end = day + timedelta(days=1)
                 if not extended:
                     why = "no promotion yet, nothing to roll back to"
-                    self.tally.note(day, f"drill manual_rollback: {why}; replaying on until {self.drills.last_day} at most")
+                    self.tally.note(day, f"drill manual_rollback: {why}; replaying on until {min(d.last_day for d in waiting)} at most")
                     extended = True
             day += timedelta(days=1)
             time.sleep(max(plan.seconds_per_day - (time.monotonic() - t0), 0))
 
-    def settle_window(self) -> None:
-        """Lockstep (``--lockstep``): event time waits for the loop, as in the backtest. The window
+    def settle_windows(self) -> None:
+        """Lockstep (``--lockstep``): event time waits for the loop, as in the backtest. Each window
         just closed is announced with the labels landed by its end, judged, and every run it causes
         (governance, training, deployment) finishes before the next day's traffic; only a release
         waiting for traffic (early window, promotion on labels) runs on with the replay."""
-        closed, self.closed = self.closed, None
-        if closed is None:
-            return
-        self.announce(closed)
-        _wait_judged(self.rt, closed.end, self.args.window_timeout, self.tally)
+        judged = []
+        for feed in self.feeds:
+            closed, feed.closed = feed.closed, None
+            if closed is not None:
+                self.announce(feed, closed)
+                judged.append((feed, closed))
+        for feed, closed in judged:
+            _wait_judged(feed.rt, closed.end, self.args.window_timeout, self.tally)
+        dags = tuple(f.dag(step) for f in self.feeds for step in LOCKSTEP_DAGS)
 
         def settled() -> bool:  # idle twice, a few seconds apart: an asset-triggered run is created a moment after its event
-            if _busy(self.client, LOCKSTEP_DAGS):
+            if _busy(self.client, dags):
                 return False
             time.sleep(3.0)
-            return not _busy(self.client, LOCKSTEP_DAGS)
+            return not _busy(self.client, dags)
 
         try:
-            wait_until(settled, self.args.settle_timeout, "the window's retrain, training and deployment runs")
+            wait_until(settled, self.args.settle_timeout, "the windows' retrain, training and deployment runs")
         except TimeoutError as exc:
-            self.tally.note(closed.last_day, f"moving on: {exc}")
+            self.tally.note(judged[0][1].last_day if judged else self.plan.end, f"moving on: {exc}")
 
-    def replay_day(self, day: date, window_start: datetime) -> datetime:
-        """One day: its traffic, the labels due by then, the window it may close, the drills it may start.
-        Returns the start of the open window."""
+    def replay_day(self, feed: Feed, day: date) -> bool:
+        """One model's day: its traffic, the labels due by then, the window it may close. Returns
+        whether a window closed."""
         from include.mlops.steps.ingest import notify_landing
         from tooling.replay import day_frame
 
-        rt, plan = self.rt, self.plan
-        self.tally.day_started[str(day)] = utcnow()
+        rt, plan = feed.rt, self.plan
+        if feed.default:
+            self.tally.day_started[str(day)] = utcnow()
         df = day_frame(self.flights, rt.spec, day)
-        if self.drills.fragile_live(rt):  # production traffic now includes a destination only production has
+        if feed.drills.fragile_live(rt):  # production traffic now includes a destination only production has
             df = df.copy()
             hit = df.index[:: max(int(1 / plan.fragile_share), 1)]
             df.loc[hit, "dest"] = PRODUCTION_ONLY_DEST
-        send_traffic(self.http, self.s, request_rows(df, rt), self.tally)
+        send_traffic(self.http, self.s, request_rows(df, rt), self.tally, route=feed.route)
         labels_day = day - timedelta(days=max(rt.spec.label_delay_hours // 24, 1))
         if labels_day >= plan.first_traffic:
             _land_labels(rt, self.flights, labels_day, plan, self.tally)
-        if self.closed is not None and _ingested(rt, self.closed.labels) and (self.judging is None or _judged(rt, self.judging)):
-            self.announce(self.closed)
-            self.closed = None
+        if feed.closed is not None and _ingested(rt, feed.closed.labels) and (feed.judging is None or _judged(rt, feed.judging)):
+            self.announce(feed, feed.closed)
+            feed.closed = None
         window_end = datetime.combine(day + timedelta(days=1), datetime.min.time())
-        if window_end - window_start >= timedelta(hours=rt.spec.monitoring.window_hours) or day == plan.end:
+        assert feed.window_start is not None
+        if window_end - feed.window_start >= timedelta(hours=rt.spec.monitoring.window_hours) or day == plan.end:
             # the producer signals once per window: one ingest run takes the week's batches
             notify_landing(rt.lake)
-            if self.closed is not None:
-                self.announce(self.closed)
-            self.closed = ClosedWindow(window_start, window_end, day, _landed(rt))
-            window_start = window_end
-            if self.args.lockstep:
-                self.settle_window()
-        self.drills.maybe_start(day, rt, self.client, self.tally)
-        return window_start
+            if feed.closed is not None:
+                self.announce(feed, feed.closed)
+            feed.closed = ClosedWindow(feed.window_start, window_end, day, _landed(rt))
+            feed.window_start = window_end
+            return True
+        return False
 
     def finish(self) -> None:
-        """3. let the loop finish what the last days started, then tell the story."""
+        """3. let the loop finish what the last days started, then tell the story (the default
+        model's at the top of summary.json, every other model's under ``models``)."""
         from include.mlops.steps.ingest import notify_landing
 
-        rt, plan, tally = self.rt, self.plan, self.tally
-        notify_landing(rt.lake)
-        if self.closed is not None:
-            self.announce(self.closed)
+        plan, tally = self.plan, self.tally
+        for feed in self.feeds:
+            notify_landing(feed.rt.lake)
+            if feed.closed is not None:
+                self.announce(feed, feed.closed)
         tally.note(plan.end, "replay done; waiting for the loop to settle")
+        dags = [f.dag(step) for f in self.feeds for step in DAG_IDS]
         try:
-            wait_until(lambda: idle(self.client), self.args.settle_timeout, "every DAG run to finish", poll=5)
+            wait_until(lambda: idle(self.client, dags), self.args.settle_timeout, "every DAG run to finish", poll=5)
         except TimeoutError as exc:
             tally.note(plan.end, f"not settled: {exc}")
-        self.drills.fragile_live(rt)
-        summary = summarize(rt, self.client, tally, plan, time.monotonic() - self.started)
-        summary["fragile_version"] = self.drills.fragile_version
-        summary["loop_latency"] = loop_latency(rt, tally)
-        (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
-        timeline_png(rt, self.out_dir / "timeline.png", plan)
-        print_summary(summary, self.out_dir)
-        print_value(rt, self.out_dir)
+        seconds = time.monotonic() - self.started
+        summaries = {}
+        for feed in self.feeds:
+            feed.drills.fragile_live(feed.rt)
+            summary = summarize(feed, self.client, tally, plan, seconds)
+            summary["fragile_version"] = feed.drills.fragile_version
+            summary["loop_latency"] = loop_latency(feed.rt, tally)
+            summaries[feed.name] = summary
+        first = dict(summaries[self.feeds[0].name])
+        first["models"] = {name: summary for name, summary in summaries.items() if name != self.feeds[0].name}
+        (self.out_dir / "summary.json").write_text(json.dumps(first, indent=1, default=str))
+        for feed in self.feeds:
+            out_dir = self.out_dir if feed.default else self.out_dir / feed.name
+            out_dir.mkdir(parents=True, exist_ok=True)
+            timeline_png(feed.rt, out_dir / "timeline.png", plan)
+            if len(self.feeds) > 1:
+                print(f"\n##### model {feed.name} ({feed.rt.spec.task})", flush=True)
+            print_summary(summaries[feed.name], out_dir)
+            print_value(feed.rt, out_dir)
 
 
 def run(args: argparse.Namespace) -> int:
     import httpx
 
     from include.mlops.adapters.airflow_api import AirflowClient
+    from include.mlops.catalog import load_catalog
     from include.mlops.runtime import load_runtime
     from tooling.flights import load_flights
 
@@ -402,16 +473,24 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     reset_and_start(s, args.keep)
     s = get_settings()  # with what `make up` generated (the serving API's admin token)
-    rt = load_runtime(s)
+    catalog = load_catalog(s)
+    for path, why in catalog.errors.items():
+        print(f"spec {path} left out: {why}", flush=True)
     client = AirflowClient.for_home(s.airflow_url, s.airflow_home)
-    wait_for_dags(client)
-    flights = load_flights(s.home / "cache")
     plan = make_plan(args.start, args.end, args.drills, args.seconds_per_day, args.fast)
+    feeds = []
+    for entry in catalog.models:
+        rt = load_runtime(s, entry.name)
+        feed = Feed(rt, 0, Drills(plan))
+        wait_for_dags(client, [feed.dag(step) for step in DAG_IDS])
+        feed.window_asset = asset_id(client, f"{entry.prefix}inference_window_closed")
+        feeds.append(feed)
+    flights = load_flights(s.home / "cache")
     out_dir = s.home / "demo"
     out_dir.mkdir(parents=True, exist_ok=True)
-    window_asset = asset_id(client, "inference_window_closed")
-    demo = Demo(args, s, rt, client, httpx.Client(), flights, plan, Tally(), out_dir, window_asset, started)
-    print(f"\nplan: {plan.start} -> {plan.end}, traffic from {plan.first_traffic}; drills {plan.drills}\n", flush=True)
+    demo = Demo(args, s, feeds, client, httpx.Client(), flights, plan, Tally(), out_dir, started)
+    models = ", ".join(f"{f.name} ({f.rt.spec.task})" for f in feeds)
+    print(f"\nplan: {plan.start} -> {plan.end}, traffic from {plan.first_traffic}; drills {plan.drills}; models {models}\n", flush=True)
     demo.bootstrap()
     demo.replay()
     demo.finish()
@@ -440,10 +519,12 @@ class Drills:
         """The manual rollback drill is due but has had nothing to roll back to."""
         return "manual_rollback" in self.plan.drills and not self.rollback_done
 
-    def _fragile_may_redeploy(self, rt: Runtime, client: AirflowClient) -> bool:
+    def _fragile_may_redeploy(self, feed: Feed, client: AirflowClient) -> bool:
+        rt = feed.rt
         if self.fragile_version is None or self.fragile_redeployed or not _refused_busy(rt, self.fragile_version):
             return False
-        return not _alias(rt, CHALLENGER) and not _busy(client, ("deploy_validated_model", "check_early_window", "promote_or_rollback"))
+        steps = ("deploy_validated_model", "check_early_window", "promote_or_rollback")
+        return not _alias(rt, CHALLENGER) and not _busy(client, tuple(feed.dag(d) for d in steps))
 
     def fragile_live(self, rt: Runtime) -> bool:
         if self.fragile_run and self.fragile_version is None:
@@ -452,7 +533,8 @@ class Drills:
                     self.fragile_version = str(d["inputs"]["version"])
         return self.fragile_version is not None and _alias(rt, CHALLENGER) == self.fragile_version
 
-    def maybe_start(self, day: date, rt: Runtime, client: AirflowClient, tally: Tally) -> None:
+    def maybe_start(self, day: date, feed: Feed, client: AirflowClient, tally: Tally) -> None:
+        rt = feed.rt
         drills = self.plan.drills
         if (
             "fragile_canary" in drills
@@ -460,11 +542,11 @@ class Drills:
             and day >= drills["fragile_canary"]
             # one challenger at a time: start when the current evaluation is over (checked daily)
             and not _alias(rt, CHALLENGER)
-            and not _busy(client, ("train_candidate", "deploy_validated_model", "check_early_window"))
+            and not _busy(client, tuple(feed.dag(d) for d in ("train_candidate", "deploy_validated_model", "check_early_window")))
         ):
             window = _champion_window(rt)  # the champion's own data: the same model, but fragile
             self.fragile_run = client.trigger(
-                "train_candidate",
+                feed.dag("train_candidate"),
                 {
                     "pipeline": FRAGILE,
                     "train_start": window.get("train_start"),
@@ -474,13 +556,13 @@ class Drills:
             )
             tally.note(
                 day,
-                f"drill fragile_canary: training a fragile candidate; live traffic gets dest={PRODUCTION_ONLY_DEST}",
+                f"drill fragile_canary: training a fragile candidate of {feed.name}; its live traffic gets dest={PRODUCTION_ONLY_DEST}",
                 run_id=self.fragile_run,
             )
-        if self._fragile_may_redeploy(rt, client):
+        if self._fragile_may_redeploy(feed, client):
             # a retrain's canary took the challenger slot first: deploy the fragile one now it is free
             run_id = client.trigger(
-                "deploy_validated_model",
+                feed.dag("deploy_validated_model"),
                 {
                     "version": self.fragile_version,
                     "strategy": CANARY,
@@ -488,14 +570,16 @@ class Drills:
                 },
             )
             self.fragile_redeployed = True
-            tally.note(day, f"drill fragile_canary: v{self.fragile_version} waited for the challenger slot; deploying it", run_id=run_id)
+            what = f"drill fragile_canary: {feed.name} v{self.fragile_version} waited for the challenger slot; deploying it"
+            tally.note(day, what, run_id=run_id)
         if "manual_rollback" in drills and not self.rollback_done and day >= drills["manual_rollback"]:
             champions = [r for r in rt.store.list_ledger(rt.model_name, CHAMPION) if r["to_version"]]
             if len(champions) < 2 and day < self.last_day:
                 return  # nothing served before the champion yet: wait for a promotion (the replay goes on)
-            run_id = client.trigger("promote_or_rollback", {"action": "rollback", "reason": "demo drill: manual rollback from the UI"})
+            dag_id = feed.dag("promote_or_rollback")
+            run_id = client.trigger(dag_id, {"action": "rollback", "reason": "demo drill: manual rollback from the UI"})
             self.rollback_done = True
-            tally.note(day, "drill manual_rollback: promote_or_rollback triggered with action=rollback", run_id=run_id)
+            tally.note(day, f"drill manual_rollback: {dag_id} triggered with action=rollback ({feed.name})", run_id=run_id)
 
 
 def _refused_busy(rt: Runtime, version: str) -> bool:
@@ -644,11 +728,11 @@ def _land_labels(rt: Runtime, flights: pd.DataFrame, labels_day: date, plan: Pla
     for drill, fault in faults.items():
         if drill in plan.drills and labels_day == plan.drills[drill]:
             write_day(rt, flights, labels_day, fault)
-            tally.note(labels_day, f"drill {drill}: landed a {fault} label batch for {labels_day}")
+            tally.note(labels_day, f"drill {drill}: landed a {fault} label batch of {rt.model_name} for {labels_day}")
             return
         if drill in plan.drills and labels_day == plan.drills[drill] + timedelta(days=1):
             write_day(rt, flights, plan.drills[drill])  # the producer re-sends the corrected batch
-            tally.note(labels_day, f"drill {drill}: the corrected batch for {plan.drills[drill]} re-sent")
+            tally.note(labels_day, f"drill {drill}: the corrected batch of {rt.model_name} for {plan.drills[drill]} re-sent")
     write_day(rt, flights, labels_day)
 
 
@@ -656,12 +740,14 @@ def _land_labels(rt: Runtime, flights: pd.DataFrame, labels_day: date, plan: Pla
 LEDGER_KEYS = ("created_at", "alias", "action", "from_version", "to_version", "strategy", "reason", "dag_id", "run_id")
 
 
-def summarize(rt: Runtime, client: AirflowClient, tally: Tally, plan: Plan, seconds: float) -> dict[str, Any]:
+def summarize(feed: Feed, client: AirflowClient, tally: Tally, plan: Plan, seconds: float) -> dict[str, Any]:
+    """One model's story (the traffic tally and the events are the run's, shared by every model)."""
     from include.mlops.adapters.registry import aliases, mlflow_client
 
+    rt = feed.rt
     s = rt.settings
     decisions = rt.store.list_decisions(rt.model_name)
-    runs = {d: client.runs(d, limit=500) for d in DAG_IDS}
+    runs = {step: client.runs(feed.dag(step), limit=500) for step in DAG_IDS}
     failed_runs = {d: [r["dag_run_id"] for r in rs if r["state"] == "failed"] for d, rs in runs.items()}
     versions = mlflow_client(s.mlflow_tracking_uri).search_model_versions(f"name = '{rt.model_name}'")
     return {

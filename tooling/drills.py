@@ -1,6 +1,7 @@
 """Fire-drill models: fine offline, bad in production.
 
-``fragile_pipeline`` is the spec's default pipeline behind one extra step: a guard that raises on
+``fragile_pipeline`` is the project's pipeline for the spec's task (``default_pipeline`` for a
+classifier, ``regression_pipeline`` for a regression model) behind one extra step: a guard that raises on
 any categorical value the spec does not list, where the default pipeline maps unknowns to -1.
 Trained on the same window as the champion it is the same model (same scores, so every offline
 gate passes: the holdout and the probe set only hold the spec's categories), but live traffic
@@ -30,11 +31,11 @@ def fragile_pipeline(spec: Spec, params: dict[str, Any]) -> Any:
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import FunctionTransformer
 
-    from include.mlops.domain.pipelines import default_pipeline
+    from include.mlops.domain.pipelines import default_pipeline, regression_pipeline
 
     known = {f.name: list(f.categories or []) for f in spec.features if f.type == "categorical"}
     guard = FunctionTransformer(refuse_unknown_categories, kw_args={"categories": known}, validate=False)
-    base = default_pipeline(spec, params)
+    base = (regression_pipeline if spec.task == "regression" else default_pipeline)(spec, params)
     return Pipeline([("guard", guard), *base.steps])
 
 

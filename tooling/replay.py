@@ -214,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=1, help="number of consecutive days (default 1)")
     parser.add_argument("--fault", action="append", default=[], metavar="NAME[@DAY]", help="add a faulty batch (repeatable)")
     parser.add_argument("--no-notify", action="store_true", help="do not touch the landing marker")
+    parser.add_argument("--model", default=None, help="the model whose landing folder gets the batches (default: the default model)")
     parser.add_argument("--list-faults", action="store_true", help="list the faults and exit")
     args = parser.parse_args(argv)
     if args.list_faults:
@@ -228,7 +229,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown fault(s) {', '.join(unknown)}; see --list-faults")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    rt = load_runtime()
+    try:
+        rt = load_runtime(model=args.model)
+    except KeyError as exc:
+        parser.error(str(exc.args[0]))
     paths = replay(rt, args.start, args.days, args.fault, notify=not args.no_notify)
     for p in paths:
         print(f"wrote {p}")
