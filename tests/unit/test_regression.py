@@ -294,7 +294,7 @@ def test_a_regressor_runs_through_the_backtest():
     monitored = [d for d in out["loop"]["decisions"] if d["kind"] == "monitor" and d["outcome"] != "insufficient_data"]
     assert monitored and all(d["estimated"] is None for d in monitored)  # no CBPE figure for a regressor
     text = table(out)
-    assert "the loop" in text and "nan" not in text
+    assert "the loop" in text and "nan" not in text and "monthly mae (lower is better)" in text
 
 
 # -- the ops store's truth of a regressor: the outcome, not the rounded label ---------------------

@@ -9,6 +9,8 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from include.mlops.domain.spec import LOWER_IS_BETTER
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -56,7 +58,8 @@ def table(result: dict[str, Any]) -> str:
     metric = result.get("metric", "roc_auc")
     month_names = list(next(iter(auc.values()))["months"])
     head = f"{'policy':<38} {'mean':>6} " + " ".join(f"{m[-2:]:>5}" for m in month_names) + f" {'fits':>5}"
-    lines = [head, "-" * len(head)]
+    better = "lower" if metric in LOWER_IS_BETTER else "higher"
+    lines = [f"mean of the monthly {metric} ({better} is better)", head, "-" * len(head)]
     for name in POLICIES:
         if name not in auc:
             continue
