@@ -249,7 +249,8 @@ def test_scheduler_killed_mid_training_resumes_and_deploys_once(stack, flights_c
     health = _wait_until(served, min(deadline, time.monotonic() + 180), f"the serving API to serve version {version}")
     assert not health["serving"].get("challenger"), health
 
-    event_asset = [a for a in client.request("GET", "/assets", params={"name_pattern": "candidate_registered"})["assets"]]
+    listed = client.request("GET", "/assets", params={"name_pattern": "candidate_registered"})["assets"]
+    event_asset = [a for a in listed if a["name"] == "candidate_registered"]  # the pattern also matches <model>.candidate_registered
     assert len(event_asset) == 1, event_asset
     events = client.request("GET", "/assets/events", params={"asset_id": event_asset[0]["id"], "limit": 100})["asset_events"]
     assert len(events) == 1 and str(events[0]["extra"].get("version")) == version, events
