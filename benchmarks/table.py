@@ -258,7 +258,8 @@ def backtest_rows(path: Path | None, data: dict[str, Any] | None) -> list[list[s
                 "backtest",
                 "mean monthly ROC AUC of the same run, Feb-Dec 2013",
                 f"{auc['loop']:.4f} (the loop, {retrains.get('loop', '?')} retrains)",
-                f"{auc['weekly']:.4f} (retraining every 7 days, {retrains.get('weekly', '?')} retrains)",
+                f"{auc['weekly']:.4f} (retraining every 7 days, {retrains.get('weekly', '?')} retrains)"
+                + (f"; {auc['weekly_newest']:.4f} on the newest labels" if "weekly_newest" in auc else ""),
                 src,
             ]
         )

@@ -251,4 +251,5 @@ def test_the_demo_ends_with_the_loops_realized_value(demo, models):
         assert value["months"] and all(m["served"] is not None and m["first_champion"] is not None for m in value["months"])
         assert value["scheduled"] and (value["scheduled"].get("retrains") or 0) >= 1, value["scheduled"]
         assert all(m["scheduled"] is not None for m in value["months"])
+        assert (value["scheduled"].get("retrains_newest") or 0) >= 1 and all(m["scheduled_newest"] is not None for m in value["months"])
     assert text.count("realized value of the loop") == len(models)

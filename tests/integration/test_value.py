@@ -74,6 +74,8 @@ def test_the_first_champion_from_the_registry_matches_what_it_served(ml_runtime,
     # the demo's full table: the weekly schedule refitted on the pool, scoring the same rows
     value = compute_value(rt)
     assert value.rows == stored.rows and value.first_champion == version
-    assert value.scheduled == {"every_days": 7, "retrains": 3}  # refits at the close of Feb 18, Feb 25, Mar 4 (the pool ends Mar 5)
+    # refits at the close of Feb 18, Feb 25, Mar 4 (the pool ends Mar 5), on the loop's window and on the newest labels
+    assert value.scheduled == {"every_days": 7, "retrains": 3, "retrains_newest": 3}
     assert all(m.scheduled is not None and 0.5 < m.scheduled < 1 for m in value.months)
+    assert all(m.scheduled_newest is not None and 0.5 < m.scheduled_newest < 1 for m in value.months)
     assert [m.first_champion for m in value.months] == [m.first_champion for m in stored.months]

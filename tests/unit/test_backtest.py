@@ -137,14 +137,46 @@ def test_output_is_deterministic(raw, result):
 
 def test_every_policy_is_scored_on_the_same_rows_after_the_first_month(result):
     months = {name: list(v["months"]) for name, v in result["auc"].items()}
-    assert set(months) == {"loop", "frozen", "weekly", "monthly", "oracle"}
+    assert set(months) == {"loop", "frozen", "weekly", "monthly", "weekly_newest", "oracle"}
     assert all(m == ["2021-02", "2021-03"] for m in months.values())
     assert result["history"]["scored_from"] == "2021-02-01"
-    assert result["retrains"]["weekly"] == 7 and result["retrains"]["monthly"] == 1
+    assert result["retrains"]["weekly"] == 7 and result["retrains"]["monthly"] == 1 and result["retrains"]["weekly_newest"] == 7
+    # every other policy against the loop, with a day-block bootstrap interval, in the JSON and the table
+    from include.mlops.steps.backtest.report import table
+
+    assert set(result["versus_loop"]) == set(months) - {"loop"}
+    for name, v in result["versus_loop"].items():
+        diff = result["auc"]["loop"]["mean"] - result["auc"][name]["mean"]
+        assert v["ci95"][0] <= v["ci95"][1] and v["ci95"][0] - 0.01 <= diff <= v["ci95"][1] + 0.01
+    assert "loop - this [95% interval]" in table(result)
     # the oracle picks, each month, one of the models the weekly schedule trained before that month
     for month, key in result["oracle_choices"].items():
         holdout_end = key.split("holdout ")[1].rstrip(")").split("..")[1]
         assert holdout_end < f"{month}-01"
+
+
+def test_blind_weekly_trains_on_the_newest_labels_that_had_arrived(raw):
+    """The blind schedule's models end with the newest labelled day at each close (no week held
+    back for a holdout, a week fresher than the loop's window) and never with a label not yet arrived."""
+    from include.mlops.steps.backtest.baselines import schedule
+    from include.mlops.steps.backtest.history import day_start
+    from include.mlops.steps.backtest.models import Trainer
+
+    h = History.of(tiny_spec(), raw)
+    trainer = Trainer(h, references=False)
+    serve_from = date(2021, 2, 1)
+    first = trainer.fit(trainer.plan(h.labelled_days(day_start(serve_from))))
+    planned = schedule(trainer, first, serve_from, 7)
+    newest = schedule(trainer, first, serve_from, 7, newest=True)
+    assert [s.since for s in newest] == [s.since for s in planned] and len(newest) == 8
+    for seg, plan in zip(newest[1:], planned[1:], strict=True):
+        w = seg.fitted.window
+        answering_from = datetime.combine(seg.since, datetime.min.time())
+        assert w.train_end == seg.since - timedelta(days=2)  # the close's day minus the 24 h label delay
+        assert h.label_time(w.train_end) <= answering_from < h.label_time(w.train_end + timedelta(days=1))
+        assert (w.train_end - w.train_start).days + 1 == 21 and seg.fitted.window.label.endswith("(no holdout)")
+        assert w.train_end == plan.fitted.window.holdout_end  # the loop's window keeps that last week to evaluate on
+        assert seg.fitted.train_rows == 21 * 60
 
 
 def test_the_result_says_what_a_replay_cannot_judge(result):

@@ -112,10 +112,12 @@ def test_the_page_shows_the_realized_value_per_month_as_stored_by_monitoring(run
     json.dumps(as_json(status))
 
     # the end of `make demo` adds the scheduled-retraining column
-    months = [MonthValue("2013-02", 4000, 0.66, 0.65, 0.67), MonthValue("2013-03", 5000, 0.63, 0.64, 0.68)]
-    write_value(rt.lake, LoopValue(rt.model_name, "1", 9000, months, overall(months), {"every_days": 7, "retrains": 8}, ["1"]))
+    months = [MonthValue("2013-02", 4000, 0.66, 0.65, 0.67, 0.69), MonthValue("2013-03", 5000, 0.63, 0.64, 0.68, 0.70)]
+    plan = {"every_days": 7, "retrains": 8, "retrains_newest": 8}
+    write_value(rt.lake, LoopValue(rt.model_name, "1", 9000, months, overall(months), plan, ["1"]))
     page = render(gather(rt))
     assert "scheduled, every 7 days" in page and "0.6750" in page
+    assert "every 7 days, newest labels" in page and "0.6950" in page
 
     write_value(rt.lake, LoopValue(rt.model_name, "1", 12, note="too few labelled served rows to compare (12; at least 200 needed)"))
     assert "too few labelled served rows to compare" in render(gather(rt))

@@ -143,12 +143,13 @@ def test_a_loop_that_served_its_first_champion_has_equal_columns_and_a_scheduled
     for m in value.months:
         assert m.served == m.first_champion is not None  # the same model on the same rows
         assert m.scheduled is not None and 0.5 < m.scheduled <= 1.0
+        assert m.scheduled_newest is not None and 0.5 < m.scheduled_newest <= 1.0
     assert value.overall["served"] == value.overall["first_champion"]
     assert value.overall["served"] == round(np.mean([m.served for m in value.months]), 4)
     # refits at the close of every 7th day from day 35 until the pool's last day (day 83): days 41, 48, ..., 76
-    assert value.scheduled == {"every_days": 7, "retrains": 6}
+    assert value.scheduled == {"every_days": 7, "retrains": 6, "retrains_newest": 6}
     assert value.served_versions == ["1"]
-    assert "first (v1)" in value.table() and "every 7 d" in value.table()
+    assert "first (v1)" in value.table() and "every 7 d" in value.table() and "7 d newest" in value.table()
     assert compute_value(loop, load=loader({"1": first_model})) == value  # deterministic
 
 
@@ -169,7 +170,7 @@ def test_a_perfect_served_model_scores_one_and_the_counterfactuals_score_the_sam
     assert last.served == 1.0 and last.first_champion is not None and last.first_champion < 1.0
     assert last.scheduled is None and value.overall["scheduled"] is None
     assert value.overall["served"] > value.overall["first_champion"]
-    assert "every 7 d" not in value.table()
+    assert "every 7 d" not in value.table() and "7 d newest" not in value.table()
 
 
 def test_an_entity_scored_twice_counts_once_as_first_served(loop, spec, raw):

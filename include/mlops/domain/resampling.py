@@ -8,7 +8,9 @@
   resample's metric is a weighted sum over that order, so a batch of resamples is one numpy pass.
   ROC AUC resamples positives and negatives separately (every resample has both classes, as DeLong
   conditions on the class counts); accuracy, F1 and the regression metrics resample rows. Batches hold at most
-  :data:`BATCH_CELLS` weights.
+  :data:`BATCH_CELLS` weights;
+* :func:`block_bootstrap_metric`: the same engine with whole blocks of rows (e.g. days) drawn with
+  replacement, for rows that are not independent (the flights of one day share its weather).
 """
 
 from __future__ import annotations
@@ -214,6 +216,35 @@ def bootstrap_metric(
             done += size
         out.append([np.concatenate(p) for p in parts])
     return out
+
+
+def block_bootstrap_metric(
+    metric: str, labels: np.ndarray, score_list: Sequence[np.ndarray], blocks: np.ndarray, *, n_boot: int, seed: int, threshold: float = 0.5
+) -> list[np.ndarray]:
+    """The metric of every score array on ``n_boot`` resamples of whole blocks: ``blocks[i]`` is row
+    ``i``'s block (e.g. its day); a resample draws as many blocks as there are, with replacement, and
+    weighs each row by how often its block was drawn. Score arrays share their resamples (paired)."""
+    import numpy as np
+
+    if n_boot < 100:
+        raise ValueError(f"n_boot must be >= 100, got {n_boot}")
+    y = as_targets(metric, labels)
+    ids, block_of_row = np.unique(np.asarray(blocks), return_inverse=True)
+    rng = np.random.default_rng(seed)
+    prepared = [_prepare(y, as_scores(s, y.size), threshold, metric) for s in score_list]
+    batch = max(1, min(n_boot, BATCH_CELLS // max(y.size, 1)))
+    parts: list[list[np.ndarray]] = [[] for _ in prepared]
+    done = 0
+    while done < n_boot:
+        size = min(batch, n_boot - done)
+        drawn = rng.integers(0, ids.size, size=(size, ids.size))
+        counts = np.zeros((size, ids.size))
+        np.add.at(counts, (np.arange(size)[:, None], drawn), 1.0)
+        w = counts[:, block_of_row]
+        for i, p in enumerate(prepared):
+            parts[i].append(_weighted_metric(metric, y, p, w))
+        done += size
+    return [np.concatenate(p) for p in parts]
 
 
 def point_metric(metric: str, labels: ArrayLike, scores: ArrayLike, threshold: float = 0.5) -> float:

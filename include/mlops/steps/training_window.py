@@ -39,6 +39,8 @@ class Window:
 
     @property
     def label(self) -> str:
+        if self.holdout_end < self.holdout_start:  # a fit with no holdout (the backtest's blind schedule)
+            return f"{self.train_start}..{self.train_end} (no holdout)"
         return f"{self.train_start}..{self.train_end} (holdout {self.holdout_start}..{self.holdout_end})"
 
 

@@ -47,11 +47,12 @@ log = logging.getLogger(__name__)
 MIN_ROWS = 200
 #: The counterfactual schedule: refit every this many days.
 SCHEDULE_DAYS = 7
-COLUMNS = ("served", "first_champion", "scheduled")
+COLUMNS = ("served", "first_champion", "scheduled", "scheduled_newest")
 LABELS = {
     "served": "served (what users got)",
     "first_champion": "first champion, never replaced",
     "scheduled": f"scheduled retraining every {SCHEDULE_DAYS} days",
+    "scheduled_newest": "the same on the newest labels, no week held back for a holdout",
 }
 VALUE_FILE = "value.json"
 
@@ -80,6 +81,8 @@ class MonthValue:
     served: float | None
     first_champion: float | None
     scheduled: float | None = None
+    #: Blind weekly retraining on the newest labels (no week held back for a holdout).
+    scheduled_newest: float | None = None
 
 
 @dataclass(frozen=True)
@@ -115,8 +118,14 @@ class LoopValue:
         head = f"realized value of the loop ({self.model}): {name} on the {self.rows} labelled requests as served"
         if self.note:
             return f"{head}\n  {self.note}"
-        cols = [c for c in COLUMNS if c != "scheduled" or (self.scheduled or {}).get("retrains") is not None]
-        names = {"served": "served", "first_champion": f"first (v{self.first_champion})", "scheduled": f"every {SCHEDULE_DAYS} d"}
+        computed = (self.scheduled or {}).get("retrains") is not None
+        cols = [c for c in COLUMNS if not c.startswith("scheduled") or (computed and any(getattr(m, c) is not None for m in self.months))]
+        names = {
+            "served": "served",
+            "first_champion": f"first (v{self.first_champion})",
+            "scheduled": f"every {SCHEDULE_DAYS} d",
+            "scheduled_newest": f"{SCHEDULE_DAYS} d newest",
+        }
 
         def cell(v: float | None) -> str:
             return f"{'-' if v is None else f'{v:.4f}':>12}"
@@ -222,13 +231,16 @@ def score_with(model: Any, x: pd.DataFrame, task: str = "binary_classification")
     return scores(task, model, x) if len(x) else np.zeros(0)  # type: ignore[arg-type]
 
 
-def scheduled_scores(spec: Spec, pool: pd.DataFrame, served: pd.DataFrame, every_days: int = SCHEDULE_DAYS) -> tuple[np.ndarray, int]:
+def scheduled_scores(
+    spec: Spec, pool: pd.DataFrame, served: pd.DataFrame, every_days: int = SCHEDULE_DAYS, *, newest: bool = False
+) -> tuple[np.ndarray, int]:
     """The counterfactual schedule's scores of the served rows, and how many times it refitted.
 
     A :class:`History` over the pool (the loop's labelled data) plans and fits, as the backtest's
     weekly policy does, from the first served day: the first model on the labels usable then, a
-    refit at the close of every ``every_days``-th day; each served row is scored by the model
-    answering on its event day. Raises ``TrainingRefused`` (or ``ValueError`` on an empty pool)
+    refit at the close of every ``every_days``-th day (on the loop's window, or with ``newest`` on
+    the newest labelled days with no holdout held back, as the backtest's blind weekly policy);
+    each served row is scored by the model answering on its event day. Raises ``TrainingRefused`` (or ``ValueError`` on an empty pool)
     when not even the first model can be trained."""
     import numpy as np
 
@@ -240,7 +252,7 @@ def scheduled_scores(spec: Spec, pool: pd.DataFrame, served: pd.DataFrame, every
     trainer = Trainer(h, references=False)  # only scores: no monitoring references
     start = served["_t"].iloc[0].date()
     first = trainer.fit(trainer.plan(h.labelled_days(day_start(start))))
-    segments = schedule(trainer, first, start, every_days)
+    segments = schedule(trainer, first, start, every_days, newest=newest)
     days = served["_t"].dt.normalize().to_numpy()
     x = features(spec, served)
     out = np.full(len(served), np.nan)
@@ -293,8 +305,10 @@ def compute_value(rt: Runtime, *, scheduled: bool = True, event_from: datetime |
     plan: dict[str, Any] | None = None
     if scheduled:
         try:
-            scores["scheduled"], refits = scheduled_scores(rt.spec, read_pool(rt.lake), served)
-            plan = {"every_days": SCHEDULE_DAYS, "retrains": refits}
+            pool = read_pool(rt.lake)
+            scores["scheduled"], refits = scheduled_scores(rt.spec, pool, served)
+            scores["scheduled_newest"], refits_newest = scheduled_scores(rt.spec, pool, served, newest=True)
+            plan = {"every_days": SCHEDULE_DAYS, "retrains": refits, "retrains_newest": refits_newest}
         except (TrainingRefused, ValueError) as exc:
             log.warning("the scheduled-retraining column is left out: %s", exc)
             plan = {"every_days": SCHEDULE_DAYS, "retrains": None, "reason": str(exc)}

@@ -310,8 +310,14 @@ def _value_table(s: Status) -> str:
     name = str(v.get("metric") or s.metric)
     higher_is_better = higher_better(name)
     scheduled = any(m.get("scheduled") is not None for m in months)
-    cols = ["served", "first_champion"] + (["scheduled"] if scheduled else [])
-    names = {"served": "served", "first_champion": f"first champion v{v.get('first_champion')}", "scheduled": "scheduled, every 7 days"}
+    newest = any(m.get("scheduled_newest") is not None for m in months)
+    cols = ["served", "first_champion"] + (["scheduled"] if scheduled else []) + (["scheduled_newest"] if newest else [])
+    names = {
+        "served": "served",
+        "first_champion": f"first champion v{v.get('first_champion')}",
+        "scheduled": "scheduled, every 7 days",
+        "scheduled_newest": "every 7 days, newest labels",
+    }
 
     def fig(x: Any) -> str:
         return "<td class=muted>&ndash;</td>" if x is None else f"<td>{float(x):.4f}</td>"
@@ -335,6 +341,7 @@ def _value_table(s: Status) -> str:
         "served (one per entity): the predictions users got, the first champion predicting the same rows offline"
         + (
             ", and the spec's pipeline refitted every 7 days on the labels the loop had (computed at the end of <code>make demo</code>)"
+            + (": on the loop's training window, and on the newest labels with no holdout held back" if newest else "")
             if scheduled
             else ""
         )

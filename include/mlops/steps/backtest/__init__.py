@@ -5,7 +5,7 @@ and oracle policies on the same rows (docs/backtest.md).
 * :mod:`.history`: the rows by day, and when each day's labels may be used;
 * :mod:`.models`: fits cached by training window, each model's scores computed once per row;
 * :mod:`.loop` / :mod:`.release` / :mod:`.state`: the replayed loop;
-* :mod:`.baselines`: frozen, weekly, every-28-days and oracle;
+* :mod:`.baselines`: frozen, weekly, every-28-days, weekly on the newest labels and oracle;
 * :mod:`.report`: the comparison as JSON, a table and a plot.
 
 ``run_backtest(spec, raw)`` is the entry point (``make backtest`` calls it through tooling/backtest.py).
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from include.mlops.domain.spec import Spec
+    from include.mlops.steps.backtest.models import Fitted, Trainer
 
 __all__ = ["History", "run_backtest"]
 
@@ -56,17 +57,13 @@ def run_backtest(spec: Spec, raw: pd.DataFrame, *, start: date | None = None, en
     loop = Loop(h, trainer, first, serve_from)
     state = loop.run()
     lo = h.span(serve_from, h.last)[0]
-    weekly = baselines.schedule(trainer, first, serve_from, 7)
-    monthly = baselines.schedule(trainer, first, serve_from, 28)
     spans = baselines.months(h, serve_from)
-    oracle, chosen = baselines.oracle_scores(trainer, weekly, spans, lo)
-    scores = {
-        "loop": loop.served_scores[lo:],
-        "frozen": trainer.scores(first, lo, len(h.frame)).copy(),
-        "weekly": baselines.scheduled_scores(trainer, weekly, lo),
-        "monthly": baselines.scheduled_scores(trainer, monthly, lo),
-        "oracle": oracle,
-    }
+    scores, retrains, chosen = _policies(trainer, first, serve_from, lo, spans)
+    scores = {"loop": loop.served_scores[lo:], **scores}
+    retrains["loop"] = state.counts.get("retrains", 0)
+    import numpy as np
+
+    days = np.searchsorted(h.starts, np.arange(len(h.frame)), side="right") - 1  # each row's day
     result: dict[str, Any] = {
         "spec": spec.name,
         "history": {
@@ -86,7 +83,8 @@ def run_backtest(spec: Spec, raw: pd.DataFrame, *, start: date | None = None, en
         # the spec's promotion.metric per month (key "auc" for every task: the flights' ROC AUC as before)
         "auc": report.monthly_auc(h.labels, scores, spans, lo, spec.promotion.metric),
         **({} if spec.promotion.metric == "roc_auc" else {"metric": spec.promotion.metric}),
-        "retrains": {"loop": state.counts.get("retrains", 0), "frozen": 0, "weekly": len(weekly) - 1, "monthly": len(monthly) - 1},
+        "versus_loop": report.versus_loop(h.labels, scores, spans, lo, days, spec.promotion.metric),
+        "retrains": {name: retrains[name] for name in ("loop", "frozen", "weekly", "monthly", "weekly_newest")},
         "oracle_choices": dict(zip([m for m, _, _ in spans], chosen, strict=True)),
         "loop": {
             "counts": dict(sorted(state.counts.items())),
@@ -110,3 +108,24 @@ def run_backtest(spec: Spec, raw: pd.DataFrame, *, start: date | None = None, en
         "fits": len(trainer.fits),
     }
     return result
+
+
+def _policies(
+    trainer: Trainer, first: Fitted, serve_from: date, lo: int, spans: list[tuple[str, int, int]]
+) -> tuple[dict[str, Any], dict[str, int], list[str]]:
+    """Every policy but the loop on rows ``lo..``: their scores, their retrains, the oracle's choices."""
+    from include.mlops.steps.backtest import baselines
+
+    weekly = baselines.schedule(trainer, first, serve_from, 7)
+    monthly = baselines.schedule(trainer, first, serve_from, 28)
+    newest = baselines.schedule(trainer, first, serve_from, 7, newest=True)
+    oracle, chosen = baselines.oracle_scores(trainer, weekly, spans, lo)
+    scores = {
+        "frozen": trainer.scores(first, lo, len(trainer.history.frame)).copy(),
+        "weekly": baselines.scheduled_scores(trainer, weekly, lo),
+        "monthly": baselines.scheduled_scores(trainer, monthly, lo),
+        "weekly_newest": baselines.scheduled_scores(trainer, newest, lo),
+        "oracle": oracle,
+    }
+    retrains = {"frozen": 0, "weekly": len(weekly) - 1, "monthly": len(monthly) - 1, "weekly_newest": len(newest) - 1}
+    return scores, retrains, chosen

@@ -5,6 +5,10 @@
   window is planned on the labels that have arrived (as the loop plans it) and the new model
   answers from the next day;
 * ``monthly``: the same every 28 days (every fourth weekly model: the same fits, none extra);
+* ``weekly_newest``: blind weekly retraining as a team without gates would run it: every 7 days
+  the spec's pipeline on the ``training.window_days`` days up to the newest label, no holdout
+  held back (a model a week fresher than the loop's windows, which keep their newest week to
+  evaluate on);
 * ``oracle``: each calendar month, the best of all the models the weekly schedule had trained
   before that month (the first model included), chosen in hindsight on that month's labels (on
   every fifth row of the month, the same rows for every model). It bounds what choosing among the
@@ -36,14 +40,16 @@ class Segment:
     fitted: Fitted
 
 
-def schedule(trainer: Trainer, first: Fitted, start: date, every_days: int) -> list[Segment]:
-    """Retrain every ``every_days`` from ``start`` (at the close of day ``start + k * every - 1``)."""
+def schedule(trainer: Trainer, first: Fitted, start: date, every_days: int, *, newest: bool = False) -> list[Segment]:
+    """Retrain every ``every_days`` from ``start`` (at the close of day ``start + k * every - 1``):
+    on the window the loop would plan, or with ``newest`` on the newest labelled days with no holdout."""
     h = trainer.history
     out = [Segment(start, first)]
     close = start + timedelta(days=every_days - 1)
     while close < h.last:
         try:
-            fitted = trainer.fit(trainer.plan(h.labelled_days(day_start(close) + DAY)))
+            labelled = h.labelled_days(day_start(close) + DAY)
+            fitted = trainer.fit_newest(labelled) if newest else trainer.fit(trainer.plan(labelled))
         except TrainingRefused:
             fitted = out[-1].fitted  # nothing trainable: the previous model keeps answering
         out.append(Segment(close + DAY, fitted))

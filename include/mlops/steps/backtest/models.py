@@ -107,6 +107,50 @@ class Trainer:
         log.info("fitted %s: %d rows, holdout %s %.4f", window.label, len(train), primary, fitted.metrics[primary])
         return fitted
 
+    def fit_newest(self, labelled_days: list[date]) -> Fitted:
+        """Blind retraining's model: the spec's pipeline on the ``training.window_days`` days that end
+        with the newest labelled day, no holdout (nothing to gate, so no week held back from
+        training), no metrics and no monitoring reference. Cached like :meth:`fit`; raises
+        ``TrainingRefused`` when those days have no labelled rows."""
+        from datetime import timedelta
+
+        from include.mlops.steps.training_window import TrainingRefused
+
+        h, spec = self.history, self.history.spec
+        if not labelled_days:
+            raise TrainingRefused("empty_pool", "no labelled day yet")
+        end = labelled_days[-1]
+        start = max(end - timedelta(days=spec.training.window_days - 1), h.first)
+        window = Window(start, end, end + timedelta(days=1), end)  # an empty holdout (label: "no holdout")
+        found = self.fits.get(window)
+        if found is not None:
+            return found
+        import numpy as np
+
+        from include.mlops.domain.pipelines import build_pipeline
+
+        lo, hi = h.span(start, end)
+        if hi <= lo:
+            raise TrainingRefused("window_missing", f"no rows in the training window {window.label}", window.to_dict())
+        started = time.perf_counter()
+        pipe = build_pipeline(spec)
+        pipe.fit(h.frame.iloc[lo:hi][spec.feature_names], h.labels[lo:hi])
+        self.fit_seconds += time.perf_counter() - started
+        fitted = Fitted(
+            window,
+            pipe,
+            {},
+            None,  # type: ignore[arg-type]  # no monitoring reference: nothing monitors a baseline
+            hi - lo,
+            0,
+            (hi, hi),
+            np.full(len(h.frame), np.nan),
+            np.zeros(len(h.frame), dtype=bool),
+        )
+        self.fits[window] = fitted
+        log.info("fitted %s: %d rows", window.label, hi - lo)
+        return fitted
+
     def scores(self, fitted: Fitted, lo: int, hi: int) -> np.ndarray:
         """``fitted``'s scores on rows ``lo..hi`` (each row scored once per model)."""
         import numpy as np

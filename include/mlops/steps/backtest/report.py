@@ -15,12 +15,13 @@ if TYPE_CHECKING:
     import numpy as np
 
 #: The policies in the order the table shows them.
-POLICIES = ("loop", "frozen", "weekly", "monthly", "oracle")
+POLICIES = ("loop", "frozen", "weekly", "monthly", "weekly_newest", "oracle")
 LABELS = {
     "loop": "the loop (current policy)",
     "frozen": "frozen first model",
     "weekly": "scheduled, every 7 days",
     "monthly": "scheduled, every 28 days",
+    "weekly_newest": "scheduled, every 7 days, newest labels",
     "oracle": "oracle: best weekly model each month",
 }
 
@@ -43,6 +44,55 @@ def monthly_auc(
     return out
 
 
+#: Resamples of the days of each month behind the intervals of :func:`versus_loop`.
+N_BOOT = 200
+
+
+def versus_loop(
+    labels: np.ndarray,
+    scores: dict[str, np.ndarray],
+    month_spans: list[tuple[str, int, int]],
+    lo: int,
+    days: np.ndarray,
+    metric: str = "roc_auc",
+    *,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+) -> dict[str, dict[str, Any]]:
+    """Per policy other than the loop: the loop's mean monthly ``metric`` minus the policy's, with a
+    95 % interval from a paired day-block bootstrap (each month's days drawn with replacement, the
+    same draws for every policy: the rows of a day share its weather, so rows are not resampled one by
+    one), and the share of resamples where the loop does at least as well."""
+    import numpy as np
+
+    from include.mlops.domain.resampling import block_bootstrap_metric
+
+    names = list(scores)
+    per_month = []
+    for _, a, b in month_spans:
+        per_month.append(
+            block_bootstrap_metric(
+                _RESAMPLING.get(metric, metric),
+                labels[a:b],
+                [scores[n][a - lo : b - lo] for n in names],
+                days[a:b],
+                n_boot=n_boot,
+                seed=seed,
+            )
+        )
+    means = {n: np.nanmean(np.vstack([m[i] for m in per_month]), axis=0) for i, n in enumerate(names)}
+    lower = metric in LOWER_IS_BETTER
+    out: dict[str, dict[str, Any]] = {}
+    for n in names:
+        if n == "loop":
+            continue
+        d = means["loop"] - means[n]
+        lo95, hi95 = np.nanpercentile(d, [2.5, 97.5])
+        at_least = (d <= 0) if lower else (d >= 0)
+        out[n] = {"ci95": [round(float(lo95), 4), round(float(hi95), 4)], "loop_at_least_as_good": round(float(at_least.mean()), 3)}
+    return out
+
+
 #: ``promotion.metric`` -> its name in ``domain.resampling``
 _RESAMPLING = {"accuracy_score": "accuracy", "f1_score": "f1"}
 
@@ -52,12 +102,20 @@ def _cell(v: float, metric: str) -> str:
     return f"{v:>5.3f}"[1:].rjust(5) if metric in ("roc_auc", "accuracy_score", "f1_score") else f"{v:>5.2f}"[:5].rjust(5)
 
 
+def row_diff(auc: dict[str, Any], name: str) -> float:
+    """The loop's mean minus policy ``name``'s."""
+    return float(auc["loop"]["mean"]) - float(auc[name]["mean"])
+
+
 def table(result: dict[str, Any]) -> str:
     """The comparison as a fixed-width text table (one row per policy, one column per month)."""
     auc = result["auc"]
     metric = result.get("metric", "roc_auc")
     month_names = list(next(iter(auc.values()))["months"])
-    head = f"{'policy':<38} {'mean':>6} " + " ".join(f"{m[-2:]:>5}" for m in month_names) + f" {'fits':>5}"
+    versus = result.get("versus_loop", {})
+    head = (
+        f"{'policy':<38} {'mean':>6} " + " ".join(f"{m[-2:]:>5}" for m in month_names) + f" {'fits':>5}  {'loop - this [95% interval]':>27}"
+    )
     better = "lower" if metric in LOWER_IS_BETTER else "higher"
     lines = [f"mean of the monthly {metric} ({better} is better)", head, "-" * len(head)]
     for name in POLICIES:
@@ -67,7 +125,14 @@ def table(result: dict[str, Any]) -> str:
         cells = " ".join(_cell(row["months"][m], metric) for m in month_names)
         fits = result["retrains"].get(name, "")
         mean = f"{row['mean']:>6.4f}" if metric in ("roc_auc", "accuracy_score", "f1_score") else f"{row['mean']:>6.2f}"
-        lines.append(f"{LABELS[name]:<38} {mean} {cells} {fits!s:>5}")
+        v = versus.get(name)
+        ci = f"{row_diff(auc, name):+.4f} [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}]" if v else ""
+        lines.append(f"{LABELS[name]:<38} {mean} {cells} {fits!s:>5}  {ci:>27}".rstrip())
+    if versus:
+        lines.append(
+            "loop - this: the loop's mean minus the policy's, with a 95 % interval from a paired bootstrap of each "
+            "month's days; an interval across 0 is no evidence either way"
+        )
     c = result["loop"]["counts"]
     lines.append("")
     lines.append(
@@ -104,7 +169,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     auc = result["auc"]
     month_names = list(next(iter(auc.values()))["months"])
     fig, ax = plt.subplots(figsize=(10, 4.8), dpi=110)
-    styles = {"loop": "-o", "frozen": ":", "weekly": "--", "monthly": "-.", "oracle": ":"}
+    styles = {"loop": "-o", "frozen": ":", "weekly": "--", "monthly": "-.", "weekly_newest": "--", "oracle": ":"}
     for name in POLICIES:
         if name in auc:
             ax.plot(
