@@ -158,3 +158,52 @@ def mlflow_artifact(run_id: str, path: str) -> str:
     import mlflow
 
     return mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path)
+
+
+def test_validate_then_refit_registers_the_refit_and_gates_the_validation_fit(
+    state, mlflow_env, model_name, flights, tmp_path, monkeypatch
+):
+    """``training.refit_with_holdout``: the version registered is the pipeline fitted again on window
+    + holdout (it has seen the holdout: it scores it better than the validation fit did), while the
+    gates judge the validation fit's recorded holdout scores, and the probe gate checks the refit."""
+    import numpy as np
+    import pandas as pd
+
+    from include.mlops.adapters.model_artifacts import load_model_version
+    from include.mlops.domain.tasks import evaluate, labels
+    from include.mlops.domain.tasks import scores as task_scores
+    from include.mlops.runtime import load_runtime
+    from include.mlops.steps.deploy import Candidate
+    from include.mlops.steps.gates import gate_probe, gates_by_evaluation
+
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "include/specs/flights.yaml").read_text()
+    assert "  reference_rows: 5000\n" in text
+    spec_file = tmp_path / "flights.yaml"
+    spec_file.write_text(text.replace("  reference_rows: 5000\n", "  reference_rows: 5000\n  refit_with_holdout: true\n"))
+    monkeypatch.setenv("MLOPS_SPEC", str(spec_file))
+    monkeypatch.setenv("MLOPS_SPECS", "off")
+    runtime = load_runtime()
+    assert runtime.spec.training.refit_with_holdout
+    fill_pool(runtime, flights, date(2013, 1, 1), date(2013, 2, 7))
+    out = train_candidate(runtime, train_start=date(2013, 1, 1), train_end=date(2013, 1, 31), reason="test", run_id="refit-1")
+    client = mlflow_client(mlflow_env["url"])
+    mv = client.get_model_version(model_name, out["version"])
+    run = client.get_run(mv.run_id)
+    assert run.data.tags["mlops.refit"] == "window+holdout"
+    assert int(run.data.params["refit_rows"]) == int(run.data.params["train_rows"]) + int(run.data.params["holdout_rows"])
+
+    recorded = pd.read_parquet(mlflow_artifact(mv.run_id, "reference/holdout_predictions.parquet"))
+    holdout = pd.read_parquet(mlflow_artifact(mv.run_id, "holdout/holdout.parquet"))
+    y = labels(runtime.spec.task, holdout[runtime.spec.target.name])
+    validation_auc = out["metrics"]["roc_auc"]
+    assert evaluate(runtime.spec.task, y, recorded["score"].to_numpy())["roc_auc"] == pytest.approx(validation_auc, abs=1e-6)
+    served = load_model_version(runtime.store, runtime.spec, model_name, out["version"], tracking_uri=mlflow_env["url"])
+    served_scores = task_scores(runtime.spec.task, served, holdout[runtime.spec.feature_names])
+    assert not np.allclose(served_scores, recorded["score"].to_numpy())  # a different fit...
+    assert evaluate(runtime.spec.task, y, served_scores)["roc_auc"] > validation_auc + 0.01  # ...that has seen these rows
+
+    gates = {g.gate: g for g in gates_by_evaluation(runtime, Candidate(model_name, out["version"], mv.run_id, None, None), "refit-gates")}
+    assert gates["floors"].passed and gates["floors"].inputs["observed"]["roc_auc"] == pytest.approx(validation_auc, abs=1e-6)
+    probe = gate_probe(runtime, Candidate(model_name, out["version"], mv.run_id, None, None))
+    assert probe.passed and probe.inputs["max_diff_vs_training"] == 0.0, probe.message

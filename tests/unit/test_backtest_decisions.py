@@ -151,3 +151,33 @@ def test_make_backtest_overrides_spec_fields_and_refuses_unknown_ones():
         with_overrides(tiny_spec(), ["retraining.nope=1"])
     with pytest.raises(SpecError, match="promotion.test"):
         with_overrides(tiny_spec(), ["promotion.test=sometimes"])
+
+
+def test_with_validate_then_refit_every_version_served_is_refitted_on_its_holdout(raw):
+    """``training.refit_with_holdout``: the gates judge the validation fit (its holdout metrics), the
+    versions the loop registers and serves are the same pipeline fitted on window + holdout."""
+    spec = with_sections(training={"refit_with_holdout": True})
+    h = History.of(spec, raw)
+    trainer = Trainer(h)
+    start = date(2021, 2, 1)
+    first = trainer.fit(trainer.plan(h.labelled_days(day_start(start))))
+    loop = Loop(h, trainer, first, start)
+    state = loop.run()
+    served = {v for v in np.unique(state.served) if v}
+    assert len(served) >= 2, "the synthetic drift must bring a refitted candidate to serve"
+    for v in served:
+        version = state.versions[str(v)]
+        validated = trainer.fits[version.window]
+        assert version is trainer.refits[version.window] and version.pipe is not validated.pipe
+        w = version.window
+        assert (
+            version.train_rows
+            == validated.train_rows + validated.holdout_rows
+            == h.span(w.train_start, w.holdout_end)[1] - h.span(w.train_start, w.holdout_end)[0]
+        )
+        assert version.metrics == validated.metrics and version.reference is validated.reference  # judged as validated
+    # the loop's first model knows the week the frozen one held back: they answer differently
+    lo, hi = h.span(start, start)
+    assert not np.allclose(loop.served_scores[lo:hi], trainer.scores(first, lo, hi))
+    deployed = [d for d in state.decisions if d["kind"] == "deployment" and d["outcome"] == "deploy"]
+    assert deployed and all(state.versions[d["version"]] is trainer.refits[state.versions[d["version"]].window] for d in deployed)

@@ -50,6 +50,8 @@ TAG_SHARE = "mlops.canary_share"
 TAG_STATUS = "mlops.status"  # candidate | refused | challenger | champion | retired | rolled_back
 TAG_DAG_RUN = "mlops.dag_run_id"
 TAG_REASON = "mlops.reason"
+#: On a training run whose registered model was refitted on window + holdout (``training.refit_with_holdout``).
+TAG_REFIT = "mlops.refit"
 TAG_LEDGER_PREFIX = "mlops.ledger."
 
 #: The Airflow pool (one slot) every alias-changing task runs in.

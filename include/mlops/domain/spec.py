@@ -194,6 +194,10 @@ class Training(_Model):
     ]
     #: Rows of training inputs / holdout predictions kept as the reference sample for monitoring.
     reference_rows: int = Field(default=5000, ge=100)
+    #: Validate, then refit: the gates judge the pipeline fitted on the window (scored on the
+    #: holdout); the model registered is the same pipeline fitted again on window + holdout, so the
+    #: served model knows the newest week too. Its holdout metrics are the validation fit's.
+    refit_with_holdout: bool = False
 
     @model_validator(mode="after")
     def _rates(self) -> Training:

@@ -11,7 +11,10 @@ Each gate is recorded as a decision with its inputs and a reason code:
 * ``beats_champion``: on the candidate's own holdout, it beats the current champion by at least
   ``deployment.min_gain`` on the primary metric (both evaluated with ``mlflow.models.evaluate`` and
   compared by :func:`beats_champion`, MLflow's ``MetricThreshold`` rule as a pure function the
-  backtest shares; the candidate's evaluation logs MLflow's plots, the champion's only its metrics);
+  backtest shares; the candidate's evaluation logs MLflow's plots, the champion's only its metrics).
+  A candidate refitted on window + holdout (``training.refit_with_holdout``) has seen its holdout:
+  it is judged by the validation fit's holdout scores that training recorded, and it is the refit
+  that the early window, the promotion and the bake then judge on live traffic;
 * ``probe``: on the spec's fixed probe set its scores (a classifier's probabilities, a regressor's
   predicted values: ``domain.tasks.scores``) are finite, in [0, 1] for a classifier, not constant,
   deterministic, and equal to the scores recorded at training time (serialization skew).
@@ -33,6 +36,7 @@ import os
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from include.mlops.domain.policy import EVALUATION, gates_of_task
@@ -260,12 +264,42 @@ def gates_by_evaluation(rt: Runtime, c: Candidate, dag_run: str | None = None) -
     data = _eval_frame(rt, c)
     mlflow.set_tracking_uri(rt.settings.mlflow_tracking_uri)
     mlflow.set_experiment(c.model)
+    refit = _refitted(rt, c)
     with mlflow.start_run(
         run_name=f"gates v{c.version}", tags={"mlops.kind": "gates", "mlops.candidate": c.version, "mlops.dag_run_id": dag_run or ""}
     ):
-        with mlflow.start_run(run_name=f"evaluate v{c.version}", nested=True):
-            cand = _evaluate(model, data, rt.spec.target.name, task=rt.spec.task)
+        if refit:  # the registered model has seen the holdout: judge the validation fit's recorded scores
+            with mlflow.start_run(run_name=f"evaluate v{c.version} (validation fit, before the refit)", nested=True):
+                cand = _recorded_evaluation(rt.spec, c)
+        else:
+            with mlflow.start_run(run_name=f"evaluate v{c.version}", nested=True):
+                cand = _evaluate(model, data, rt.spec.target.name, task=rt.spec.task)
         return [_gate_floors(rt.spec, cand), _gate_beats_champion(rt.spec, c, data, cand, champion)]
+
+
+def _refitted(rt: Runtime, c: Candidate) -> bool:
+    """Whether ``c`` was refitted on its window and holdout after validation (``training.refit_with_holdout``)."""
+    from include.mlops.adapters.registry import TAG_REFIT, mlflow_client
+
+    return bool(mlflow_client(rt.settings.mlflow_tracking_uri).get_run(c.mlflow_run_id).data.tags.get(TAG_REFIT))
+
+
+def _recorded_evaluation(spec: Spec, c: Candidate) -> Any:
+    """A refitted candidate's evaluation: the task's metrics of the validation fit's holdout scores,
+    recorded by training with the reference (the refit has no unseen holdout of its own), logged to
+    the active run under MLflow's metric names; shaped like an evaluation result (``.metrics``)."""
+    import mlflow
+    import pandas as pd
+
+    from include.mlops.domain.tasks import METRICS, evaluate, labels
+
+    path = mlflow.artifacts.download_artifacts(run_id=c.mlflow_run_id, artifact_path="reference/holdout_predictions.parquet")
+    preds = pd.read_parquet(path)
+    values = evaluate(spec.task, labels(spec.task, preds[spec.target.name]), preds["score"].to_numpy())
+    metrics = {m.mlflow_name: float(values[k]) for k, m in METRICS[spec.task].items() if k in values}
+    mlflow.log_metrics(metrics)
+    mlflow.set_tag("mlops.scored_by", "validation fit (training.refit_with_holdout)")
+    return SimpleNamespace(metrics=metrics)
 
 
 def passes(value: float, bar: float, *, greater_is_better: bool) -> bool:

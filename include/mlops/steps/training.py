@@ -132,11 +132,12 @@ def train_candidate(
         with mlflow.start_run(run_name=f"train {window.train_start}..{window.train_end}") as run:
             _log_setup(spec, window, sets, reason=reason, dag_id=dag_id, run_id=run_id)
             pipe, scores, metrics = _fit(spec, sets)
+            served = _refit(spec, sets) if spec.training.refit_with_holdout else pipe
             log_datasets(rt, train_df, holdout_df, window, train_batches, holdout_batches)
             mlflow.log_dict(gx_summary, "validation/gx_summary.json")
             mlflow.log_artifacts(str(out / "validation"), "validation")
-            _log_reference(spec, pipe, sets, scores, out)
-            version = _log_model(spec, model, pipe, sets.x_train)
+            _log_reference(spec, pipe, sets, scores, out, served=served)
+            version = _log_model(spec, model, served, sets.x_train)
             mlflow_run_id = run.info.run_id
     _record_digest(rt, client, version, run_id)
     _tag_version(client, model, version, reason, run_id, window.to_dict(), metrics, {"train_rows": len(train_df)})
@@ -237,9 +238,31 @@ def _fit(spec: Spec, sets: _Sets) -> tuple[Any, np.ndarray, dict[str, float]]:
     return pipe, scores, metrics
 
 
-def _log_reference(spec: Spec, pipe: Any, sets: _Sets, scores: np.ndarray, out: Path) -> None:
+def _refit(spec: Spec, sets: _Sets) -> Any:
+    """``training.refit_with_holdout``: the spec's pipeline fitted again on the window and its
+    holdout (the model that is registered and served; the gates judge the validation fit's holdout
+    scores, recorded with the reference). Tags the run ``mlops.refit`` so the gates know."""
+    import mlflow
+    import numpy as np
+    import pandas as pd
+
+    from include.mlops.adapters.registry import TAG_REFIT
+    from include.mlops.domain.pipelines import build_pipeline
+
+    pipe = build_pipeline(spec)
+    pipe.fit(pd.concat([sets.x_train, sets.x_hold], ignore_index=True), np.concatenate([sets.y_train, sets.y_hold]))
+    rows = len(sets.train) + len(sets.holdout)
+    mlflow.set_tag(TAG_REFIT, "window+holdout")
+    mlflow.log_param("refit_rows", rows)
+    log.info("refitted on the window and its holdout (%s rows): this fit is the version registered", rows)
+    return pipe
+
+
+def _log_reference(spec: Spec, pipe: Any, sets: _Sets, scores: np.ndarray, out: Path, *, served: Any = None) -> None:
     """What monitoring and the gates compare against later: the reference profile, drift
-    statistics, a sample of training inputs, holdout predictions, probe scores; and the holdout."""
+    statistics, a sample of training inputs, holdout predictions, probe scores; and the holdout.
+    ``pipe`` is the validation fit (its holdout ``scores``); ``served`` the model registered, when
+    it is a refit (the probe scores are that model's: the probe gate checks the artifact served)."""
     import mlflow
 
     from include.mlops.domain.profiles import build_profile, probe_frame
@@ -267,7 +290,7 @@ def _log_reference(spec: Spec, pipe: Any, sets: _Sets, scores: np.ndarray, out: 
     preds.to_parquet(ref / "holdout_predictions.parquet", index=False)
     probes = probe_frame(spec)
     probe_scores = probes[[spec.entity_id]].copy()
-    probe_scores["score"] = task_scores(spec.task, pipe, probes[spec.feature_names])
+    probe_scores["score"] = task_scores(spec.task, pipe if served is None else served, probes[spec.feature_names])
     probe_scores.to_parquet(ref / "probe_scores.parquet", index=False)
     mlflow.log_artifacts(str(ref), "reference")
     hold_dir = out / "holdout"

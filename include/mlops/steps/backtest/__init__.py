@@ -79,6 +79,7 @@ def run_backtest(spec: Spec, raw: pd.DataFrame, *, start: date | None = None, en
             "drift_calibration": spec.monitoring.drift_calibration.model_dump(),
             "training_window_days": spec.training.window_days,
             "holdout_days": spec.training.holdout_days,
+            "refit_with_holdout": spec.training.refit_with_holdout,
         },
         # the spec's promotion.metric per month (key "auc" for every task: the flights' ROC AUC as before)
         "auc": report.monthly_auc(h.labels, scores, spans, lo, spec.promotion.metric),

@@ -79,7 +79,7 @@ class Loop:
         self.h, self.trainer, self.spec, self.start = history, trainer, history.spec, start
         n = len(history.frame)
         self.st = LoopState(champion="", versions={}, served=np.zeros(n, dtype=np.int32), shadow=np.zeros(n, dtype=np.int32))
-        self.st.champion = self.st.register(first)
+        self.st.champion = self.st.register(trainer.refit(first) if self.spec.training.refit_with_holdout else first)
         self.st.ledger.append(LedgerRow(CHAMPION, "deployed", None, self.st.champion))
         self.served_scores = np.full(n, np.nan)
         ids = history.frame[self.spec.entity_id].astype(str).to_numpy()
@@ -319,6 +319,8 @@ class Loop:
             st.counts["gates_failed" if decision.failed != ["challenger_busy"] else "challenger_busy"] += 1
             return
         st.counts["deployments"] += 1
+        if self.spec.training.refit_with_holdout:
+            st.versions[version] = self.trainer.refit(fitted)
         lo = self.h.span(now.date(), now.date())[0]
         st.release = Release(version, str(decision.strategy), now.date(), lo)
         if decision.strategy == "direct":

@@ -61,6 +61,8 @@ class Trainer:
         #: that only score (``steps.value``'s weekly schedule): the reference is most of a fit's extra cost.
         self.references = references
         self.fits: dict[Window, Fitted] = {}
+        #: Refits on window + holdout (``training.refit_with_holdout``), by the validated window.
+        self.refits: dict[Window, Fitted] = {}
         self.fit_seconds = 0.0
         self.score_seconds = 0.0
 
@@ -150,6 +152,31 @@ class Trainer:
         self.fits[window] = fitted
         log.info("fitted %s: %d rows", window.label, hi - lo)
         return fitted
+
+    def refit(self, fitted: Fitted) -> Fitted:
+        """What ``train_candidate`` registers with ``training.refit_with_holdout``: the spec's pipeline
+        fitted again on the validated window's training days and its holdout. Its metrics, holdout and
+        monitoring reference are the validation fit's (the gates judged that fit; the refit has no
+        unseen holdout of its own). Cached by the validated window."""
+        found = self.refits.get(fitted.window)
+        if found is not None:
+            return found
+        import numpy as np
+
+        from include.mlops.domain.pipelines import build_pipeline
+
+        h, spec, w = self.history, self.history.spec, fitted.window
+        lo, hi = h.span(w.train_start, w.holdout_end)
+        started = time.perf_counter()
+        pipe = build_pipeline(spec)
+        pipe.fit(h.frame.iloc[lo:hi][spec.feature_names], h.labels[lo:hi])
+        self.fit_seconds += time.perf_counter() - started
+        n = len(h.frame)
+        refit = Fitted(w, pipe, fitted.metrics, fitted.reference, hi - lo, fitted.holdout_rows, fitted.holdout_span,
+                       np.full(n, np.nan), np.zeros(n, dtype=bool))  # fmt: skip
+        self.refits[w] = refit
+        log.info("refitted %s on its holdout too: %d rows", w.label, hi - lo)
+        return refit
 
     def scores(self, fitted: Fitted, lo: int, hi: int) -> np.ndarray:
         """``fitted``'s scores on rows ``lo..hi`` (each row scored once per model)."""
