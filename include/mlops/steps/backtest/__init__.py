@@ -106,7 +106,7 @@ def run_backtest(spec: Spec, raw: pd.DataFrame, *, start: date | None = None, en
         "wall_seconds": round(time.perf_counter() - started, 1),
         "fit_seconds": round(trainer.fit_seconds, 1),
         "score_seconds": round(trainer.score_seconds, 1),
-        "fits": len(trainer.fits),
+        "fits": len(trainer.fits) + len(trainer.refits),
     }
     return result
 

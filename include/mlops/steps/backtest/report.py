@@ -153,9 +153,7 @@ def table(result: dict[str, Any]) -> str:
         )  # fmt: skip
     )
     t = result["timing"]
-    lines.append(
-        f"wall time {t['wall_seconds']:.1f} s ({t['fit_seconds']:.1f} s fitting {t['fits']} windows, {t['score_seconds']:.1f} s scoring)"
-    )
+    lines.append(f"wall time {t['wall_seconds']:.1f} s ({t['fit_seconds']:.1f} s for {t['fits']} fits, {t['score_seconds']:.1f} s scoring)")
     return "\n".join(lines)
 
 
