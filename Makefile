@@ -151,7 +151,7 @@ bench-monitoring: venv
 	$(PY) benchmarks/monitoring/bench.py $(ARGS)
 
 # The backtest's wall time (not part of `make test`): the whole 2013 replay of the flights spec through
-# `make backtest`'s entry point, wall time and peak RSS, beside its fitting time and the 300 s budget; ~3 min.
+# `make backtest`'s entry point, wall time and peak RSS, beside its fitting time and the 300 s budget; ~4.5 min.
 .PHONY: bench-backtest
 bench-backtest: venv
 	$(PY) benchmarks/backtest/bench.py $(ARGS)
