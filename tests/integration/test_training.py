@@ -192,6 +192,7 @@ def test_validate_then_refit_registers_the_refit_and_gates_the_validation_fit(
     run = client.get_run(mv.run_id)
     assert run.data.tags["mlops.refit"] == "window+holdout"
     assert int(run.data.params["refit_rows"]) == int(run.data.params["train_rows"]) + int(run.data.params["holdout_rows"])
+    assert f"refitted on window + holdout ({run.data.params['refit_rows']} rows)" in mv.description
 
     recorded = pd.read_parquet(mlflow_artifact(mv.run_id, "reference/holdout_predictions.parquet"))
     holdout = pd.read_parquet(mlflow_artifact(mv.run_id, "holdout/holdout.parquet"))

@@ -281,6 +281,8 @@ def _refitted(rt: Runtime, c: Candidate) -> bool:
     """Whether ``c`` was refitted on its window and holdout after validation (``training.refit_with_holdout``)."""
     from include.mlops.adapters.registry import TAG_REFIT, mlflow_client
 
+    if not c.mlflow_run_id:  # a version registered without a run (brought from elsewhere): not one of training's
+        return False
     return bool(mlflow_client(rt.settings.mlflow_tracking_uri).get_run(c.mlflow_run_id).data.tags.get(TAG_REFIT))
 
 

@@ -140,7 +140,10 @@ def train_candidate(
             version = _log_model(spec, model, served, sets.x_train)
             mlflow_run_id = run.info.run_id
     _record_digest(rt, client, version, run_id)
-    _tag_version(client, model, version, reason, run_id, window.to_dict(), metrics, {"train_rows": len(train_df)})
+    params = {"train_rows": len(train_df)}
+    if spec.training.refit_with_holdout:
+        params["refit_rows"] = len(train_df) + len(holdout_df)
+    _tag_version(client, model, version, reason, run_id, window.to_dict(), metrics, params)
     return _summary(model, version, mlflow_run_id, window.to_dict(), metrics, reason, len(train_df), len(holdout_df), np.mean(sets.y_train))
 
 
@@ -372,7 +375,9 @@ def _tag_version(
     label = f"{window.get('train_start')}..{window.get('train_end')} (holdout {window.get('holdout_start')}..{window.get('holdout_end')})"
     rows = params.get("train_rows")
     score = f" Holdout {HEADLINE_METRICS[headline]} {float(metrics[headline]):.4f}." if headline else ""
-    client.update_model_version(model, version, description=f"Trained on {label}, {rows} rows ({reason}).{score}")
+    refit = params.get("refit_rows")
+    refit_note = f" Validated so, then refitted on window + holdout ({refit} rows): this is the refit." if refit else ""
+    client.update_model_version(model, version, description=f"Trained on {label}, {rows} rows ({reason}).{score}{refit_note}")
 
 
 def _summary(
