@@ -208,3 +208,15 @@ def test_validate_then_refit_registers_the_refit_and_gates_the_validation_fit(
     assert gates["floors"].passed and gates["floors"].inputs["observed"]["roc_auc"] == pytest.approx(validation_auc, abs=1e-6)
     probe = gate_probe(runtime, Candidate(model_name, out["version"], mv.run_id, None, None))
     assert probe.passed and probe.inputs["max_diff_vs_training"] == 0.0, probe.message
+
+    # a second candidate on the champion's own window (the demo's fragile drill, a manual retrain):
+    # the refitted champion has trained on all of this holdout, so no offline comparison is fair
+    again = train_candidate(runtime, train_start=date(2013, 1, 1), train_end=date(2013, 1, 31), reason="test", run_id="refit-2")
+    mv2 = client.get_model_version(model_name, again["version"])
+    gates = {
+        g.gate: g
+        for g in gates_by_evaluation(runtime, Candidate(model_name, again["version"], mv2.run_id, out["version"], None), "refit-gates-2")
+    }
+    beats = gates["beats_champion"]
+    assert beats.passed and beats.reason_code == "champion_trained_on_holdout", beats.message
+    assert beats.inputs["unseen_rows"] == 0 and beats.inputs["rows"] == len(holdout)

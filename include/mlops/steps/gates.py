@@ -36,7 +36,6 @@ import os
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from include.mlops.domain.policy import EVALUATION, gates_of_task
@@ -172,13 +171,16 @@ def gate_signature(spec: Spec, c: Candidate) -> GateResult:
 
 
 # -- floors and beats_champion: one evaluation ----------------------------------------------------
-def _eval_frame(rt: Runtime, c: Candidate) -> Any:
+def _eval_frame(rt: Runtime, c: Candidate) -> tuple[Any, Any]:
+    """The candidate's holdout (features and target) and each row's event day (None without the time column)."""
     import mlflow
     import pandas as pd
 
     path = mlflow.artifacts.download_artifacts(run_id=c.mlflow_run_id, artifact_path="holdout/holdout.parquet")
     df = pd.read_parquet(path)
-    return df[[*rt.spec.feature_names, rt.spec.target.name]].reset_index(drop=True)
+    time = rt.spec.time_column
+    days = pd.to_datetime(df[time]).dt.date.to_numpy() if time in df.columns else None
+    return df[[*rt.spec.feature_names, rt.spec.target.name]].reset_index(drop=True), days
 
 
 def _evaluate(model: Any, data: Any, target: str, *, plots: bool = True, task: str = "binary_classification") -> Any:
@@ -256,52 +258,45 @@ def gates_by_evaluation(rt: Runtime, c: Candidate, dag_run: str | None = None) -
     import mlflow
 
     from include.mlops.adapters.registry import quiet_model_imports
+    from include.mlops.steps.gates_refit import (
+        champion_data_end,
+        champion_saw_holdout,
+        champion_seen_rows,
+        recorded_scores,
+        refitted,
+        scores_evaluation,
+    )
 
     quiet_model_imports()
     # both models first, through the loader: a refused one fails the gate with its reason code
     model = _verified_pyfunc(rt, c.model, c.version)
     champion = _verified_pyfunc(rt, c.model, c.champion) if c.champion is not None and c.champion != c.version else None
-    data = _eval_frame(rt, c)
+    data, days = _eval_frame(rt, c)
     mlflow.set_tracking_uri(rt.settings.mlflow_tracking_uri)
     mlflow.set_experiment(c.model)
-    refit = _refitted(rt, c)
+    recorded = recorded_scores(c) if refitted(rt, c) else None
+    seen = champion_seen_rows(days, champion_data_end(rt, c)) if champion is not None else None
     with mlflow.start_run(
         run_name=f"gates v{c.version}", tags={"mlops.kind": "gates", "mlops.candidate": c.version, "mlops.dag_run_id": dag_run or ""}
     ):
-        if refit:  # the registered model has seen the holdout: judge the validation fit's recorded scores
+        if recorded is not None:  # the registered model has seen the holdout: judge the validation fit's recorded scores
             with mlflow.start_run(run_name=f"evaluate v{c.version} (validation fit, before the refit)", nested=True):
-                cand = _recorded_evaluation(rt.spec, c)
+                cand = scores_evaluation(rt.spec, data, recorded)
         else:
             with mlflow.start_run(run_name=f"evaluate v{c.version}", nested=True):
                 cand = _evaluate(model, data, rt.spec.target.name, task=rt.spec.task)
+        if seen is not None and seen.any():  # compare on the rows the champion has not trained on, both models alike
+            keep = ~seen
+            if int(keep.sum()) < rt.spec.training.min_holdout_rows:
+                return [_gate_floors(rt.spec, cand), champion_saw_holdout(rt.spec, c, int(keep.sum()), len(keep))]
+            data = data[keep].reset_index(drop=True)
+            with mlflow.start_run(run_name=f"evaluate v{c.version} on the rows champion v{c.champion} has not trained on", nested=True):
+                if recorded is not None:
+                    versus = scores_evaluation(rt.spec, data, recorded[keep])
+                else:
+                    versus = _evaluate(model, data, rt.spec.target.name, plots=False, task=rt.spec.task)
+            return [_gate_floors(rt.spec, cand), _gate_beats_champion(rt.spec, c, data, versus, champion)]
         return [_gate_floors(rt.spec, cand), _gate_beats_champion(rt.spec, c, data, cand, champion)]
-
-
-def _refitted(rt: Runtime, c: Candidate) -> bool:
-    """Whether ``c`` was refitted on its window and holdout after validation (``training.refit_with_holdout``)."""
-    from include.mlops.adapters.registry import TAG_REFIT, mlflow_client
-
-    if not c.mlflow_run_id:  # a version registered without a run (brought from elsewhere): not one of training's
-        return False
-    return bool(mlflow_client(rt.settings.mlflow_tracking_uri).get_run(c.mlflow_run_id).data.tags.get(TAG_REFIT))
-
-
-def _recorded_evaluation(spec: Spec, c: Candidate) -> Any:
-    """A refitted candidate's evaluation: the task's metrics of the validation fit's holdout scores,
-    recorded by training with the reference (the refit has no unseen holdout of its own), logged to
-    the active run under MLflow's metric names; shaped like an evaluation result (``.metrics``)."""
-    import mlflow
-    import pandas as pd
-
-    from include.mlops.domain.tasks import METRICS, evaluate, labels
-
-    path = mlflow.artifacts.download_artifacts(run_id=c.mlflow_run_id, artifact_path="reference/holdout_predictions.parquet")
-    preds = pd.read_parquet(path)
-    values = evaluate(spec.task, labels(spec.task, preds[spec.target.name]), preds["score"].to_numpy())
-    metrics = {m.mlflow_name: float(values[k]) for k, m in METRICS[spec.task].items() if k in values}
-    mlflow.log_metrics(metrics)
-    mlflow.set_tag("mlops.scored_by", "validation fit (training.refit_with_holdout)")
-    return SimpleNamespace(metrics=metrics)
 
 
 def passes(value: float, bar: float, *, greater_is_better: bool) -> bool:

@@ -332,18 +332,42 @@ class Loop:
         comparisons on the candidate's holdout; the artifact gates pass (nothing to load here)."""
         from include.mlops.domain.tasks import evaluate
         from include.mlops.steps.gates import beats_champion, floor_failures
+        from include.mlops.steps.gates_refit import champion_seen_rows, data_end
 
-        dep = self.spec.deployment
+        dep, spec = self.spec.deployment, self.spec
         floors = {str(k): float(v) for k, v in dep.floors.items()}
         missing, failed = floor_failures(floors, {k: fitted.metrics.get(k) for k in floors})
         lo, hi = fitted.holdout_span
         metric = dep.primary_metric
-        champ_value = evaluate(self.spec.task, self.h.labels[lo:hi], self.scores(self.st.champion, lo, hi)).get(metric)
-        beats = champ_value is not None and beats_champion(metric, fitted.metrics[metric], float(champ_value), dep.min_gain)
+        champ = self.st.versions[self.st.champion]
+        refit = self.trainer.refits.get(champ.window) is champ
+        seen = champion_seen_rows(self.row_days(lo, hi), data_end(champ.window.to_dict(), refit=refit))
+        if seen is not None and seen.any():  # as the evaluation gate: only the rows the champion has not trained on
+            unseen = int((~seen).sum())
+            if unseen < spec.training.min_holdout_rows:
+                beats_gate = {"gate": "beats_champion", "passed": True, "reason_code": "champion_trained_on_holdout", "unseen_rows": unseen}
+                return self._gate_list(not (missing or failed), missing + failed, beats_gate)
+            lo = hi - unseen  # the holdout's rows are in time order: the unseen ones are its last
+        y = self.h.labels[lo:hi]
+        cand_value = evaluate(spec.task, y, self.trainer.scores(fitted, lo, hi)).get(metric)
+        champ_value = evaluate(spec.task, y, self.scores(self.st.champion, lo, hi)).get(metric)
+        beats = cand_value is not None and champ_value is not None and beats_champion(metric, cand_value, champ_value, dep.min_gain)
+        beats_gate = {"gate": "beats_champion", "passed": beats, "candidate": cand_value, "champion": champ_value}
+        return self._gate_list(not (missing or failed), missing + failed, beats_gate)
+
+    def row_days(self, lo: int, hi: int) -> list[date]:
+        """The event day of each history row ``lo..hi``."""
+        import numpy as np
+
+        idx = np.searchsorted(self.h.starts, np.arange(lo, hi), side="right") - 1
+        return [self.h.days[int(i)] for i in idx]
+
+    @staticmethod
+    def _gate_list(floors_passed: bool, failures: list[str], beats_gate: dict[str, Any]) -> list[dict[str, Any]]:
         return [
             {"gate": "loads", "passed": True, "reason_code": "not_replayed"},
             {"gate": "signature", "passed": True, "reason_code": "not_replayed"},
-            {"gate": "floors", "passed": not (missing or failed), "failures": missing + failed},
-            {"gate": "beats_champion", "passed": beats, "candidate": fitted.metrics[metric], "champion": champ_value},
+            {"gate": "floors", "passed": floors_passed, "failures": failures},
+            beats_gate,
             {"gate": "probe", "passed": True, "reason_code": "not_replayed"},
         ]
