@@ -2,12 +2,11 @@
 ``train_candidate`` (real MLflow, a temporary ops store and lake) and monitored by
 ``run_monitoring`` on a day of logged traffic gets the same drift verdict, share and per-feature
 statistics as the backtest's replay of the same window; and a few weeks of flights run through
-``make backtest``'s entry point in bounded time."""
+``make backtest``'s entry point (its window bounds the time; `make bench-backtest` measures it)."""
 
 from __future__ import annotations
 
 import json
-import time
 from datetime import date, datetime
 
 import pytest
@@ -77,12 +76,15 @@ def test_a_window_judged_by_the_backtest_and_by_monitoring_gets_the_same_drift_v
 def test_a_few_weeks_of_flights_through_make_backtests_entry_point(tmp_path, flights_cache):
     from tooling.backtest import main
 
-    started = time.perf_counter()
+    # Run time is measured by `make bench-backtest` (benchmarks/), not asserted here: the window is what bounds it.
     assert main(["--start", "2013-01-01", "--end", "2013-03-17", "--out", str(tmp_path)]) == 0
-    seconds = time.perf_counter() - started
     result = json.loads((tmp_path / "backtest.json").read_text())
     assert list(result["auc"]["loop"]["months"]) == ["2013-02", "2013-03"]
     assert result["loop"]["counts"]["windows"] == 6 and result["retrains"]["weekly"] == 6
     assert 0.55 < result["auc"]["loop"]["mean"] < 0.8 and 0.55 < result["auc"]["weekly"]["mean"] < 0.8
     assert (tmp_path / "backtest.png").stat().st_size > 10_000 and "scheduled, every 7 days" in (tmp_path / "backtest.txt").read_text()
-    assert seconds < 120
+    # every model the loop served was fitted (and refitted) in this run, and the count says so
+    # the spec validates, then refits: the first model and every deployed candidate are fitted twice
+    counts = result["loop"]["counts"]
+    assert result["settings"]["refit_with_holdout"] is True
+    assert result["timing"]["fits"] >= 2 + counts["retrains"] + counts["deployments"]
