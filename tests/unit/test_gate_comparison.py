@@ -56,3 +56,33 @@ def test_floor_failures_names_each_metric_on_the_wrong_side():
         assert (not floor_failures({"roc_auc": floor}, {"roc_auc": value})[1]) is mlflow_passes(
             "roc_auc", value, None, threshold=floor, min_gain=0.0
         )
+
+
+def test_a_champion_has_seen_the_holdout_days_up_to_its_last_day_of_data():
+    from datetime import date, timedelta
+
+    from include.mlops.steps.gates_refit import champion_seen_rows, data_end
+
+    window = {"train_start": "2013-01-01", "train_end": "2013-01-31", "holdout_start": "2013-02-01", "holdout_end": "2013-02-07"}
+    assert data_end(window, refit=False) == date(2013, 1, 31)
+    assert data_end(window, refit=True) == date(2013, 2, 7)
+    for unreadable in ({}, {"train_end": "31/01/2013"}, None, ["2013-01-31"]):  # no window, a hand-edited tag
+        assert data_end(unreadable, refit=False) is None
+    days = [date(2013, 2, 5) + timedelta(days=i) for i in range(5)]  # a candidate's holdout, Feb 5-9
+    assert champion_seen_rows(days, date(2013, 2, 7)).tolist() == [True, True, True, False, False]
+    assert not champion_seen_rows(days, date(2013, 1, 31)).any()  # a champion retrained before: nothing seen
+    assert champion_seen_rows(days, None) is None and champion_seen_rows(None, date(2013, 2, 7)) is None
+
+
+def test_a_holdout_the_champion_has_trained_on_passes_only_a_candidate_at_least_as_new():
+    from datetime import date
+
+    from include.mlops.steps.gates_refit import saw_holdout
+
+    end = date(2013, 2, 7)
+    assert saw_holdout("3", 1000, 1500, min_rows=1000, candidate_end=end, champion_end=end) is None  # enough unseen rows: compare
+    passed, code, msg = saw_holdout("3", 0, 1500, min_rows=1000, candidate_end=end, champion_end=end)  # retrained on its window
+    assert (passed, code) == (True, "champion_trained_on_holdout") and "v3 trained on 1500 of the 1500" in msg
+    passed, code, msg = saw_holdout("3", 10, 1500, min_rows=1000, candidate_end=date(2013, 1, 31), champion_end=end)
+    assert (passed, code) == (False, "candidate_older_than_champion") and "2013-01-31" in msg
+    assert saw_holdout("3", 10, 1500, min_rows=1000, candidate_end=None, champion_end=end)[:2] == (True, "champion_trained_on_holdout")

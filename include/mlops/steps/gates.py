@@ -263,12 +263,12 @@ def gates_by_evaluation(rt: Runtime, c: Candidate, dag_run: str | None = None) -
 
     from include.mlops.adapters.registry import quiet_model_imports
     from include.mlops.steps.gates_refit import (
-        champion_data_end,
-        champion_saw_holdout,
         champion_seen_rows,
         recorded_scores,
         refitted,
+        saw_holdout_gate,
         scores_evaluation,
+        version_data_end,
     )
 
     quiet_model_imports()
@@ -278,8 +278,9 @@ def gates_by_evaluation(rt: Runtime, c: Candidate, dag_run: str | None = None) -
     data, days = _eval_frame(rt, c)
     mlflow.set_tracking_uri(rt.settings.mlflow_tracking_uri)
     mlflow.set_experiment(c.model)
-    recorded = recorded_scores(c) if refitted(rt, c) else None
-    seen = champion_seen_rows(days, champion_data_end(rt, c)) if champion is not None else None
+    recorded = recorded_scores(c, len(data)) if refitted(rt, c) else None
+    champion_end = version_data_end(rt, c.model, str(c.champion)) if champion is not None else None
+    seen = champion_seen_rows(days, champion_end)
     with mlflow.start_run(
         run_name=f"gates v{c.version}", tags={"mlops.kind": "gates", "mlops.candidate": c.version, "mlops.dag_run_id": dag_run or ""}
     ):
@@ -291,8 +292,9 @@ def gates_by_evaluation(rt: Runtime, c: Candidate, dag_run: str | None = None) -
                 cand = _evaluate(model, data, rt.spec.target.name, task=rt.spec.task)
         if seen is not None and seen.any():  # compare on the rows the champion has not trained on, both models alike
             keep = ~seen
-            if int(keep.sum()) < rt.spec.training.min_holdout_rows:
-                return [_gate_floors(rt.spec, cand), champion_saw_holdout(rt.spec, c, int(keep.sum()), len(keep))]
+            verdict = saw_holdout_gate(rt, c, int(keep.sum()), len(keep), champion_end)
+            if verdict is not None:
+                return [_gate_floors(rt.spec, cand), verdict]
             data = data[keep].reset_index(drop=True)
             with mlflow.start_run(run_name=f"evaluate v{c.version} on the rows champion v{c.champion} has not trained on", nested=True):
                 if recorded is not None:

@@ -261,11 +261,11 @@ def _refit(spec: Spec, sets: _Sets) -> Any:
     return pipe
 
 
-def _log_reference(spec: Spec, pipe: Any, sets: _Sets, scores: np.ndarray, out: Path, *, served: Any = None) -> None:
+def _log_reference(spec: Spec, pipe: Any, sets: _Sets, scores: np.ndarray, out: Path, *, served: Any) -> None:
     """What monitoring and the gates compare against later: the reference profile, drift
     statistics, a sample of training inputs, holdout predictions, probe scores; and the holdout.
-    ``pipe`` is the validation fit (its holdout ``scores``); ``served`` the model registered, when
-    it is a refit (the probe scores are that model's: the probe gate checks the artifact served)."""
+    ``pipe`` is the validation fit (its holdout ``scores``); ``served`` the model registered
+    (``pipe`` itself, or its refit: the probe scores are that model's, the probe gate checks the artifact served)."""
     import mlflow
 
     from include.mlops.domain.profiles import build_profile, probe_frame
@@ -293,7 +293,7 @@ def _log_reference(spec: Spec, pipe: Any, sets: _Sets, scores: np.ndarray, out: 
     preds.to_parquet(ref / "holdout_predictions.parquet", index=False)
     probes = probe_frame(spec)
     probe_scores = probes[[spec.entity_id]].copy()
-    probe_scores["score"] = task_scores(spec.task, pipe if served is None else served, probes[spec.feature_names])
+    probe_scores["score"] = task_scores(spec.task, served, probes[spec.feature_names])
     probe_scores.to_parquet(ref / "probe_scores.parquet", index=False)
     mlflow.log_artifacts(str(ref), "reference")
     hold_dir = out / "holdout"

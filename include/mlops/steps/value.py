@@ -233,32 +233,23 @@ def score_with(model: Any, x: pd.DataFrame, task: str = "binary_classification")
 
 
 def scheduled_scores(
-    spec: Spec,
-    pool: pd.DataFrame,
-    served: pd.DataFrame,
-    every_days: int = SCHEDULE_DAYS,
-    *,
-    newest: bool = False,
-    trainer: Trainer | None = None,
+    trainer: Trainer, served: pd.DataFrame, every_days: int = SCHEDULE_DAYS, *, newest: bool = False
 ) -> tuple[np.ndarray, int]:
     """The counterfactual schedule's scores of the served rows, and how many times it refitted.
 
-    A :class:`History` over the pool (the loop's labelled data) plans and fits, as the backtest's
-    weekly policy does, from the first served day: the first model on the labels usable then, a
+    ``trainer`` (a backtest :class:`Trainer` over the pool, the loop's labelled data; one trainer
+    for several schedules reuses their fits) plans and fits, as the backtest's weekly policy does,
+    from the first served day: the first model on the labels usable then, a
     refit at the close of every ``every_days``-th day (on the loop's window, or with ``newest`` on
     the newest labelled days with no holdout held back, as the backtest's blind weekly policy);
-    each served row is scored by the model answering on its event day. ``trainer``: one built on
-    the same pool by an earlier call (its fits are reused). Raises ``TrainingRefused`` (or
+    each served row is scored by the model answering on its event day. Raises ``TrainingRefused`` (or
     ``ValueError`` on an empty pool) when not even the first model can be trained."""
     import numpy as np
 
     from include.mlops.steps.backtest.baselines import schedule
-    from include.mlops.steps.backtest.history import History, day_start
-    from include.mlops.steps.backtest.models import Trainer
+    from include.mlops.steps.backtest.history import day_start
 
-    if trainer is None:
-        trainer = Trainer(History.of(spec, pool), references=False)  # only scores: no monitoring references
-    h = trainer.history
+    h, spec = trainer.history, trainer.history.spec
     start = served["_t"].iloc[0].date()
     first = trainer.fit(trainer.plan(h.labelled_days(day_start(start))))
     segments = schedule(trainer, first, start, every_days, newest=newest)
@@ -317,10 +308,10 @@ def compute_value(rt: Runtime, *, scheduled: bool = True, event_from: datetime |
             from include.mlops.steps.backtest.history import History
             from include.mlops.steps.backtest.models import Trainer
 
-            pool = read_pool(rt.lake)
-            trainer = Trainer(History.of(rt.spec, pool), references=False)  # both schedules share the first model
-            scores["scheduled"], refits = scheduled_scores(rt.spec, pool, served, trainer=trainer)
-            scores["scheduled_newest"], refits_newest = scheduled_scores(rt.spec, pool, served, newest=True, trainer=trainer)
+            # only scores (no monitoring references); both schedules share the first model
+            trainer = Trainer(History.of(rt.spec, read_pool(rt.lake)), references=False)
+            scores["scheduled"], refits = scheduled_scores(trainer, served)
+            scores["scheduled_newest"], refits_newest = scheduled_scores(trainer, served, newest=True)
             plan = {"every_days": SCHEDULE_DAYS, "retrains": refits, "retrains_newest": refits_newest}
         except (TrainingRefused, ValueError) as exc:
             log.warning("the scheduled-retraining column is left out: %s", exc)

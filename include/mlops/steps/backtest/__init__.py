@@ -61,9 +61,7 @@ def run_backtest(spec: Spec, raw: pd.DataFrame, *, start: date | None = None, en
     scores, retrains, chosen = _policies(trainer, first, serve_from, lo, spans)
     scores = {"loop": loop.served_scores[lo:], **scores}
     retrains["loop"] = state.counts.get("retrains", 0)
-    import numpy as np
-
-    days = np.searchsorted(h.starts, np.arange(len(h.frame)), side="right") - 1  # each row's day
+    days = h.day_index()  # each row's day
     result: dict[str, Any] = {
         "spec": spec.name,
         "history": {

@@ -88,6 +88,17 @@ class History:
             return 0, 0
         return int(self.starts[i]), int(self.starts[j])
 
+    def day_index(self, lo: int = 0, hi: int | None = None) -> np.ndarray:
+        """For each row ``lo`` .. ``hi`` (default: all), the index of its day in :attr:`days`."""
+        import numpy as np
+
+        end = len(self.frame) if hi is None else hi
+        return np.searchsorted(self.starts, np.arange(lo, end), side="right") - 1
+
+    def row_days(self, lo: int, hi: int) -> list[date]:
+        """The event day of each row ``lo`` .. ``hi``."""
+        return [self.days[int(i)] for i in self.day_index(lo, hi)]
+
     def rows(self, first: date, last: date) -> pd.DataFrame:
         lo, hi = self.span(first, last)
         return self.frame.iloc[lo:hi]

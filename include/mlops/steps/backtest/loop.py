@@ -332,7 +332,7 @@ class Loop:
         comparisons on the candidate's holdout; the artifact gates pass (nothing to load here)."""
         from include.mlops.domain.tasks import evaluate
         from include.mlops.steps.gates import beats_champion, floor_failures
-        from include.mlops.steps.gates_refit import champion_seen_rows, data_end
+        from include.mlops.steps.gates_refit import champion_seen_rows, data_end, saw_holdout
 
         dep, spec = self.spec.deployment, self.spec
         floors = {str(k): float(v) for k, v in dep.floors.items()}
@@ -341,26 +341,27 @@ class Loop:
         metric = dep.primary_metric
         champ = self.st.versions[self.st.champion]
         refit = self.trainer.refits.get(champ.window) is champ
-        seen = champion_seen_rows(self.row_days(lo, hi), data_end(champ.window.to_dict(), refit=refit))
+        champion_end = data_end(champ.window.to_dict(), refit=refit)
+        seen = champion_seen_rows(self.h.row_days(lo, hi), champion_end)
         if seen is not None and seen.any():  # as the evaluation gate: only the rows the champion has not trained on
             unseen = int((~seen).sum())
-            if unseen < spec.training.min_holdout_rows:
-                beats_gate = {"gate": "beats_champion", "passed": True, "reason_code": "champion_trained_on_holdout", "unseen_rows": unseen}
+            mine = data_end(fitted.window.to_dict(), refit=spec.training.refit_with_holdout)
+            verdict = saw_holdout(
+                self.st.champion, unseen, hi - lo, min_rows=spec.training.min_holdout_rows, candidate_end=mine, champion_end=champion_end
+            )
+            if verdict is not None:
+                beats_gate = {"gate": "beats_champion", "passed": verdict[0], "reason_code": verdict[1], "unseen_rows": unseen}
                 return self._gate_list(not (missing or failed), missing + failed, beats_gate)
             lo = hi - unseen  # the holdout's rows are in time order: the unseen ones are its last
         y = self.h.labels[lo:hi]
-        cand_value = evaluate(spec.task, y, self.trainer.scores(fitted, lo, hi)).get(metric)
+        if (lo, hi) == fitted.holdout_span:  # the whole holdout: the metric the fit recorded on it
+            cand_value = fitted.metrics.get(metric)
+        else:
+            cand_value = evaluate(spec.task, y, self.trainer.scores(fitted, lo, hi)).get(metric)
         champ_value = evaluate(spec.task, y, self.scores(self.st.champion, lo, hi)).get(metric)
         beats = cand_value is not None and champ_value is not None and beats_champion(metric, cand_value, champ_value, dep.min_gain)
         beats_gate = {"gate": "beats_champion", "passed": beats, "candidate": cand_value, "champion": champ_value}
         return self._gate_list(not (missing or failed), missing + failed, beats_gate)
-
-    def row_days(self, lo: int, hi: int) -> list[date]:
-        """The event day of each history row ``lo..hi``."""
-        import numpy as np
-
-        idx = np.searchsorted(self.h.starts, np.arange(lo, hi), side="right") - 1
-        return [self.h.days[int(i)] for i in idx]
 
     @staticmethod
     def _gate_list(floors_passed: bool, failures: list[str], beats_gate: dict[str, Any]) -> list[dict[str, Any]]:
