@@ -222,3 +222,15 @@ def test_validate_then_refit_registers_the_refit_and_gates_the_validation_fit(
     beats = gates["beats_champion"]
     assert beats.passed and beats.reason_code == "champion_trained_on_holdout", beats.message
     assert beats.inputs["unseen_rows"] == 0 and beats.inputs["rows"] == len(holdout)
+
+    # a candidate on an older window (its holdout inside the champion's data, its own data ending
+    # before the champion's) knows less than the champion: refused, not waved through to a canary
+    older = train_candidate(runtime, train_start=date(2013, 1, 1), train_end=date(2013, 1, 24), reason="test", run_id="refit-3")
+    mv3 = client.get_model_version(model_name, older["version"])
+    gates = {
+        g.gate: g
+        for g in gates_by_evaluation(runtime, Candidate(model_name, older["version"], mv3.run_id, out["version"], None), "refit-gates-3")
+    }
+    beats = gates["beats_champion"]
+    assert not beats.passed and beats.reason_code == "candidate_older_than_champion", beats.message
+    assert (beats.inputs["candidate_end"], beats.inputs["champion_end"]) == ("2013-01-31", "2013-02-07")
