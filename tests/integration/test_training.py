@@ -6,6 +6,7 @@ import json
 import re
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -211,26 +212,21 @@ def test_validate_then_refit_registers_the_refit_and_gates_the_validation_fit(
     probe = gate_probe(runtime, Candidate(model_name, out["version"], mv.run_id, None, None))
     assert probe.passed and probe.inputs["max_diff_vs_training"] == 0.0, probe.message
 
+    def beats_champion_gate(train_end: date, run_id: str) -> Any:
+        """Train a candidate on Jan 1 .. ``train_end`` and gate it against the refitted champion."""
+        trained = train_candidate(runtime, train_start=date(2013, 1, 1), train_end=train_end, reason="test", run_id=run_id)
+        run = client.get_model_version(model_name, trained["version"]).run_id
+        found = gates_by_evaluation(runtime, Candidate(model_name, trained["version"], run, out["version"], None), f"{run_id}-gates")
+        return {g.gate: g for g in found}["beats_champion"]
+
     # a second candidate on the champion's own window (the demo's fragile drill, a manual retrain):
     # the refitted champion has trained on all of this holdout, so no offline comparison is fair
-    again = train_candidate(runtime, train_start=date(2013, 1, 1), train_end=date(2013, 1, 31), reason="test", run_id="refit-2")
-    mv2 = client.get_model_version(model_name, again["version"])
-    gates = {
-        g.gate: g
-        for g in gates_by_evaluation(runtime, Candidate(model_name, again["version"], mv2.run_id, out["version"], None), "refit-gates-2")
-    }
-    beats = gates["beats_champion"]
+    beats = beats_champion_gate(date(2013, 1, 31), "refit-2")
     assert beats.passed and beats.reason_code == "champion_trained_on_holdout", beats.message
     assert beats.inputs["unseen_rows"] == 0 and beats.inputs["rows"] == len(holdout)
 
     # a candidate on an older window (its holdout inside the champion's data, its own data ending
     # before the champion's) knows less than the champion: refused, not waved through to a canary
-    older = train_candidate(runtime, train_start=date(2013, 1, 1), train_end=date(2013, 1, 24), reason="test", run_id="refit-3")
-    mv3 = client.get_model_version(model_name, older["version"])
-    gates = {
-        g.gate: g
-        for g in gates_by_evaluation(runtime, Candidate(model_name, older["version"], mv3.run_id, out["version"], None), "refit-gates-3")
-    }
-    beats = gates["beats_champion"]
+    beats = beats_champion_gate(date(2013, 1, 24), "refit-3")
     assert not beats.passed and beats.reason_code == "candidate_older_than_champion", beats.message
     assert (beats.inputs["candidate_end"], beats.inputs["champion_end"]) == ("2013-01-31", "2013-02-07")
