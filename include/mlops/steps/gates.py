@@ -17,8 +17,9 @@ Each gate is recorded as a decision with its inputs and a reason code:
   that the early window, the promotion and the bake then judge on live traffic. The champion is
   compared only on the holdout rows it has not trained on (a refitted champion trained days before,
   e.g. on the same window, has seen them); with fewer than ``training.min_holdout_rows`` such rows
-  the gate passes with ``champion_trained_on_holdout`` and the release compares them on live traffic
-  (:mod:`include.mlops.steps.gates_refit`);
+  the gate passes with ``champion_trained_on_holdout`` (the release compares them on live traffic),
+  or refuses a candidate on an older window (``candidate_older_than_champion``,
+  :mod:`include.mlops.steps.gates_refit`);
 * ``probe``: on the spec's fixed probe set its scores (a classifier's probabilities, a regressor's
   predicted values: ``domain.tasks.scores``) are finite, in [0, 1] for a classifier, not constant,
   deterministic, and equal to the scores recorded at training time (serialization skew).
