@@ -37,12 +37,14 @@ def log_traffic(
     now = utcnow()
     rows, truth = [], []
     models = {v: mlflow.sklearn.load_model(f"models:/{model_name}/{v}") for v, _ in versions_routes}
+    # each version scores the day in one batch (a row's score does not depend on the other rows)
+    batch = {v: scores(rt.spec.task, m, df[rt.spec.feature_names]) for v, m in models.items()}
     rng = np.random.default_rng(0)
     for i, rec in enumerate(df.to_dict(orient="records")):
         version, route = versions_routes[i % len(versions_routes)]
         feats = {k: (None if isinstance(rec[k], float) and np.isnan(rec[k]) else rec[k]) for k in rt.spec.feature_names}
         failed = version == errors_for and rng.random() < error_share
-        score = None if failed else float(scores(rt.spec.task, models[version], df.iloc[[i]][rt.spec.feature_names])[0])
+        score = None if failed else float(batch[version][i])
         # a regressor's score is its predicted value; the log's integer prediction column keeps it rounded
         regression = rt.spec.task == "regression"
         rows.append(
