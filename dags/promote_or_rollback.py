@@ -3,6 +3,12 @@
 
 The final call with production evidence.
 
+* **Waiting for labels** (`await_labels`, after `early_window_passed` only): labels come
+  `label_delay_hours` after the requests, and the early window ends after
+  `early_window.min_requests` requests. An automatic promotion waits (no worker slot held) until
+  `promotion.min_labelled_rows` of the release's requests are labelled, or, without
+  `promotion.test`, until the release has served one monitoring window of traffic in event time.
+  A run by hand goes on at once.
 * **Promote** (after `early_window_passed`, or by hand): the challenger becomes champion, the old
   champion is recorded as previously serving, the challenger alias is cleared. When labels have
   arrived for the window (at least `promotion.min_labelled_rows`), both versions are scored on the
@@ -73,8 +79,21 @@ def promote_or_rollback_dag(entry: ModelEntry) -> None:
         doc_md=model_doc(entry, "promote_or_rollback", __doc__),
     )
     def promote_or_rollback() -> None:
+        @task.sensor(poke_interval=60, timeout=timedelta(days=30), mode="reschedule")
+        def await_labels() -> PokeReturnValue:
+            """An automatic promotion waits for the release's labels (steps.release.await_labels)."""
+            from include.mlops.adapters.events import triggering_events
+            from include.mlops.domain.policy import final_request
+            from include.mlops.runtime import load_runtime
+            from include.mlops.steps.release import await_labels as labels_in
+
+            context = get_current_context()
+            request = final_request(context["params"], triggering_events(context).extras())
+            done, info = labels_in(load_runtime(model=model), request)
+            return PokeReturnValue(is_done=done, xcom_value=info)
+
         @task
-        def decide() -> dict[str, Any]:
+        def decide(awaited: dict[str, Any]) -> dict[str, Any]:
             from include.mlops.adapters.events import triggering_events
             from include.mlops.domain.policy import decide_final_request, final_request
             from include.mlops.runtime import load_runtime
@@ -87,6 +106,8 @@ def promote_or_rollback_dag(entry: ModelEntry) -> None:
             inputs: dict[str, Any] = {"action": request.action}
             if verdict.outcome == "proceed":
                 verdict, inputs = decide_final(rt, request.action, request.version)
+            if awaited.get("waited"):
+                inputs["awaited_labels"] = awaited
             return {"verdict": verdict.to_dict(), "inputs": inputs, "reason": request.reason}
 
         @task.branch
@@ -161,7 +182,7 @@ def promote_or_rollback_dag(entry: ModelEntry) -> None:
         def bake_end(b: dict[str, Any]) -> dict[str, Any]:
             return _act_bake(b)
 
-        d = decide()
+        d = decide(await_labels())
         promoted = promote(d)
         route(d) >> [promoted, rollback(d), no_change(d)]
         baked = bake(promoted)

@@ -174,6 +174,40 @@ def test_rollback_with_nothing_before_is_refused(airflow_db, ml_runtime, mlflow_
     assert aliases(client, model_name) == {CHAMPION: v1}
 
 
+def test_an_automatic_promotion_waits_for_the_release_labels(ml_runtime, mlflow_env, model_name, flights, trained, spec_variant):
+    """promote_or_rollback's await_labels on the real store: an early-window promotion waits until
+    promotion.min_labelled_rows of the release's requests are labelled (labels come a day late), or
+    a monitoring window of traffic has gone by without them; a run by hand does not wait."""
+    from datetime import date
+
+    from include.mlops.domain.policy import FinalRequest
+    from include.mlops.runtime import load_runtime
+    from include.mlops.steps.release import await_labels
+
+    rt = ml_runtime
+    client = mlflow_client(mlflow_env["url"])
+    v1, v2 = register(client, model_name, trained, "weak", "normal")
+    deploy_canary(rt, client, model_name, v1, v2)
+    auto = FinalRequest("promote", v2, "early window passed", triggered=True)
+    log_traffic(rt, flights, model_name, [(v1, "champion"), (v2, "challenger")], day=date(2013, 2, 10), labels=False)
+    done, info = await_labels(rt, auto)
+    assert not done and info["labelled_rows"] == 0 and info["traffic_days"] == 1 and info["window_days"] == 7, info
+    assert await_labels(rt, FinalRequest("promote", v2, "by hand"))[0]  # a person's promotion goes on at once
+    assert await_labels(rt, FinalRequest("rollback", None, "by hand", triggered=True))[0]
+
+    log_traffic(rt, flights, model_name, [(v1, "champion"), (v2, "challenger")], day=date(2013, 2, 16), labels=False)
+    done, info = await_labels(rt, auto)  # seven days of traffic and still no label: the early window decides
+    assert done and info["labelled_rows"] == 0 and info["traffic_days"] == 7, info
+    spec_variant("await-test", promotion={"test": "delong"})
+    tested = load_runtime()
+    assert tested.spec.promotion.test == "delong" and tested.model_name == model_name
+    assert not await_labels(tested, auto)[0]  # a paired test needs the labels, however long it takes
+
+    log_traffic(rt, flights, model_name, [(v1, "champion"), (v2, "challenger")], day=date(2013, 2, 11))
+    done, info = await_labels(rt, auto)
+    assert done and info["labelled_rows"] >= 300, info
+
+
 # -- issue 16: promotion on a significant gain, and the bake period --------------------------------
 def test_promotion_needs_a_significant_gain_with_a_test(
     airflow_db, ml_runtime, mlflow_env, model_name, flights, trained, dags, spec_variant

@@ -259,6 +259,33 @@ def test_decide_final_request(triggered, auto_promote, outcome, code):
     assert v.reasons and v.details == {}
 
 
+from include.mlops.domain.policy import promotion_ready, traffic_days, window_days  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("rows", "waited_out", "test", "ready"),
+    [
+        (0, False, "none", False),  # labels come a day after the requests: wait for them
+        (299, False, "none", False),
+        (300, False, "none", True),  # enough to judge the promotion on production labels
+        (0, True, "none", True),  # a window of traffic and still no labels: the early window decides
+        (299, True, "delong", False),  # a test needs the labels, however long it takes
+        (300, False, "delong", True),
+    ],
+    ids=["no-labels", "too-few", "enough", "waited-out", "test-waits", "test-enough"],
+)
+def test_promotion_waits_for_labels(rows, waited_out, test, ready):
+    assert promotion_ready(rows, min_rows=300, waited_out=waited_out, test=test) is ready
+
+
+def test_traffic_days_and_window_days():
+    """Whole calendar days of event time, both ends included, as the backtest counts a release's days."""
+    assert traffic_days(None, None) == 0
+    assert traffic_days(datetime(2013, 2, 10, 5), datetime(2013, 2, 10, 23)) == 1
+    assert traffic_days(datetime(2013, 2, 10, 23), datetime(2013, 2, 16, 6)) == 7
+    assert (window_days(168), window_days(24), window_days(25), window_days(1)) == (7, 1, 2, 1)
+
+
 # -- issue 16: opt-in policies (defaults keep the behaviour above) ----------------------------------
 import numpy as np  # noqa: E402
 

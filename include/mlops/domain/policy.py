@@ -289,6 +289,25 @@ def _significant_promotion(
     return Verdict("refused", "gain_not_significant", [why], details)
 
 
+def window_days(window_hours: float) -> int:
+    """A monitoring window (``monitoring.window_hours``) in whole days, rounded up."""
+    return max(1, -(-int(window_hours) // 24))
+
+
+def traffic_days(first_event: datetime | None, last_event: datetime | None) -> int:
+    """Calendar days of event time a release's traffic covers, first and last day included."""
+    if first_event is None or last_event is None:
+        return 0
+    return (last_event.date() - first_event.date()).days + 1
+
+
+def promotion_ready(labelled_rows: int, *, min_rows: int, waited_out: bool, test: str = "none") -> bool:
+    """May an automatic promotion be decided now? Once ``min_rows`` labelled requests of the release
+    are in (:func:`decide_promotion` judges it on them); without ``test``, also once the release
+    served a monitoring window of traffic without them (``waited_out``: the early window decides)."""
+    return labelled_rows >= min_rows or (waited_out and test == "none")
+
+
 @dataclass(frozen=True)
 class LedgerRow:
     alias: str

@@ -265,7 +265,8 @@ class Promotion(_Model):
 
     #: Promote automatically when the early window passes (else wait for a manual trigger).
     auto_promote: bool = True
-    #: Labelled requests needed before realized quality can refuse a promotion.
+    #: Labelled requests of the release an automatic promotion waits for (at most one monitoring
+    #: window of traffic, without ``test``), then judged on: realized quality can refuse it.
     min_labelled_rows: int = Field(default=300, ge=1)
     metric: MetricName = "roc_auc"
     #: How much worse than the champion the challenger may be on production labels.

@@ -27,7 +27,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from include.mlops.domain.clock import utcnow
-from include.mlops.domain.policy import LedgerRow, Verdict, WindowPolicy, WindowSignals, decide_early_window
+from include.mlops.domain.policy import (
+    FinalRequest,
+    LedgerRow,
+    Verdict,
+    WindowPolicy,
+    WindowSignals,
+    decide_early_window,
+    promotion_ready,
+    traffic_days,
+    window_days,
+)
 from include.mlops.domain.roles import CANARY, CHALLENGER, CHAMPION, SHADOW
 from include.mlops.steps.alias_moves import FinalMove, move_aliases
 from include.mlops.steps.monitoring.resources import cpu_use, model_p95_ms, serving_process  # the DAG reads it from here
@@ -307,6 +317,40 @@ def _roll_back(rt: Runtime, rel: Release, reasons: list[str], *, dag_id: str | N
 
 def champion_history(rt: Runtime) -> list[LedgerRow]:
     return [LedgerRow(r["alias"], r["action"], r["from_version"], r["to_version"]) for r in rt.store.list_ledger(rt.model_name, CHAMPION)]
+
+
+def await_labels(rt: Runtime, request: FinalRequest) -> tuple[bool, dict[str, Any]]:
+    """May promote_or_rollback decide now? A promotion the early window triggered waits for the
+    release's labels: ``promotion.min_labelled_rows`` labelled requests since the deployment (the rows
+    :func:`decide_final` scores with both versions), or, without ``promotion.test``, a monitoring
+    window of traffic in event time (``domain.policy.promotion_ready``, as the backtest decides).
+    Labels come a ``label_delay_hours`` after the requests, and the early window ends after
+    ``early_window.min_requests`` requests: without this wait a live promotion would never see one.
+    A run by hand (promote or rollback), or a release with no champion to compare, goes on at once."""
+    p = rt.spec.promotion
+    if not request.triggered or request.action != "promote" or not p.auto_promote:
+        return True, {"waited": False, "why": "not an automatic promotion"}
+    try:
+        rel = find_release(rt, request.version)
+    except LookupError as exc:
+        return True, {"waited": False, "why": str(exc)}
+    if rel.champion is None:
+        return True, {"waited": False, "why": f"v{rel.version} has no champion to be compared with ({rel.strategy})"}
+    rows, first, last = rt.store.release_traffic(rel.model, created_from=rel.since_dt, routes=(CHAMPION, CHALLENGER))
+    days, window = traffic_days(first, last), window_days(rt.spec.monitoring.window_hours)
+    done = promotion_ready(rows, min_rows=p.min_labelled_rows, waited_out=days >= window, test=p.test)
+    info = {"waited": True, "version": rel.version, "labelled_rows": rows, "min_labelled_rows": p.min_labelled_rows}
+    info |= {"traffic_days": days, "window_days": window, "ready": done}
+    log.info(
+        "v%s: %d labelled requests of %d needed, %d of %d days of traffic%s",
+        rel.version,
+        rows,
+        p.min_labelled_rows,
+        days,
+        window,
+        "" if done else ": waiting for labels",
+    )
+    return done, info
 
 
 def decide_final(rt: Runtime, action: str, version: str | None) -> tuple[Verdict, dict[str, Any]]:

@@ -57,7 +57,9 @@ def spec_runtime(spec: Any) -> Runtime:
 
 def window_days(spec: Any) -> int:
     """Monitoring windows in whole days (``window_hours`` rounded up to a day)."""
-    return max(1, -(-int(spec.monitoring.window_hours) // 24))
+    from include.mlops.domain.policy import window_days as days
+
+    return days(spec.monitoring.window_hours)
 
 
 def monitoring_windows(start: date, last: date, days: int) -> list[tuple[date, date]]:

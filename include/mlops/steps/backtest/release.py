@@ -33,6 +33,7 @@ from include.mlops.domain.policy import (
     decide_early_window,
     decide_final_request,
     decide_promotion,
+    promotion_ready,
     rollback_target,
 )
 from include.mlops.domain.roles import CHAMPION
@@ -94,8 +95,8 @@ def promote(loop: Loop, rel: Release, now: datetime, *, waited_out: bool) -> Non
         return
     paired = paired_scores(loop, rel.first_row, rel.since, now, (st.champion, rel.version))
     realized = realized_of(loop, paired, st.champion, rel.version)
-    if realized.rows < p.min_labelled_rows and (not waited_out or p.test != "none"):
-        return  # the release keeps serving while its labels arrive
+    if not promotion_ready(realized.rows, min_rows=p.min_labelled_rows, waited_out=waited_out, test=p.test):
+        return  # the release keeps serving while its labels arrive (promote_or_rollback's await_labels)
     comparison = compare(loop.rt, paired, st.champion, rel.version, min_gain=p.min_gain)
     verdict = decide_promotion(
         st.champion, rel.version, None, realized, min_rows=p.min_labelled_rows, tolerance=p.tolerance, test=p.test, comparison=comparison
