@@ -7,8 +7,11 @@ The final call with production evidence.
   `label_delay_hours` after the requests, and the early window ends after
   `early_window.min_requests` requests. An automatic promotion waits (no worker slot held) until
   `promotion.min_labelled_rows` of the release's requests are labelled, or, without
-  `promotion.test`, until the release has served one monitoring window of traffic in event time.
-  A run by hand goes on at once.
+  `promotion.test`, until the release has served one monitoring window of traffic (event days, or
+  wall time since the deployment); with a test at most two windows of wall time (then
+  `awaiting_labels`: a person decides). A version no longer the challenger ends the wait. A run by
+  hand never waits, and runs beside a waiting one (up to 3 runs at once; the alias moves re-check
+  the state under the model's alias lock).
 * **Promote** (after `early_window_passed`, or by hand): the challenger becomes champion, the old
   champion is recorded as previously serving, the challenger alias is cleared. When labels have
   arrived for the window (at least `promotion.min_labelled_rows`), both versions are scored on the
@@ -57,7 +60,7 @@ def promote_or_rollback_dag(entry: ModelEntry) -> None:
         schedule=[assets.early_window_passed],
         start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
         catchup=False,
-        max_active_runs=1,
+        max_active_runs=3,  # a promotion waiting for labels must not hold up a rollback by hand
         default_args={
             "retries": 1,
             "retry_delay": timedelta(seconds=15),
@@ -79,7 +82,9 @@ def promote_or_rollback_dag(entry: ModelEntry) -> None:
         doc_md=model_doc(entry, "promote_or_rollback", __doc__),
     )
     def promote_or_rollback() -> None:
-        @task.sensor(poke_interval=60, timeout=timedelta(days=30), mode="reschedule")
+        @task.sensor(
+            poke_interval=20, exponential_backoff=True, max_wait=timedelta(minutes=10), timeout=timedelta(days=30), mode="reschedule"
+        )
         def await_labels() -> PokeReturnValue:
             """An automatic promotion waits for the release's labels (steps.release.await_labels)."""
             from include.mlops.adapters.events import triggering_events

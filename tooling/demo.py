@@ -167,9 +167,18 @@ def idle(client: AirflowClient, dag_ids: list[str] | None = None) -> bool:
         if d.rpartition(".")[2] == "check_early_window":
             continue
         for r in client.runs(d, limit=5):
-            if r["state"] in ("queued", "running"):
+            if r["state"] in ("queued", "running") and not _awaiting_labels(client, d, r):
                 return False
     return True
+
+
+def _awaiting_labels(client: AirflowClient, dag_id: str, run: dict[str, Any]) -> bool:
+    """A promote_or_rollback run still waiting for its release's labels: with the replay over, the
+    labels it waits for are in, or none come (idle, as an early window is)."""
+    if dag_id.rpartition(".")[2] != "promote_or_rollback" or run["state"] != "running":
+        return False
+    states = {t["task_id"]: t["state"] for t in client.task_instances(dag_id, run["dag_run_id"])}
+    return states.get("await_labels") in ("up_for_reschedule", "scheduled", "queued")
 
 
 # -- traffic and labels -------------------------------------------------------------------------
@@ -324,6 +333,8 @@ class Demo:
     def announce(self, feed: Feed, w: ClosedWindow) -> None:
         """Signal a closed window once its label batches are ingested and the window before it is judged."""
         _wait_ingested(feed.rt, w.labels, self.args.window_timeout)
+        if self.args.lockstep:
+            self.settle_promotion(feed)
         if feed.judging is not None:  # backpressure: the previous window must be judged first
             _wait_judged(feed.rt, feed.judging, self.args.window_timeout, self.tally)
         self.client.request(
@@ -335,6 +346,24 @@ class Demo:
         prefix = "" if len(self.feeds) == 1 else f"{feed.name[:24]:24} "
         print(f"{w.last_day}  {prefix}{state:45}  last decision: {last_decision(feed.rt)}", flush=True)
         feed.judging = w.end
+
+    def settle_promotion(self, feed: Feed) -> None:
+        """Lockstep: a promotion waiting for labels that the batches just ingested complete is
+        decided before the window is announced, so the retrain the window may cause finds the
+        challenger slot as the backtest would, whatever the sensor's poke timing."""
+        from include.mlops.domain.policy import FinalRequest
+        from include.mlops.steps.release import await_labels
+
+        dag_id = feed.dag("promote_or_rollback")
+        if not _busy(self.client, (dag_id,)):
+            return
+        ready, info = await_labels(feed.rt, FinalRequest("promote", None, "lockstep", triggered=True))
+        if not (ready and info.get("waited")):  # waiting on, or no challenger waits (e.g. a bake period runs)
+            return
+        try:
+            wait_until(lambda: not _busy(self.client, (dag_id,)), self.args.window_timeout, f"{dag_id} to decide", poll=1.0)
+        except TimeoutError as exc:
+            self.tally.note(self.plan.end, f"moving on: {exc} ({info})")
 
     def replay(self) -> None:
         """2. the replay: as fast as the loop keeps up. A window closes when its last day's traffic is

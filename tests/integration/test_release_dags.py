@@ -177,35 +177,53 @@ def test_rollback_with_nothing_before_is_refused(airflow_db, ml_runtime, mlflow_
 def test_an_automatic_promotion_waits_for_the_release_labels(ml_runtime, mlflow_env, model_name, flights, trained, spec_variant):
     """promote_or_rollback's await_labels on the real store: an early-window promotion waits until
     promotion.min_labelled_rows of the release's requests are labelled (labels come a day late), or
-    a monitoring window of traffic has gone by without them; a run by hand does not wait."""
-    from datetime import date
+    a monitoring window of traffic has gone by without them (event days, or wall time); with a
+    paired test it waits for the labels, two windows of wall time at most; a run by hand never waits."""
+    import dataclasses
+    from datetime import date, timedelta
 
+    from sqlalchemy import update
+
+    from include.mlops.adapters.store import deployment_ledger
     from include.mlops.domain.policy import FinalRequest
     from include.mlops.runtime import load_runtime
-    from include.mlops.steps.release import await_labels
+    from include.mlops.steps.release import await_labels, find_release
 
     rt = ml_runtime
     client = mlflow_client(mlflow_env["url"])
     v1, v2 = register(client, model_name, trained, "weak", "normal")
     deploy_canary(rt, client, model_name, v1, v2)
     auto = FinalRequest("promote", v2, "early window passed", triggered=True)
-    log_traffic(rt, flights, model_name, [(v1, "champion"), (v2, "challenger")], day=date(2013, 2, 10), labels=False)
+    routes = [(v1, "champion"), (v2, "challenger")]
+    log_traffic(rt, flights, model_name, routes, day=date(2013, 2, 10), labels=False)
     done, info = await_labels(rt, auto)
     assert not done and info["labelled_rows"] == 0 and info["traffic_days"] == 1 and info["window_days"] == 7, info
     assert await_labels(rt, FinalRequest("promote", v2, "by hand"))[0]  # a person's promotion goes on at once
     assert await_labels(rt, FinalRequest("rollback", None, "by hand", triggered=True))[0]
 
-    log_traffic(rt, flights, model_name, [(v1, "champion"), (v2, "challenger")], day=date(2013, 2, 16), labels=False)
+    for day in range(11, 17):
+        log_traffic(rt, flights, model_name, routes, day=date(2013, 2, day), labels=False)
     done, info = await_labels(rt, auto)  # seven days of traffic and still no label: the early window decides
-    assert done and info["labelled_rows"] == 0 and info["traffic_days"] == 7, info
+    assert done and info["labelled_rows"] == 0 and info["traffic_days"] == 7 and info["waited_out"], info
     spec_variant("await-test", promotion={"test": "delong"})
     tested = load_runtime()
     assert tested.spec.promotion.test == "delong" and tested.model_name == model_name
-    assert not await_labels(tested, auto)[0]  # a paired test needs the labels, however long it takes
+    done, info = await_labels(tested, auto)
+    assert not done and not info["gave_up"], info  # a paired test needs the labels
 
-    log_traffic(rt, flights, model_name, [(v1, "champion"), (v2, "challenger")], day=date(2013, 2, 11))
-    done, info = await_labels(rt, auto)
-    assert done and info["labelled_rows"] >= 300, info
+    log_traffic(rt, flights, model_name, routes, day=date(2013, 2, 17))
+    done, info = await_labels(tested, auto)
+    assert done and info["labelled_rows"] >= 300 and not info["gave_up"], info
+
+    # two windows of wall time since the deployment and still too few labels: a test gives up waiting
+    rel = find_release(rt, v2)
+    with rt.store.begin() as conn:
+        since = rel.since_dt - timedelta(days=15)
+        conn.execute(update(deployment_ledger).where(deployment_ledger.c.id == rel.ledger_id).values(created_at=since))
+    promotion = tested.spec.promotion.model_copy(update={"min_labelled_rows": 10**6})
+    strict = dataclasses.replace(tested, spec=tested.spec.model_copy(update={"promotion": promotion}))
+    done, info = await_labels(strict, auto)
+    assert done and info["gave_up"] and info["labelled_rows"] < 10**6, info
 
 
 # -- issue 16: promotion on a significant gain, and the bake period --------------------------------

@@ -259,7 +259,7 @@ def test_decide_final_request(triggered, auto_promote, outcome, code):
     assert v.reasons and v.details == {}
 
 
-from include.mlops.domain.policy import promotion_ready, traffic_days, window_days  # noqa: E402
+from include.mlops.domain.policy import promotion_ready, window_days  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -278,11 +278,8 @@ def test_promotion_waits_for_labels(rows, waited_out, test, ready):
     assert promotion_ready(rows, min_rows=300, waited_out=waited_out, test=test) is ready
 
 
-def test_traffic_days_and_window_days():
-    """Whole calendar days of event time, both ends included, as the backtest counts a release's days."""
-    assert traffic_days(None, None) == 0
-    assert traffic_days(datetime(2013, 2, 10, 5), datetime(2013, 2, 10, 23)) == 1
-    assert traffic_days(datetime(2013, 2, 10, 23), datetime(2013, 2, 16, 6)) == 7
+def test_window_days():
+    """A monitoring window in whole days, rounded up, as the backtest counts a release's days."""
     assert (window_days(168), window_days(24), window_days(25), window_days(1)) == (7, 1, 2, 1)
 
 

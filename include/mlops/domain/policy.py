@@ -294,13 +294,6 @@ def window_days(window_hours: float) -> int:
     return max(1, -(-int(window_hours) // 24))
 
 
-def traffic_days(first_event: datetime | None, last_event: datetime | None) -> int:
-    """Calendar days of event time a release's traffic covers, first and last day included."""
-    if first_event is None or last_event is None:
-        return 0
-    return (last_event.date() - first_event.date()).days + 1
-
-
 def promotion_ready(labelled_rows: int, *, min_rows: int, waited_out: bool, test: str = "none") -> bool:
     """May an automatic promotion be decided now? Once ``min_rows`` labelled requests of the release
     are in (:func:`decide_promotion` judges it on them); without ``test``, also once the release

@@ -35,7 +35,6 @@ from include.mlops.domain.policy import (
     WindowSignals,
     decide_early_window,
     promotion_ready,
-    traffic_days,
     window_days,
 )
 from include.mlops.domain.roles import CANARY, CHALLENGER, CHAMPION, SHADOW
@@ -319,14 +318,21 @@ def champion_history(rt: Runtime) -> list[LedgerRow]:
     return [LedgerRow(r["alias"], r["action"], r["from_version"], r["to_version"]) for r in rt.store.list_ledger(rt.model_name, CHAMPION)]
 
 
+#: With ``promotion.test``, an automatic promotion gives up waiting for labels after this many
+#: monitoring windows of wall time: ``decide_final`` then records ``awaiting_labels``, a person decides.
+LABEL_WAIT_WINDOWS = 2
+
+
 def await_labels(rt: Runtime, request: FinalRequest) -> tuple[bool, dict[str, Any]]:
     """May promote_or_rollback decide now? A promotion the early window triggered waits for the
     release's labels: ``promotion.min_labelled_rows`` labelled requests since the deployment (the rows
-    :func:`decide_final` scores with both versions), or, without ``promotion.test``, a monitoring
-    window of traffic in event time (``domain.policy.promotion_ready``, as the backtest decides).
-    Labels come a ``label_delay_hours`` after the requests, and the early window ends after
-    ``early_window.min_requests`` requests: without this wait a live promotion would never see one.
-    A run by hand (promote or rollback), or a release with no champion to compare, goes on at once."""
+    :func:`decide_final` scores with both versions); without ``promotion.test`` at most until the
+    release has served a monitoring window of traffic (event days, or wall time since the deployment);
+    with a test at most :data:`LABEL_WAIT_WINDOWS` windows of wall time. The rule is
+    ``domain.policy.promotion_ready``, as in the backtest. Labels come ``label_delay_hours`` after the
+    requests and the early window ends after ``early_window.min_requests`` requests: without this
+    wait a live promotion would never see one. A run by hand (promote or rollback), a release with
+    no champion to compare, or a version no longer the challenger, goes on at once."""
     p = rt.spec.promotion
     if not request.triggered or request.action != "promote" or not p.auto_promote:
         return True, {"waited": False, "why": "not an automatic promotion"}
@@ -336,18 +342,24 @@ def await_labels(rt: Runtime, request: FinalRequest) -> tuple[bool, dict[str, An
         return True, {"waited": False, "why": str(exc)}
     if rel.champion is None:
         return True, {"waited": False, "why": f"v{rel.version} has no champion to be compared with ({rel.strategy})"}
-    rows, first, last = rt.store.release_traffic(rel.model, created_from=rel.since_dt, routes=(CHAMPION, CHALLENGER))
-    days, window = traffic_days(first, last), window_days(rt.spec.monitoring.window_hours)
-    done = promotion_ready(rows, min_rows=p.min_labelled_rows, waited_out=days >= window, test=p.test)
+    holder = rt.store.alias_holder(rel.model, CHALLENGER)
+    if holder is None or str(holder["to_version"]) != rel.version:
+        return True, {"waited": False, "why": f"v{rel.version} is no longer the challenger"}
+    rows, days = rt.store.release_traffic(rel.model, created_from=rel.since_dt, routes=(CHAMPION, CHALLENGER))
+    window_h = rt.spec.monitoring.window_hours
+    wall = utcnow() - rel.since_dt
+    waited_out = days >= window_days(window_h) or wall >= timedelta(hours=window_h)
+    gave_up = p.test != "none" and wall >= timedelta(hours=window_h * LABEL_WAIT_WINDOWS)
+    done = gave_up or promotion_ready(rows, min_rows=p.min_labelled_rows, waited_out=waited_out, test=p.test)
     info = {"waited": True, "version": rel.version, "labelled_rows": rows, "min_labelled_rows": p.min_labelled_rows}
-    info |= {"traffic_days": days, "window_days": window, "ready": done}
+    info |= {"traffic_days": days, "window_days": window_days(window_h), "waited_out": waited_out, "gave_up": gave_up, "ready": done}
     log.info(
         "v%s: %d labelled requests of %d needed, %d of %d days of traffic%s",
         rel.version,
         rows,
         p.min_labelled_rows,
         days,
-        window,
+        window_days(window_h),
         "" if done else ": waiting for labels",
     )
     return done, info

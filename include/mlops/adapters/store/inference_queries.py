@@ -118,9 +118,10 @@ class InferenceQueries(StoreBase):
         with self.engine.connect() as conn:
             return {str(status): int(n) for status, n in conn.execute(q).all()}
 
-    def release_traffic(self, model: str, *, created_from: datetime, routes: Iterable[str]) -> tuple[int, datetime | None, datetime | None]:
+    def release_traffic(self, model: str, *, created_from: datetime, routes: Iterable[str]) -> tuple[int, int]:
         """Since ``created_from``, on these routes: the distinct entities scored and already labelled
-        (the rows a promotion is judged on), and the event time of the first and last request scored."""
+        (the rows a promotion is judged on), and the distinct days of event time scored (a stray
+        request far in the past or future adds one day, not the span between)."""
         ok = (inference_log.c.model_name == model, inference_log.c.status == "ok", inference_log.c.route.in_(list(routes)))
         labelled = (
             select(func.count(func.distinct(inference_log.c.entity_id)))
@@ -131,13 +132,11 @@ class InferenceQueries(StoreBase):
             )
             .where(*ok, inference_log.c.created_at >= created_from)
         )
-        span = select(func.min(inference_log.c.event_time), func.max(inference_log.c.event_time)).where(
+        days = select(func.count(func.distinct(func.date(inference_log.c.event_time)))).where(
             *ok, inference_log.c.created_at >= created_from
         )
         with self.engine.connect() as conn:
-            rows = int(conn.execute(labelled).scalar_one())
-            first, last = conn.execute(span).one()
-        return rows, first, last
+            return int(conn.execute(labelled).scalar_one()), int(conn.execute(days).scalar_one())
 
     def count_rejected(self, model: str, created_from: datetime, created_to: datetime) -> int:
         """Requests the serving API rejected (schema validation) created in [from, to]."""
